@@ -1,0 +1,289 @@
+//! One job = one Store: the per-job state and the code that runs a task to its outcome.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+
+use crate::bindings;
+use crate::cancel::CancelHandle;
+use crate::capabilities::log::JobLog;
+use crate::capabilities::progress::{JobProgress, ProgressSink};
+use crate::capabilities::wasi;
+use crate::limits::{Limits, MemoryLimiter};
+use crate::module::TaskModule;
+use crate::outcome::{JobError, JobReport, RunStats};
+
+/// How often a computing guest yields to the async executor, in fuel units (a few
+/// milliseconds of work), so that one busy guest cannot starve the others on its thread.
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+
+/// What the job is, as the guest sees it in `job-info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    /// The job id.
+    pub id: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// The queue the job came from.
+    pub queue: String,
+    /// When the job was enqueued.
+    pub enqueued_at: SystemTime,
+}
+
+impl JobInfo {
+    /// A first and only attempt on the `default` queue, enqueued now: a job run by hand.
+    pub fn adhoc(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            attempt: 1,
+            max_attempts: 1,
+            queue: "default".into(),
+            enqueued_at: SystemTime::now(),
+        }
+    }
+}
+
+/// Everything needed to run one job.
+pub struct JobRequest {
+    /// The task to call inside the module.
+    pub task: String,
+    /// The task's input bytes (JSON by convention).
+    pub input: Vec<u8>,
+    /// What the guest is told about the job.
+    pub info: JobInfo,
+    /// The job's limits.
+    pub limits: Limits,
+    /// Cancels the job from elsewhere.
+    pub cancel: CancelHandle,
+    /// Receives progress reports as they happen.
+    pub progress: Option<ProgressSink>,
+}
+
+impl JobRequest {
+    /// A request with default limits, no cancellation and no progress sink.
+    pub fn new(task: impl Into<String>, input: impl Into<Vec<u8>>, info: JobInfo) -> Self {
+        Self {
+            task: task.into(),
+            input: input.into(),
+            info,
+            limits: Limits::default(),
+            cancel: CancelHandle::new(),
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for JobRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRequest")
+            .field("task", &self.task)
+            .field("input_bytes", &self.input.len())
+            .field("info", &self.info)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The data of a job's Store: WASI, the capabilities' per-job state, and the limits'
+/// bookkeeping.
+pub(crate) struct JobState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) log: JobLog,
+    pub(crate) progress: JobProgress,
+    limiter: MemoryLimiter,
+    cancel: CancelHandle,
+    deadline: Instant,
+}
+
+/// Why the epoch callback stopped the guest.
+#[derive(Debug, thiserror::Error)]
+enum Interrupted {
+    #[error("the job's deadline passed")]
+    Deadline,
+    #[error("the job was cancelled")]
+    Cancelled,
+}
+
+/// Runs at every epoch tick while the guest computes: stops it once cancelled or past its
+/// deadline, and otherwise yields to the executor before going on.
+fn on_epoch_tick(store: StoreContextMut<'_, JobState>) -> wasmtime::Result<UpdateDeadline> {
+    let state = store.data();
+    if state.cancel.is_cancelled() {
+        return Err(wasmtime::Error::new(Interrupted::Cancelled));
+    }
+    if Instant::now() >= state.deadline {
+        return Err(wasmtime::Error::new(Interrupted::Deadline));
+    }
+    Ok(UpdateDeadline::Yield(1))
+}
+
+/// Runs `request` in a fresh Store and instance of `module`. Never panics or hangs because of
+/// the guest: every failure becomes a [`JobError`].
+pub(crate) async fn run(module: &TaskModule, request: JobRequest) -> JobReport {
+    let JobRequest {
+        task,
+        input,
+        info,
+        limits,
+        cancel,
+        progress,
+    } = request;
+    let started = Instant::now();
+    let deadline = started + limits.timeout;
+    let log = JobLog::new(limits.log_bytes);
+    let state = JobState {
+        wasi: wasi::context(&log),
+        table: ResourceTable::new(),
+        log,
+        progress: JobProgress {
+            latest: None,
+            sink: progress,
+        },
+        limiter: MemoryLimiter::new(limits.memory),
+        cancel: cancel.clone(),
+        deadline,
+    };
+    let mut store = Store::new(module.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    let configured = store
+        .set_fuel(limits.fuel)
+        .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)));
+    if let Err(err) = configured {
+        return JobReport {
+            outcome: Err(JobError::Internal {
+                message: format!("configuring fuel: {err}"),
+            }),
+            stats: RunStats::default(),
+            log: String::new(),
+            progress: None,
+        };
+    }
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(on_epoch_tick);
+
+    let job = bindings::taskbox::task::types::JobInfo {
+        id: info.id,
+        task: task.clone(),
+        attempt: info.attempt,
+        max_attempts: info.max_attempts,
+        queue: info.queue,
+        enqueued_at: unix_millis(info.enqueued_at),
+        deadline: unix_millis(SystemTime::now() + limits.timeout),
+    };
+
+    let result = {
+        let call = async {
+            let instance = module.pre().instantiate_async(&mut store).await?;
+            instance.call_run(&mut store, &task, &input, &job).await
+        };
+        // The epoch callback stops a computing guest; these two stop one blocked in a host
+        // call, by dropping the call.
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(Stopped::Cancelled),
+            result = tokio::time::timeout_at(deadline.into(), call) => match result {
+                Ok(result) => result.map_err(Stopped::Failed),
+                Err(_elapsed) => Err(Stopped::Deadline),
+            },
+        }
+    };
+
+    let state = store.data();
+    let outcome = match result {
+        Ok(Ok(output)) if output.len() > limits.output_bytes => Err(JobError::OutputTooLarge {
+            size: output.len() as u64,
+            limit: limits.output_bytes as u64,
+        }),
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(task_error)) => Err(task_error.into()),
+        Err(Stopped::Deadline) => Err(timeout(&limits)),
+        Err(Stopped::Cancelled) => Err(JobError::Cancelled),
+        Err(Stopped::Failed(err)) => Err(classify(&err, &limits, state.limiter.limit_hit())),
+    };
+    JobReport {
+        outcome,
+        stats: RunStats {
+            fuel_used: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+            wall_time: started.elapsed(),
+            peak_memory: state.limiter.peak(),
+        },
+        log: state.log.finish(),
+        progress: state.progress.latest.clone(),
+    }
+}
+
+/// How a call ended without returning.
+enum Stopped {
+    Failed(wasmtime::Error),
+    Deadline,
+    Cancelled,
+}
+
+/// Names the failure of a call that trapped or was interrupted.
+fn classify(err: &wasmtime::Error, limits: &Limits, memory_limit_hit: bool) -> JobError {
+    if let Some(interrupted) = err.downcast_ref::<Interrupted>() {
+        return match interrupted {
+            Interrupted::Deadline => timeout(limits),
+            Interrupted::Cancelled => JobError::Cancelled,
+        };
+    }
+    if let Some(exhausted) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return JobError::Internal {
+            message: format!("no free sandbox slot: {exhausted}"),
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => JobError::OutOfFuel {
+            budget: limits.fuel,
+        },
+        Some(Trap::StackOverflow) => JobError::StackOverflow,
+        Some(Trap::Interrupt) => timeout(limits),
+        // A guest whose allocation was refused usually aborts: report the cause, not the abort.
+        _ if memory_limit_hit => JobError::MemoryLimit {
+            limit: limits.memory,
+        },
+        Some(trap) => JobError::Trap {
+            message: trap.to_string(),
+        },
+        None => JobError::Trap {
+            message: format!("{err:#}"),
+        },
+    }
+}
+
+fn timeout(limits: &Limits) -> JobError {
+    JobError::Timeout {
+        timeout_ms: millis(limits.timeout),
+    }
+}
+
+impl From<bindings::taskbox::task::types::TaskError> for JobError {
+    fn from(error: bindings::taskbox::task::types::TaskError) -> Self {
+        use bindings::taskbox::task::types::TaskError;
+        match error {
+            TaskError::Retryable(retry) => JobError::TaskError {
+                retryable: true,
+                retry_after_ms: retry.retry_after_ms,
+                message: retry.message,
+            },
+            TaskError::Fatal(message) => JobError::TaskError {
+                retryable: false,
+                retry_after_ms: None,
+                message,
+            },
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, millis)
+}

@@ -1,0 +1,39 @@
+//! The taskbox sandbox: runs one job of an untrusted WebAssembly component in a fresh
+//! wasmtime Store, with fuel, wall-clock, memory and stack limits, and turns every way it can
+//! end into a typed [`JobReport`].
+//!
+//! This crate knows nothing of Redis or HTTP servers, so it can be built, tested and
+//! benchmarked alone; the `taskbox` crate puts a queue and an API around it.
+//!
+//! ```no_run
+//! use taskbox_runtime::{JobInfo, JobRequest, Runtime, RuntimeConfig};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let runtime = Runtime::new(&RuntimeConfig::default())?;
+//! let module = runtime.load(&std::fs::read("hello.wasm")?)?;
+//! let request = JobRequest::new("greet", r#"{"name":"Ada"}"#, JobInfo::adhoc("job-1"));
+//! let report = runtime.run(&module, request).await;
+//! match report.outcome {
+//!     Ok(output) => println!("{}", String::from_utf8_lossy(&output)),
+//!     Err(err) => eprintln!("{} failed: {err}", err.kind()),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod bindings;
+mod cancel;
+mod capabilities;
+mod job;
+mod limits;
+mod module;
+mod outcome;
+mod runtime;
+
+pub use cancel::CancelHandle;
+pub use capabilities::progress::ProgressSink;
+pub use job::{JobInfo, JobRequest};
+pub use limits::Limits;
+pub use module::{ModuleDigest, TaskModule};
+pub use outcome::{JobError, JobReport, Progress, RunStats};
+pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig};

@@ -1,0 +1,214 @@
+//! Compiled task modules: content-addressed, compiled once, pre-linked once.
+
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::TaskPre;
+use crate::job::JobState;
+use crate::outcome::JobError;
+
+/// The SHA-256 of a module's bytes: its identity everywhere in taskbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleDigest([u8; 32]);
+
+impl ModuleDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+}
+
+impl fmt::Display for ModuleDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// A module ready to run: compiled, its imports resolved against the host, instantiable
+/// many times.
+pub struct TaskModule {
+    digest: ModuleDigest,
+    engine: Engine,
+    pre: TaskPre<JobState>,
+}
+
+impl fmt::Debug for TaskModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskModule")
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskModule {
+    /// The module's digest.
+    pub fn digest(&self) -> ModuleDigest {
+        self.digest
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn pre(&self) -> &TaskPre<JobState> {
+        &self.pre
+    }
+
+    /// Links `component` against the host. A missing import fails here, naming it, so that
+    /// no job of a module that cannot run is ever started.
+    pub(crate) fn link(
+        digest: ModuleDigest,
+        component: &Component,
+        linker: &Linker<JobState>,
+    ) -> Result<Self, JobError> {
+        let instance_pre = linker
+            .instantiate_pre(component)
+            .map_err(|err| missing_import(&err))?;
+        let pre = TaskPre::new(instance_pre).map_err(|err| JobError::InvalidModule {
+            message: format!("it does not export the taskbox:task world's `run`: {err:#}"),
+        })?;
+        Ok(Self {
+            digest,
+            engine: component.engine().clone(),
+            pre,
+        })
+    }
+}
+
+/// Turns the linker's refusal into `missing_import`. The linker says
+/// "component imports instance `NAME`, but a matching implementation was not found in the
+/// linker" and, below that, why; the import's name is the first backquoted word.
+fn missing_import(err: &wasmtime::Error) -> JobError {
+    let outer = err.to_string();
+    let detail = err
+        .chain()
+        .nth(1)
+        .map_or_else(|| outer.clone(), |cause| cause.to_string());
+    match outer.split('`').nth(1) {
+        Some(name) => JobError::MissingImport {
+            name: name.to_owned(),
+            detail,
+        },
+        None => JobError::InvalidModule {
+            message: format!("{err:#}"),
+        },
+    }
+}
+
+/// Checks the header: a component, not a core module or something else.
+pub(crate) fn check_is_component(bytes: &[u8]) -> Result<(), JobError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const COMPONENT_LAYER: [u8; 2] = [1, 0];
+    let invalid = |message: &str| {
+        Err(JobError::InvalidModule {
+            message: message.to_owned(),
+        })
+    };
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return invalid("not a WebAssembly binary (no `\\0asm` header)");
+    }
+    if bytes[6..8] != COMPONENT_LAYER {
+        return invalid(
+            "a core WebAssembly module, not a component: build for wasm32-wasip2, or wrap it \
+             with `wasm-tools component new`",
+        );
+    }
+    Ok(())
+}
+
+/// Precompiled components on disk, keyed by module digest and engine compatibility, so that
+/// a restarted host does not compile again.
+///
+/// Deserializing precompiled code is unsafe: wasmtime trusts it as native code. So this cache
+/// only ever reads files it wrote itself: each file carries the SHA-256 of its body, written
+/// by [`ArtifactCache::store`] after compiling, and a file whose checksum does not match is
+/// deleted and recompiled. Bytes a user sends are always compiled, never deserialized.
+#[derive(Debug)]
+pub(crate) struct ArtifactCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+const ARTIFACT_MAGIC: &[u8; 8] = b"TBXCWASM";
+
+impl ArtifactCache {
+    pub(crate) fn new(dir: &Path, engine: &Engine) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(Self {
+            dir: dir.to_owned(),
+            engine_key: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    fn path(&self, digest: ModuleDigest) -> PathBuf {
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
+    }
+
+    /// The cached compilation of `digest`, if there is an intact one.
+    pub(crate) fn load(&self, engine: &Engine, digest: ModuleDigest) -> Option<Component> {
+        let path = self.path(digest);
+        let bytes = std::fs::read(&path).ok()?;
+        let body = verified_body(&bytes);
+        // SAFETY: `body` is exactly what `store` wrote from `Component::serialize` on an engine
+        // with the same compatibility hash (it is in the file name), as its checksum proves.
+        let component = body.and_then(|body| unsafe { Component::deserialize(engine, body) }.ok());
+        if component.is_none() {
+            tracing::warn!(path = %path.display(), "discarding a damaged or stale precompiled module");
+            let _ = std::fs::remove_file(&path);
+        }
+        component
+    }
+
+    /// Writes the compilation of `digest` atomically (a temporary file, then a rename).
+    pub(crate) fn store(&self, digest: ModuleDigest, component: &Component) -> anyhow::Result<()> {
+        let body = component.serialize()?;
+        let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
+        file.write_all(ARTIFACT_MAGIC)?;
+        file.write_all(&Sha256::digest(&body))?;
+        file.write_all(&body)?;
+        file.persist(self.path(digest))?;
+        Ok(())
+    }
+}
+
+fn verified_body(bytes: &[u8]) -> Option<&[u8]> {
+    let rest = bytes.strip_prefix(ARTIFACT_MAGIC.as_slice())?;
+    let (checksum, body) = rest.split_at_checked(32)?;
+    (Sha256::digest(body).as_slice() == checksum).then_some(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_core_modules_and_non_wasm() {
+        let core = b"\0asm\x01\0\0\0";
+        let err = check_is_component(core).unwrap_err();
+        assert!(err.to_string().contains("core WebAssembly module"), "{err}");
+        let err = check_is_component(b"hello world").unwrap_err();
+        assert!(
+            err.to_string().contains("not a WebAssembly binary"),
+            "{err}"
+        );
+        assert!(check_is_component(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn a_tampered_artifact_is_not_trusted() {
+        let mut file = ARTIFACT_MAGIC.to_vec();
+        file.extend_from_slice(&Sha256::digest(b"body"));
+        file.extend_from_slice(b"body");
+        assert_eq!(verified_body(&file), Some(&b"body"[..]));
+        *file.last_mut().unwrap() = b'x';
+        assert_eq!(verified_body(&file), None);
+    }
+}

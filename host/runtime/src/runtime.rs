@@ -1,0 +1,226 @@
+//! The process-wide engine: configuration, the epoch ticker, the linker and the module cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::capabilities;
+use crate::job::{self, JobRequest, JobState};
+use crate::limits::MAX_TABLE_ELEMENTS;
+use crate::module::{ArtifactCache, ModuleDigest, TaskModule, check_is_component};
+use crate::outcome::{JobError, JobReport};
+
+/// How often the epoch advances: the granularity of timeouts and cancellation.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The deepest WebAssembly stack a guest may use before it gets `stack_overflow`.
+const MAX_WASM_STACK: usize = 1 << 20;
+/// The native stack a job runs on: the WebAssembly stack plus room for host calls.
+const ASYNC_STACK_SIZE: usize = 2 << 20;
+/// The largest single linear memory (all of wasm32's address space); per-job limits are
+/// enforced below this by the job's [`Limits`](crate::Limits).
+const MAX_MEMORY_SIZE: usize = 4 << 30;
+/// What the pooling allocator keeps resident when a slot is reused (zeroed with memset
+/// instead of `madvise`): the profile in DESIGN.md showed TLB shootdowns from `madvise`
+/// dominating small jobs.
+const KEEP_RESIDENT: usize = 64 << 10;
+
+/// How the process's sandbox engine is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Preallocate sandbox slots (the default; instantiation takes microseconds). Without it
+    /// every job maps and unmaps its memory.
+    pub pooling: bool,
+    /// How many jobs may run at once in this process (the size of the pool).
+    pub max_concurrent_jobs: u32,
+    /// Where precompiled modules are kept across restarts; none compiles on every start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_concurrent_jobs: 200,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Runs jobs of any number of modules, each in a fresh sandbox. One per process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<JobState>,
+    modules: Mutex<HashMap<ModuleDigest, Arc<TaskModule>>>,
+    artifacts: Option<ArtifactCache>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("artifacts", &self.artifacts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine, links the host capabilities and starts the epoch ticker.
+    pub fn new(config: &RuntimeConfig) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(config))?;
+        let mut linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut linker)?;
+        let artifacts = match &config.cache_dir {
+            Some(dir) => Some(
+                ArtifactCache::new(dir, &engine)
+                    .with_context(|| format!("opening module cache {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            modules: Mutex::default(),
+            artifacts,
+        })
+    }
+
+    /// The module with this digest, if it is loaded.
+    pub fn cached(&self, digest: ModuleDigest) -> Option<Arc<TaskModule>> {
+        self.modules().get(&digest).cloned()
+    }
+
+    /// Loads a component: from memory if loaded before, else from the precompiled cache, else
+    /// by compiling it. Fails with `invalid_module` or `missing_import` for a module that
+    /// could never run here. Compiling takes long for big modules: call this off the async
+    /// executor (`spawn_blocking`).
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<TaskModule>, JobError> {
+        let digest = ModuleDigest::of(bytes);
+        if let Some(module) = self.cached(digest) {
+            return Ok(module);
+        }
+        check_is_component(bytes)?;
+        let cached = self
+            .artifacts
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, digest));
+        let component = match cached {
+            Some(component) => component,
+            None => self.compile(digest, bytes)?,
+        };
+        let module = Arc::new(TaskModule::link(digest, &component, &self.linker)?);
+        self.modules().insert(digest, Arc::clone(&module));
+        Ok(module)
+    }
+
+    fn compile(&self, digest: ModuleDigest, bytes: &[u8]) -> Result<Component, JobError> {
+        let component =
+            Component::new(&self.engine, bytes).map_err(|err| JobError::InvalidModule {
+                message: format!("{err:#}"),
+            })?;
+        if let Some(cache) = &self.artifacts
+            && let Err(err) = cache.store(digest, &component)
+        {
+            tracing::warn!(%digest, "could not keep the precompiled module: {err:#}");
+        }
+        Ok(component)
+    }
+
+    /// Runs one job of `module` in a fresh sandbox and reports how it went.
+    pub async fn run(&self, module: &TaskModule, request: JobRequest) -> JobReport {
+        job::run(module, request).await
+    }
+
+    fn modules(&self) -> std::sync::MutexGuard<'_, HashMap<ModuleDigest, Arc<TaskModule>>> {
+        self.modules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut engine = Config::new();
+    engine
+        .wasm_component_model(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(ASYNC_STACK_SIZE)
+        .memory_init_cow(true);
+    if config.pooling {
+        engine.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(
+            config.max_concurrent_jobs,
+        )));
+    } else {
+        engine.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
+    engine
+}
+
+/// Slots for `jobs` concurrent sandboxes, each big enough for the CPython (about 18 MB) and
+/// SpiderMonkey (about 12 MB) components that componentize-py and componentize-js build:
+/// those have many core instances and tables, and tables of tens of thousands of functions.
+fn pool(jobs: u32) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(jobs)
+        .total_core_instances(jobs * 16)
+        .total_memories(jobs * 2)
+        .total_tables(jobs * 8)
+        .total_stacks(jobs)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(64)
+        .max_tables_per_module(8)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .max_memory_size(MAX_MEMORY_SIZE)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .async_stack_keep_resident(KEEP_RESIDENT)
+        .decommit_batch_size(64);
+    pool
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread, for as long as
+/// the runtime lives.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("taskbox-epoch".into())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
