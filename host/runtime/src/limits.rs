@@ -22,8 +22,9 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// 5 billion fuel units: a few seconds of compute.
-    pub const DEFAULT_FUEL: u64 = 5_000_000_000;
+    /// 50 billion fuel units: roughly 10 to 30 seconds of compute on a current x86 core, so
+    /// that by default the wall-clock timeout, not fuel, bounds a busy job.
+    pub const DEFAULT_FUEL: u64 = 50_000_000_000;
     /// 30 seconds.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
     /// 128 MiB.

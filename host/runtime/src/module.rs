@@ -83,17 +83,11 @@ impl TaskModule {
 
 /// Turns the linker's refusal into `missing_import`. The linker says
 /// "component imports instance `NAME`, but a matching implementation was not found in the
-/// linker" and, below that, why; the import's name is the first backquoted word.
+/// linker": the import's name is the first backquoted word.
 fn missing_import(err: &wasmtime::Error) -> JobError {
-    let outer = err.to_string();
-    let detail = err
-        .chain()
-        .nth(1)
-        .map_or_else(|| outer.clone(), |cause| cause.to_string());
-    match outer.split('`').nth(1) {
+    match err.to_string().split('`').nth(1) {
         Some(name) => JobError::MissingImport {
             name: name.to_owned(),
-            detail,
         },
         None => JobError::InvalidModule {
             message: format!("{err:#}"),

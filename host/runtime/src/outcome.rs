@@ -64,12 +64,10 @@ pub enum JobError {
         message: String,
     },
     /// The module imports something the host does not provide.
-    #[error("module imports `{name}`, which this host does not provide ({detail})")]
+    #[error("module imports `{name}`, which this host does not provide")]
     MissingImport {
         /// The import's name, such as `wasi:filesystem/types@0.2.0`.
         name: String,
-        /// What the linker said about it.
-        detail: String,
     },
     /// A failure of the host itself, not of the guest.
     #[error("internal error: {message}")]

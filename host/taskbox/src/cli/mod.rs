@@ -1,0 +1,42 @@
+//! The `taskbox` command line. Doc comments here are the `--help` text.
+
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Environment variable that sets the log filter (`info`, `taskbox=debug`, ...).
+pub const ENV_LOG: &str = "TASKBOX_LOG";
+
+/// Run untrusted background jobs as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "taskbox", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+}
+
+impl Cli {
+    /// Runs the chosen command; the exit code says whether it succeeded.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Run(args) => run::run(args),
+        }
+    }
+}
+
+/// Sends the host's own logs to stderr, filtered by `TASKBOX_LOG` (default `warn`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
