@@ -19,8 +19,12 @@ static RUNTIME: LazyLock<Runtime> =
 
 fn module(name: &str) -> Arc<TaskModule> {
     RUNTIME
-        .load(&guests::wasm_bytes(name))
+        .load(&wasm_bytes(name))
         .unwrap_or_else(|err| panic!("loading {name}: {err}"))
+}
+
+fn wasm_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(guests::wasm(name)).expect("reading a built guest component")
 }
 
 fn request(task: &str, input: Value) -> JobRequest {
@@ -338,7 +342,7 @@ async fn every_job_gets_a_fresh_instance() {
 #[test]
 fn an_unknown_import_fails_at_load_naming_it() {
     let err = RUNTIME
-        .load(&guests::wasm_bytes("fixtures_unknown_import"))
+        .load(&wasm_bytes("fixtures_unknown_import"))
         .unwrap_err();
     assert_eq!(
         err,
@@ -369,7 +373,7 @@ fn precompiled_modules_survive_a_restart_and_damage_is_recompiled() {
         cache_dir: Some(dir.path().to_owned()),
         ..RuntimeConfig::default()
     };
-    let bytes = guests::wasm_bytes("hello");
+    let bytes = wasm_bytes("hello");
     let digest = Runtime::new(&config)
         .unwrap()
         .load(&bytes)

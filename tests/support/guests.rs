@@ -17,11 +17,6 @@ pub fn wasm(name: &str) -> PathBuf {
     path
 }
 
-/// The bytes of the compiled guest component `name`.
-pub fn wasm_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(wasm(name)).expect("reading a built guest component")
-}
-
 fn build_guests() -> Result<PathBuf, String> {
     let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
