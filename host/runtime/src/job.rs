@@ -124,7 +124,8 @@ fn on_epoch_tick(store: StoreContextMut<'_, JobState>) -> wasmtime::Result<Updat
 
 /// Runs `request` in a fresh Store and instance of `module`. Never panics or hangs because of
 /// the guest: every failure becomes a [`JobError`].
-pub(crate) async fn run(module: &TaskModule, request: JobRequest) -> JobReport {
+/// With `fuel` off, the limits' fuel budget is not applied and no fuel is reported used.
+pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) -> JobReport {
     let JobRequest {
         task,
         input,
@@ -150,9 +151,12 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest) -> JobReport {
     };
     let mut store = Store::new(module.engine(), state);
     store.limiter(|state| &mut state.limiter);
-    let configured = store
-        .set_fuel(limits.fuel)
-        .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)));
+    let configured = match fuel {
+        true => store
+            .set_fuel(limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))),
+        false => Ok(()),
+    };
     if let Err(err) = configured {
         return JobReport {
             outcome: Err(JobError::Internal {
@@ -208,7 +212,10 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest) -> JobReport {
     JobReport {
         outcome,
         stats: RunStats {
-            fuel_used: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+            fuel_used: match store.get_fuel() {
+                Ok(left) => limits.fuel.saturating_sub(left),
+                Err(_metering_off) => 0,
+            },
             wall_time: started.elapsed(),
             peak_memory: state.limiter.peak(),
         },
