@@ -34,8 +34,9 @@ const MAX_MEMORY_SIZE: usize = 4 << 30;
 /// this region, with memcpy/memset, instead of `madvise` plus a page fault per page on the
 /// next job: the profile in DESIGN.md showed those faults and the TLB shootdowns of
 /// `madvise` dominating small jobs. 2 MiB covers a Rust guest's 1 MiB shadow stack, its
-/// data and its first heap pages.
-const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
+/// data and its first heap pages. Without the ioctl the whole region would be reset on every
+/// job, so then only [`KEEP_RESIDENT`] is kept.
+const MEMORY_KEEP_RESIDENT_WITH_PAGEMAP: usize = 2 << 20;
 /// The same for tables and async stacks, which small jobs touch only a little of.
 const KEEP_RESIDENT: usize = 64 << 10;
 
@@ -181,6 +182,11 @@ fn engine_config(config: &RuntimeConfig) -> Config {
 /// SpiderMonkey (about 12 MB) components that componentize-py and componentize-js build:
 /// those have many core instances and tables, and tables of tens of thousands of functions.
 fn pool(jobs: u32) -> PoolingAllocationConfig {
+    let (pagemap, memory_keep_resident) = match PoolingAllocationConfig::is_pagemap_scan_available()
+    {
+        true => (Enabled::Yes, MEMORY_KEEP_RESIDENT_WITH_PAGEMAP),
+        false => (Enabled::No, KEEP_RESIDENT),
+    };
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(jobs)
         .total_core_instances(jobs * 16)
@@ -193,8 +199,8 @@ fn pool(jobs: u32) -> PoolingAllocationConfig {
         .max_tables_per_module(8)
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_memory_size(MAX_MEMORY_SIZE)
-        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
-        .pagemap_scan(Enabled::Auto)
+        .linear_memory_keep_resident(memory_keep_resident)
+        .pagemap_scan(pagemap)
         .table_keep_resident(KEEP_RESIDENT)
         .async_stack_keep_resident(KEEP_RESIDENT)
         .decommit_batch_size(64);
