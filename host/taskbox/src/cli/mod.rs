@@ -1,5 +1,8 @@
 //! The `taskbox` command line. Doc comments here are the `--help` text.
 
+mod dev;
+mod job;
+pub(crate) mod redis_url;
 mod run;
 
 use std::process::ExitCode;
@@ -20,13 +23,28 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Dev(dev::DevArgs),
+    Serve(dev::ServeArgs),
+    Module(dev::ModuleArgs),
+    Job(job::JobArgs),
+    Dead(job::DeadArgs),
 }
 
 impl Cli {
     /// Runs the chosen command; the exit code says whether it succeeded.
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        let runtime = || {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+        };
         match self.command {
             Command::Run(args) => run::run(args),
+            Command::Dev(args) => runtime()?.block_on(dev::dev(args)),
+            Command::Serve(args) => runtime()?.block_on(dev::serve(args)),
+            Command::Module(args) => runtime()?.block_on(dev::module(args)),
+            Command::Job(args) => runtime()?.block_on(job::job(args)),
+            Command::Dead(args) => runtime()?.block_on(job::dead(args)),
         }
     }
 }

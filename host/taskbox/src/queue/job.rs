@@ -1,0 +1,261 @@
+//! Jobs as the queue stores them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Queued, waiting for a worker.
+    Pending,
+    /// Waiting for its `run_at` time.
+    Scheduled,
+    /// A worker is running it.
+    Running,
+    /// Failed; waiting for its retry.
+    Retrying,
+    /// Finished with a result.
+    Completed,
+    /// Failed for good: in the dead letters.
+    Dead,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job has finished (and will change no more on its own).
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Completed | Self::Dead | Self::Cancelled)
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Completed => "completed",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::Pending,
+            Self::Scheduled,
+            Self::Running,
+            Self::Retrying,
+            Self::Completed,
+            Self::Dead,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| format!("unknown job status `{s}` (pending, scheduled, running, retrying, completed, dead, cancelled)"))
+    }
+}
+
+/// Which of a queue's streams a job goes to; workers take high before normal before low.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Taken first.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Taken last.
+    Low,
+}
+
+impl Priority {
+    /// Most urgent first.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|priority| priority.as_str() == s)
+            .ok_or_else(|| format!("unknown priority `{s}` (high, normal, low)"))
+    }
+}
+
+/// How long to wait before each retry: exponential from `base`, capped at `max`, plus up to
+/// `jitter` (a fraction of the delay) at random so that failed jobs do not retry in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// The delay before the first retry.
+    pub base: Duration,
+    /// The longest delay.
+    pub max: Duration,
+    /// The random extra, as a fraction of the delay (0.0 to 1.0).
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    /// 2 s, doubling up to 5 min, plus up to 25% jitter (Celery's `retry_backoff` with
+    /// `retry_jitter`).
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(300),
+            jitter: 0.25,
+        }
+    }
+}
+
+impl Backoff {
+    /// The nominal delay after failed attempt `attempt` (1-based), before jitter.
+    pub fn nominal(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+        self.base.saturating_mul(factor).min(self.max)
+    }
+
+    /// The delay to wait: the nominal delay plus `random` (0.0 to 1.0) times the jitter.
+    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
+        let nominal = self.nominal(attempt);
+        nominal + nominal.mul_f64(self.jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0))
+    }
+}
+
+/// One job as stored, with everything known about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    /// The job id.
+    pub id: String,
+    /// The queue.
+    pub queue: String,
+    /// The module's name, and the digest it resolved to at enqueue time.
+    pub module: String,
+    /// The module digest.
+    pub digest: String,
+    /// The task.
+    pub task: String,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// The stream it goes to.
+    pub priority: Priority,
+    /// The result, once completed (UTF-8 text where it is; see `result_base64` otherwise).
+    #[serde(skip)]
+    pub result: Option<Vec<u8>>,
+    /// The last error, as the worker recorded it (`{"kind": ..., ...}`).
+    pub error: Option<serde_json::Value>,
+    /// The job's log from its last attempt.
+    pub log: Option<String>,
+    /// The latest progress (`{"percent": .., "message": ..}`).
+    pub progress: Option<serde_json::Value>,
+    /// What the last attempt consumed.
+    pub stats: Option<serde_json::Value>,
+    /// Caller metadata, stored as given.
+    pub metadata: Option<serde_json::Value>,
+    /// How often the job was retried from the dead letters.
+    pub dead_retries: u32,
+    /// Times, in ms since the Unix epoch.
+    pub created_at: u64,
+    /// When it is (or was) due.
+    pub run_at: Option<u64>,
+    /// When its last attempt started.
+    pub started_at: Option<u64>,
+    /// When it finished.
+    pub finished_at: Option<u64>,
+    /// The worker of its last attempt.
+    pub worker: Option<String>,
+}
+
+impl JobRecord {
+    pub(crate) fn from_hash(
+        queue: &str,
+        id: &str,
+        mut hash: HashMap<String, Vec<u8>>,
+    ) -> Option<Self> {
+        let mut text = |field: &str| {
+            hash.remove(field)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let status = text("status")?.parse().ok()?;
+        let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
+        let json = |value: Option<String>| value.and_then(|v| serde_json::from_str(&v).ok());
+        let record = Self {
+            id: id.to_owned(),
+            queue: queue.to_owned(),
+            module: text("module").unwrap_or_default(),
+            digest: text("digest").unwrap_or_default(),
+            task: text("task").unwrap_or_default(),
+            status,
+            attempt: number(text("attempt")).unwrap_or(0) as u32,
+            max_attempts: number(text("max_attempts")).unwrap_or(1) as u32,
+            priority: text("priority")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_default(),
+            result: None,
+            error: json(text("error")),
+            log: text("log"),
+            progress: json(text("progress")),
+            stats: json(text("stats")),
+            metadata: json(text("metadata")),
+            dead_retries: number(text("dead_retries")).unwrap_or(0) as u32,
+            created_at: number(text("created_at")).unwrap_or(0),
+            run_at: number(text("run_at")),
+            started_at: number(text("started_at")),
+            finished_at: number(text("finished_at")),
+            worker: text("worker"),
+        };
+        Some(Self {
+            result: hash.remove("result"),
+            ..record
+        })
+    }
+
+    /// The error's kind (`timeout`, `task_error`, ...), if the job failed.
+    pub fn error_kind(&self) -> Option<&str> {
+        self.error.as_ref()?.get("kind")?.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitter_only_adds() {
+        let backoff = Backoff::default();
+        assert_eq!(backoff.nominal(1), Duration::from_secs(2));
+        assert_eq!(backoff.nominal(2), Duration::from_secs(4));
+        assert_eq!(backoff.nominal(9), Duration::from_secs(300));
+        assert_eq!(backoff.nominal(60), Duration::from_secs(300));
+        assert_eq!(backoff.delay(2, 0.0), Duration::from_secs(4));
+        assert_eq!(backoff.delay(2, 1.0), Duration::from_secs(5));
+    }
+}

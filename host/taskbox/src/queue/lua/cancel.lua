@@ -1,0 +1,28 @@
+-- cancel: cancels a job. A job that has not started never will; a running one is told to
+-- stop through the queue's cancel channel, and its worker stores the outcome.
+-- KEYS[1] the job hash
+-- KEYS[2] the queue's delayed set
+-- ARGV[1] the job id; ARGV[2] the retention of finished jobs, in seconds
+-- ARGV[3] the cancel channel; ARGV[4] the channel that announces finished jobs
+-- Returns the job's status after the call ('cancelled', 'cancelling', or the finished
+-- status it already had), or false when there is no such job.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return false
+end
+if status == 'pending' or status == 'scheduled' or status == 'retrying' then
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error_kind', 'cancelled',
+    'error', '{"kind":"cancelled"}', 'finished_at', now)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[4], ARGV[1])
+  return 'cancelled'
+end
+if status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', 1)
+  redis.call('PUBLISH', ARGV[3], ARGV[1])
+  return 'cancelling'
+end
+return status

@@ -1,0 +1,34 @@
+-- enqueue: creates a job and queues it now, or schedules it for later.
+-- KEYS[1] the job hash
+-- KEYS[2] the stream of the job's priority
+-- KEYS[3] the queue's delayed set
+-- KEYS[4] the idempotency key (any key of the queue when ARGV[3] is '')
+-- ARGV[1] the job id
+-- ARGV[2] run at, in ms since the epoch; '0' runs now
+-- ARGV[3] the idempotency key's value ('' = none); ARGV[4] its lifetime in seconds
+-- ARGV[5..] field, value pairs of the job hash
+-- Returns {job id, 1} for a new job, or {existing job id, 0} when the idempotency key was
+-- used before.
+if ARGV[3] ~= '' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then
+    return {existing, 0}
+  end
+  redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4])
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local run_at = tonumber(ARGV[2])
+local fields = {}
+for i = 5, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[1], 'created_at', now, 'attempt', 0, unpack(fields))
+if run_at > now then
+  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'run_at', run_at)
+  redis.call('ZADD', KEYS[3], run_at, ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'status', 'pending', 'run_at', now)
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
+end
+return {ARGV[1], 1}

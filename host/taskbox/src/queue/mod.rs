@@ -1,0 +1,559 @@
+//! The Redis job queue: enqueue, inspect, wait for, cancel and retry jobs.
+//!
+//! Queues are Redis Streams read through one consumer group; a job is a hash; delayed jobs
+//! and retries wait in one sorted set per queue; dead letters are a stream. Every state
+//! transition that touches more than one key is one Lua script (`lua/*.lua`, each with a
+//! header naming its KEYS, ARGV and return value).
+
+pub mod job;
+mod keys;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt as _;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands as _, Script};
+use taskbox_runtime::ModuleDigest;
+
+pub use job::{Backoff, JobRecord, JobStatus, Priority};
+pub(crate) use keys::QueueKeys;
+
+/// The queue jobs go to when none is named.
+pub const DEFAULT_QUEUE: &str = "default";
+/// The prefix of every key taskbox writes.
+pub const DEFAULT_PREFIX: &str = "tb:";
+/// The consumer group of every stream.
+pub(crate) const GROUP: &str = "workers";
+/// Retries after the first attempt when neither the task nor the caller says.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// How long finished jobs (and idempotency keys) are kept.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Options of one enqueue; all have defaults.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    /// The queue; [`DEFAULT_QUEUE`] when none.
+    pub queue: Option<String>,
+    /// The priority.
+    pub priority: Priority,
+    /// Run no earlier than this from now.
+    pub delay: Option<Duration>,
+    /// Run no earlier than this time (wins over `delay`).
+    pub run_at: Option<SystemTime>,
+    /// Retries after the first attempt; [`DEFAULT_MAX_RETRIES`] when none.
+    pub max_retries: Option<u32>,
+    /// The wall-clock limit of each attempt; the runtime's default when none.
+    pub timeout: Option<Duration>,
+    /// The retry backoff; [`Backoff::default`] when none.
+    pub backoff: Option<Backoff>,
+    /// Enqueueing twice with the same key returns the first job's id.
+    pub idempotency_key: Option<String>,
+    /// Stored with the job as given.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The module's name.
+    pub module: String,
+    /// The task in the module.
+    pub task: String,
+    /// The input bytes (JSON by convention).
+    pub input: Vec<u8>,
+    /// How to enqueue it.
+    pub options: EnqueueOptions,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id.
+    pub id: String,
+    /// The queue it is on.
+    pub queue: String,
+    /// False when the idempotency key had been used: `id` is the earlier job's.
+    pub created: bool,
+}
+
+/// What cancelling did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job had not started and never will.
+    Cancelled,
+    /// The job is running; its worker has been told to stop it.
+    Cancelling,
+    /// The job had already finished with this status.
+    AlreadyFinished(JobStatus),
+}
+
+/// One dead letter.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetter {
+    /// The job id.
+    pub id: String,
+    /// The task.
+    pub task: String,
+    /// The last error as JSON.
+    pub error: serde_json::Value,
+    /// Its kind.
+    pub error_type: String,
+    /// Attempts made.
+    pub tries: u32,
+    /// When it failed for good, in ms since the Unix epoch.
+    pub failed_at: u64,
+}
+
+/// The Lua scripts, loaded once.
+#[derive(Debug)]
+struct Scripts {
+    enqueue: Script,
+    start: Script,
+    finish: Script,
+    promote: Script,
+    cancel: Script,
+    retry_dead: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            start: Script::new(include_str!("lua/start.lua")),
+            finish: Script::new(include_str!("lua/finish.lua")),
+            promote: Script::new(include_str!("lua/promote.lua")),
+            cancel: Script::new(include_str!("lua/cancel.lua")),
+            retry_dead: Script::new(include_str!("lua/retry_dead.lua")),
+        }
+    }
+}
+
+/// A client of the queue. Cheap to clone: clones share one multiplexed connection, which
+/// reconnects by itself after Redis restarts.
+#[derive(Clone)]
+pub struct Queue {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    retention: Duration,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The oldest Redis with every command the queue uses (XAUTOCLAIM).
+const MIN_REDIS_VERSION: (u32, u32) = (6, 2);
+
+impl Queue {
+    /// Connects to Redis at `url`, retrying with capped backoff for up to `patience`; refuses
+    /// a Redis too old for the queue and warns when it may evict keys.
+    pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url}"))?;
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        let mut conn = loop {
+            match ConnectionManager::new(client.clone()).await {
+                Ok(conn) => break conn,
+                Err(err) if started.elapsed() < patience => {
+                    tracing::warn!(
+                        "Redis at {url} is not answering ({err}); trying again in {delay:?}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| format!("connecting to Redis at {url}"));
+                }
+            }
+        };
+        check_server(&mut conn).await?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            retention: DEFAULT_RETENTION,
+            scripts: std::sync::Arc::new(Scripts::new()),
+        })
+    }
+
+    pub(crate) fn keys(&self, queue: &str) -> QueueKeys {
+        QueueKeys::new(&self.prefix, queue)
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub(crate) fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// Stores a module's bytes under its digest and points `name` at it.
+    pub async fn put_module(&self, name: &str, bytes: &[u8]) -> anyhow::Result<ModuleDigest> {
+        let digest = ModuleDigest::of(bytes);
+        let mut conn = self.connection();
+        redis::pipe()
+            .atomic()
+            .set(keys::module_bytes(&self.prefix, &digest.to_string()), bytes)
+            .hset(keys::modules(&self.prefix), name, digest.to_string())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(digest)
+    }
+
+    /// The bytes of the module with this digest.
+    pub async fn module_bytes(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let bytes: Option<Vec<u8>> = self
+            .connection()
+            .get(keys::module_bytes(&self.prefix, digest))
+            .await?;
+        bytes.with_context(|| format!("module {digest} is not stored in Redis"))
+    }
+
+    async fn resolve_module(&self, name: &str) -> anyhow::Result<String> {
+        let digest: Option<String> = self
+            .connection()
+            .hget(keys::modules(&self.prefix), name)
+            .await?;
+        digest.with_context(|| format!("there is no module named `{name}`: push it first"))
+    }
+
+    /// Enqueues one job.
+    pub async fn enqueue(&self, job: NewJob) -> anyhow::Result<Enqueued> {
+        Ok(self.enqueue_batch(vec![job]).await?.remove(0))
+    }
+
+    /// Enqueues many jobs in one round trip.
+    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> anyhow::Result<Vec<Enqueued>> {
+        let mut digests = HashMap::new();
+        for job in &jobs {
+            if !digests.contains_key(&job.module) {
+                digests.insert(job.module.clone(), self.resolve_module(&job.module).await?);
+            }
+        }
+        let mut pipe = redis::pipe();
+        let mut queues = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let queue = job
+                .options
+                .queue
+                .clone()
+                .unwrap_or_else(|| DEFAULT_QUEUE.into());
+            validate_name("queue", &queue)?;
+            let keys = self.keys(&queue);
+            let id = new_job_id();
+            let options = &job.options;
+            let run_at = match (options.run_at, options.delay) {
+                (Some(at), _) => unix_millis(at),
+                (None, Some(delay)) => unix_millis(SystemTime::now() + delay),
+                (None, None) => 0,
+            };
+            let backoff = options.backoff.unwrap_or_default();
+            let max_attempts = options
+                .max_retries
+                .unwrap_or(DEFAULT_MAX_RETRIES)
+                .saturating_add(1);
+            let idempotency = options.idempotency_key.clone().unwrap_or_default();
+            let mut invocation = self.scripts.enqueue.key(keys.job(&id));
+            invocation
+                .key(keys.stream(options.priority))
+                .key(keys.delayed())
+                .key(keys.idempotency(&idempotency))
+                .arg(&id)
+                .arg(run_at)
+                .arg(&idempotency)
+                .arg(self.retention.as_secs())
+                .arg("module")
+                .arg(&job.module)
+                .arg("digest")
+                .arg(&digests[&job.module])
+                .arg("task")
+                .arg(&job.task)
+                .arg("input")
+                .arg(job.input)
+                .arg("max_attempts")
+                .arg(max_attempts)
+                .arg("priority")
+                .arg(options.priority.as_str())
+                .arg("backoff")
+                .arg(serde_json::to_string(&backoff)?);
+            if let Some(timeout) = options.timeout {
+                invocation.arg("timeout_ms").arg(timeout.as_millis() as u64);
+            }
+            if let Some(metadata) = &options.metadata {
+                invocation.arg("metadata").arg(metadata.to_string());
+            }
+            pipe.invoke_script(&invocation);
+            pipe.zadd(keys.index(), &id, unix_millis(SystemTime::now()))
+                .ignore();
+            queues.push(queue);
+        }
+        let mut conn = self.connection();
+        let replies: Vec<(String, u8)> = match pipe.query_async(&mut conn).await {
+            Ok(replies) => replies,
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                // The first use of the script on this server: load it, then try again.
+                for script in [&self.scripts.enqueue] {
+                    script.prepare_invoke().load_async(&mut conn).await?;
+                }
+                pipe.query_async(&mut conn).await?
+            }
+            Err(err) => return Err(err.into()),
+        };
+        Ok(replies
+            .into_iter()
+            .zip(queues)
+            .map(|((id, created), queue)| Enqueued {
+                id,
+                queue,
+                created: created == 1,
+            })
+            .collect())
+    }
+
+    /// The job `id` on `queue`, if it exists (finished jobs expire after the retention).
+    pub async fn job(&self, queue: &str, id: &str) -> anyhow::Result<Option<JobRecord>> {
+        let hash: HashMap<String, Vec<u8>> =
+            self.connection().hgetall(self.keys(queue).job(id)).await?;
+        Ok(JobRecord::from_hash(queue, id, hash))
+    }
+
+    /// Waits until job `id` finishes or `timeout` passes, and returns it as it then is. Push
+    /// based: it listens on the queue's channel of finished jobs, no polling.
+    pub async fn wait(
+        &self,
+        queue: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<JobRecord>> {
+        let keys = self.keys(queue);
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(keys.done_channel()).await?;
+        // Subscribed first, then looked: a job finishing in between is not missed.
+        let job = self.job(queue, id).await?;
+        if job.as_ref().is_none_or(|job| job.status.is_finished()) {
+            return Ok(job);
+        }
+        let mut messages = pubsub.on_message();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(message)) => {
+                    if message.get_payload_bytes() == id.as_bytes() {
+                        return self.job(queue, id).await;
+                    }
+                }
+                Ok(None) => bail!("the Redis connection closed while waiting for job {id}"),
+                Err(_elapsed) => return self.job(queue, id).await,
+            }
+        }
+    }
+
+    /// Cancels job `id`.
+    pub async fn cancel(&self, queue: &str, id: &str) -> anyhow::Result<Option<CancelOutcome>> {
+        let keys = self.keys(queue);
+        let status: Option<String> = self
+            .scripts
+            .cancel
+            .key(keys.job(id))
+            .key(keys.delayed())
+            .arg(id)
+            .arg(self.retention.as_secs())
+            .arg(keys.cancel_channel())
+            .arg(keys.done_channel())
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(status.map(|status| match status.as_str() {
+            "cancelled" => CancelOutcome::Cancelled,
+            "cancelling" => CancelOutcome::Cancelling,
+            other => CancelOutcome::AlreadyFinished(other.parse().unwrap_or(JobStatus::Dead)),
+        }))
+    }
+
+    /// Jobs of `queue`, newest first, optionally only those with `status` or `task`.
+    pub async fn list(
+        &self,
+        queue: &str,
+        status: Option<JobStatus>,
+        task: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<JobRecord>> {
+        let keys = self.keys(queue);
+        let mut conn = self.connection();
+        let mut found = Vec::new();
+        let mut offset = 0isize;
+        const PAGE: isize = 500;
+        while found.len() < limit {
+            let ids: Vec<String> = conn
+                .zrevrange(keys.index(), offset, offset + PAGE - 1)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            offset += PAGE;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hgetall(keys.job(id));
+            }
+            let hashes: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
+            for (id, hash) in ids.iter().zip(hashes) {
+                match JobRecord::from_hash(queue, id, hash) {
+                    // Expired: drop it from the index too.
+                    None => conn.zrem::<_, _, ()>(keys.index(), id).await?,
+                    Some(job)
+                        if status.is_none_or(|s| s == job.status)
+                            && task.is_none_or(|t| t == job.task) =>
+                    {
+                        found.push(job);
+                    }
+                    Some(_) => {}
+                }
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The dead letters of `queue`, newest first.
+    pub async fn dead_letters(&self, queue: &str, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        let reply: redis::streams::StreamRangeReply = self
+            .connection()
+            .xrevrange_count(self.keys(queue).dead(), "+", "-", limit)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let text = |field: &str| entry.get::<String>(field).unwrap_or_default();
+                DeadLetter {
+                    id: text("id"),
+                    task: text("task"),
+                    error: serde_json::from_str(&text("error")).unwrap_or(serde_json::Value::Null),
+                    error_type: text("error_kind"),
+                    tries: text("tries").parse().unwrap_or(0),
+                    failed_at: text("failed_at").parse().unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
+    /// Gives dead job `id` a new series of attempts; false when it is not dead.
+    pub async fn retry_dead(&self, queue: &str, id: &str) -> anyhow::Result<bool> {
+        let keys = self.keys(queue);
+        let Some(job) = self.job(queue, id).await? else {
+            return Ok(false);
+        };
+        let retried: Option<u8> = self
+            .scripts
+            .retry_dead
+            .key(keys.job(id))
+            .key(keys.stream(job.priority))
+            .arg(id)
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(retried.is_some())
+    }
+
+    /// Deletes every dead letter of `queue` (the jobs themselves expire as usual) and says
+    /// how many there were.
+    pub async fn purge_dead(&self, queue: &str) -> anyhow::Result<u64> {
+        let dead = self.keys(queue).dead();
+        let (count, ()): (u64, ()) = redis::pipe()
+            .atomic()
+            .xlen(&dead)
+            .del(&dead)
+            .ignore()
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(count)
+    }
+
+    pub(crate) fn scripts_start(&self) -> &Script {
+        &self.scripts.start
+    }
+
+    pub(crate) fn scripts_finish(&self) -> &Script {
+        &self.scripts.finish
+    }
+
+    pub(crate) fn scripts_promote(&self) -> &Script {
+        &self.scripts.promote
+    }
+}
+
+/// Refuses a Redis without the stream commands the queue needs, and warns when Redis may
+/// evict keys (which would lose jobs).
+async fn check_server(conn: &mut ConnectionManager) -> anyhow::Result<()> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("0.0.0")
+        .trim()
+        .to_owned();
+    let mut parts = version
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_REDIS_VERSION {
+        bail!(
+            "Redis {version} is too old: taskbox needs {}.{} or newer (for XAUTOCLAIM)",
+            MIN_REDIS_VERSION.0,
+            MIN_REDIS_VERSION.1
+        );
+    }
+    let policy: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    if let Some(policy) = policy.get(1)
+        && policy != "noeviction"
+    {
+        tracing::warn!(
+            "Redis maxmemory-policy is `{policy}`: under memory pressure Redis may evict jobs. \
+             Set it to `noeviction`."
+        );
+    }
+    Ok(())
+}
+
+/// Names of queues and modules: short, printable, and free of the characters keys use.
+pub(crate) fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        bail!("invalid {what} name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`");
+    }
+    Ok(())
+}
+
+/// 128 random bits as 32 hex digits.
+fn new_job_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+pub(crate) fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
+}

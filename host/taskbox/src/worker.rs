@@ -1,0 +1,602 @@
+//! Workers: take jobs from the queue's streams and run each in a fresh sandbox.
+//!
+//! Delivery is at least once. A job's stream entry is acknowledged only by the script that
+//! stores its outcome. While a worker holds entries it heartbeats them (XCLAIM to itself
+//! resets their idle time); entries idle past the visibility timeout belong to a worker that
+//! died and are taken over (XAUTOCLAIM) by any other worker. Every outcome write is fenced by
+//! the attempt number, so a worker that was presumed dead cannot overwrite a newer attempt.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands as _, AsyncConnectionConfig};
+use taskbox_runtime::{
+    CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime, TaskModule,
+};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys};
+
+/// Environment variable for the number of jobs a worker runs at once.
+pub const ENV_CONCURRENCY: &str = "TASKBOX_CONCURRENCY";
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The queues to serve.
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Stream entries idle this long belong to a dead worker and are run again.
+    pub visibility_timeout: Duration,
+    /// At shutdown, how long running jobs may take to finish before they are handed back.
+    pub grace: Duration,
+    /// This worker's name in the consumer groups.
+    pub id: String,
+}
+
+impl WorkerConfig {
+    /// 16 jobs at once on the default queue, 30 s visibility timeout, 25 s grace.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            queues: vec![crate::queue::DEFAULT_QUEUE.to_owned()],
+            concurrency: 16,
+            visibility_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(25),
+            id: id.into(),
+        }
+    }
+}
+
+/// Counters a worker keeps.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Jobs that completed.
+    pub completed: AtomicU64,
+    /// Attempts that failed (retried or dead).
+    pub failed: AtomicU64,
+    /// Outcomes refused because a newer attempt owned the job (this worker was presumed dead).
+    pub stale_rejected: AtomicU64,
+    /// Jobs handed back to the queue at shutdown.
+    pub released: AtomicU64,
+}
+
+/// One worker process's job runner.
+pub struct Worker {
+    queue: Queue,
+    runtime: Arc<Runtime>,
+    config: WorkerConfig,
+    stats: Arc<WorkerStats>,
+    modules: Mutex<HashMap<String, Arc<TaskModule>>>,
+    running: Mutex<HashMap<String, CancelHandle>>,
+    releasing: AtomicBool,
+    progress: mpsc::UnboundedSender<(QueueKeys, String, Progress)>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `start.lua` returns: attempt, max attempts, task, module digest, input, timeout in
+/// ms ('' for the default), enqueue time and backoff as JSON.
+type Started = (u32, u32, String, String, Vec<u8>, String, u64, String);
+
+/// A stream entry: which queue and stream it came from and the job it names.
+struct Delivery {
+    queue: String,
+    priority: Priority,
+    entry: String,
+    job: String,
+}
+
+impl Worker {
+    /// A worker for `queue` that runs jobs in `runtime`.
+    pub fn new(queue: Queue, runtime: Arc<Runtime>, config: WorkerConfig) -> Arc<Self> {
+        let (progress, updates) = mpsc::unbounded_channel();
+        tokio::spawn(store_progress(queue.clone(), updates));
+        Arc::new(Self {
+            queue,
+            runtime,
+            config,
+            stats: Arc::default(),
+            modules: Mutex::default(),
+            running: Mutex::default(),
+            releasing: AtomicBool::new(false),
+            progress,
+        })
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Runs until `shutdown` resolves, then stops fetching, lets running jobs finish within
+    /// the grace period, and hands the rest back to the queue.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        for queue in &self.config.queues {
+            self.create_groups(queue).await?;
+        }
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let background = [
+            tokio::spawn(Arc::clone(&self).listen_for_cancels()),
+            tokio::spawn(Arc::clone(&self).maintain(Arc::clone(&slots))),
+        ];
+        tokio::select! {
+            () = shutdown => {}
+            result = Arc::clone(&self).fetch(Arc::clone(&slots)) => result?,
+        }
+        tracing::info!(worker = %self.config.id, "shutting down: no new jobs");
+        let all = self.config.concurrency as u32;
+        if tokio::time::timeout(self.config.grace, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::info!("grace period over: handing unfinished jobs back to the queue");
+            self.releasing.store(true, Ordering::SeqCst);
+            for cancel in self.running().values() {
+                cancel.cancel();
+            }
+            let _all_back = slots.acquire_many(all).await;
+        }
+        for task in background {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    async fn create_groups(&self, queue: &str) -> anyhow::Result<()> {
+        let mut conn = self.queue.connection();
+        for stream in self.queue.keys(queue).streams() {
+            let created: redis::RedisResult<()> =
+                conn.xgroup_create_mkstream(&stream, GROUP, "0").await;
+            if let Err(err) = created
+                && err.code() != Some("BUSYGROUP")
+            {
+                return Err(err)
+                    .with_context(|| format!("creating the consumer group of {stream}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection of its own for blocking reads, which would hold up the shared one.
+    async fn fetch_connection(&self) -> anyhow::Result<MultiplexedConnection> {
+        let config =
+            AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+        Ok(self
+            .queue
+            .client()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// Takes entries from the streams in batches, as many as there are free slots.
+    async fn fetch(self: Arc<Self>, slots: Arc<Semaphore>) -> anyhow::Result<()> {
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // Wait for a free slot, then read as many entries as there are free slots.
+            drop(slots.acquire().await?);
+            let free = slots.available_permits().max(1);
+            let connection = match &mut conn {
+                Some(connection) => connection,
+                None => match self.fetch_connection().await {
+                    Ok(connection) => conn.insert(connection),
+                    Err(err) => {
+                        tracing::warn!("Redis unreachable ({err:#}); retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            match self.read(connection, free).await {
+                Ok(deliveries) => {
+                    backoff = Duration::from_millis(100);
+                    for delivery in deliveries {
+                        let permit = Arc::clone(&slots).acquire_owned().await?;
+                        let worker = Arc::clone(&self);
+                        tokio::spawn(async move {
+                            worker.process(delivery).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!("reading jobs failed ({err:#}); retrying in {backoff:?}");
+                    conn = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One blocking read of up to `count` new entries per stream, most urgent first.
+    async fn read(
+        &self,
+        conn: &mut MultiplexedConnection,
+        count: usize,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let mut deliveries = Vec::new();
+        for queue in &self.config.queues {
+            let keys = self.queue.keys(queue);
+            let streams = keys.streams();
+            let options = StreamReadOptions::default()
+                .group(GROUP, &self.config.id)
+                .count(count)
+                .block(1000);
+            let reply: Option<StreamReadReply> = conn
+                .xread_options(&streams, &[">", ">", ">"], &options)
+                .await?;
+            for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
+                let priority = Priority::ALL
+                    .into_iter()
+                    .find(|priority| keys.stream(*priority) == stream.key)
+                    .unwrap_or_default();
+                for entry in stream.ids {
+                    let job = entry.get::<String>("id").unwrap_or_default();
+                    deliveries.push(Delivery {
+                        queue: queue.clone(),
+                        priority,
+                        entry: entry.id,
+                        job,
+                    });
+                }
+            }
+        }
+        deliveries
+            .sort_by_key(|delivery| Priority::ALL.iter().position(|p| *p == delivery.priority));
+        Ok(deliveries)
+    }
+
+    /// Starts, runs and finishes one job. Never fails: a Redis error is logged, and the entry
+    /// stays pending so that the job is run again after the visibility timeout.
+    async fn process(self: &Arc<Self>, delivery: Delivery) {
+        if let Err(err) = self.try_process(&delivery).await {
+            tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
+        }
+    }
+
+    async fn try_process(self: &Arc<Self>, delivery: &Delivery) -> anyhow::Result<()> {
+        let keys = self.queue.keys(&delivery.queue);
+        let stream = keys.stream(delivery.priority);
+        let mut conn = self.queue.connection();
+        let started: Option<Started> = self
+            .queue
+            .scripts_start()
+            .key(keys.job(&delivery.job))
+            .key(&stream)
+            .key(keys.dead())
+            .arg(&delivery.entry)
+            .arg(&self.config.id)
+            .arg(&delivery.job)
+            .arg(GROUP)
+            .arg(self.queue.retention().as_secs())
+            .invoke_async(&mut conn)
+            .await?;
+        let Some((attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff)) =
+            started
+        else {
+            return Ok(());
+        };
+        let cancel = CancelHandle::new();
+        self.running().insert(delivery.job.clone(), cancel.clone());
+        // A cancel sent between `start` and registering above would have been missed.
+        let requested: Option<u8> = conn
+            .hget(keys.job(&delivery.job), "cancel_requested")
+            .await?;
+        if requested.is_some() {
+            cancel.cancel();
+        }
+        let report = match self.module(&digest).await {
+            Ok(module) => {
+                let request = JobRequest {
+                    task,
+                    input,
+                    info: JobInfo {
+                        id: delivery.job.clone(),
+                        attempt,
+                        max_attempts,
+                        queue: delivery.queue.clone(),
+                        enqueued_at: UNIX_EPOCH + Duration::from_millis(created_at),
+                    },
+                    limits: Limits {
+                        timeout: timeout_ms
+                            .parse()
+                            .map_or(Limits::DEFAULT_TIMEOUT, Duration::from_millis),
+                        ..Limits::default()
+                    },
+                    cancel,
+                    progress: Some(self.progress_sink(keys.clone(), delivery.job.clone())),
+                };
+                self.runtime.run(&module, request).await
+            }
+            Err(err) => JobReport {
+                outcome: Err(err),
+                stats: Default::default(),
+                log: String::new(),
+                progress: None,
+            },
+        };
+        self.running().remove(&delivery.job);
+        let backoff: Backoff = serde_json::from_str(&backoff).unwrap_or_default();
+        self.finish(delivery, &keys, attempt, report, &backoff)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        keys: &QueueKeys,
+        attempt: u32,
+        report: JobReport,
+        backoff: &Backoff,
+    ) -> anyhow::Result<()> {
+        let (outcome, payload, kind, retry_delay) = match &report.outcome {
+            Ok(output) => ("completed", output.clone(), String::new(), -1i64),
+            Err(JobError::Cancelled) if self.releasing.load(Ordering::SeqCst) => {
+                ("released", Vec::new(), String::new(), -1)
+            }
+            Err(err @ JobError::Cancelled) => {
+                ("cancelled", error_json(err), err.kind().to_owned(), -1)
+            }
+            Err(err) => {
+                let delay = match err {
+                    err if !err.is_retryable() => -1,
+                    JobError::TaskError {
+                        retry_after_ms: Some(after),
+                        ..
+                    } => *after as i64,
+                    _ => backoff.delay(attempt, rand::random::<f64>()).as_millis() as i64,
+                };
+                ("failed", error_json(err), err.kind().to_owned(), delay)
+            }
+        };
+        let status: Option<String> = self
+            .queue
+            .scripts_finish()
+            .key(keys.job(&delivery.job))
+            .key(keys.stream(delivery.priority))
+            .key(keys.delayed())
+            .key(keys.dead())
+            .arg(&delivery.entry)
+            .arg(attempt)
+            .arg(GROUP)
+            .arg(outcome)
+            .arg(payload)
+            .arg(kind)
+            .arg(retry_delay)
+            .arg(self.queue.retention().as_secs())
+            .arg(keys.done_channel())
+            .arg(&delivery.job)
+            .arg(&report.log)
+            .arg(serde_json::to_string(&report.stats)?)
+            .invoke_async(&mut self.queue.connection())
+            .await?;
+        let counter = match (status.as_deref(), outcome) {
+            (None, _) => {
+                tracing::warn!(job = %delivery.job, attempt, "outcome refused: a newer attempt owns the job");
+                &self.stats.stale_rejected
+            }
+            (_, "completed") => &self.stats.completed,
+            (_, "released") => &self.stats.released,
+            _ => &self.stats.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The module with this digest, compiled once per worker process.
+    async fn module(&self, digest: &str) -> Result<Arc<TaskModule>, JobError> {
+        if let Some(module) = self.modules_cache().get(digest) {
+            return Ok(Arc::clone(module));
+        }
+        let bytes = self
+            .queue
+            .module_bytes(digest)
+            .await
+            .map_err(|err| JobError::Internal {
+                message: format!("{err:#}"),
+            })?;
+        let runtime = Arc::clone(&self.runtime);
+        let module = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+            .await
+            .map_err(|err| JobError::Internal {
+                message: format!("compiling the module panicked: {err}"),
+            })??;
+        self.modules_cache()
+            .insert(digest.to_owned(), Arc::clone(&module));
+        Ok(module)
+    }
+
+    fn progress_sink(&self, keys: QueueKeys, job: String) -> Arc<dyn Fn(&Progress) + Send + Sync> {
+        let updates = self.progress.clone();
+        Arc::new(move |progress: &Progress| {
+            let _ = updates.send((keys.clone(), job.clone(), progress.clone()));
+        })
+    }
+
+    /// Stops running jobs when asked on a queue's cancel channel.
+    async fn listen_for_cancels(self: Arc<Self>) {
+        loop {
+            if let Err(err) = self.try_listen_for_cancels().await {
+                tracing::warn!("listening for cancellations failed ({err:#}); listening again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    async fn try_listen_for_cancels(&self) -> anyhow::Result<()> {
+        use futures_util::StreamExt as _;
+        let mut pubsub = self.queue.client().get_async_pubsub().await?;
+        for queue in &self.config.queues {
+            pubsub
+                .subscribe(self.queue.keys(queue).cancel_channel())
+                .await?;
+        }
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            let job = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
+            if let Some(cancel) = self.running().get(&job) {
+                cancel.cancel();
+            }
+        }
+        anyhow::bail!("the subscription ended")
+    }
+
+    /// Promotes due delayed jobs, heartbeats held entries and takes over those of dead
+    /// workers, forever.
+    async fn maintain(self: Arc<Self>, slots: Arc<Semaphore>) {
+        let heartbeat_every = self.config.visibility_timeout / 3;
+        let mut last_heartbeat = tokio::time::Instant::now();
+        let mut promote = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            promote.tick().await;
+            for queue in &self.config.queues {
+                if let Err(err) = self.promote(queue).await {
+                    tracing::warn!("promoting delayed jobs of {queue} failed: {err:#}");
+                }
+            }
+            if last_heartbeat.elapsed() >= heartbeat_every {
+                last_heartbeat = tokio::time::Instant::now();
+                for queue in &self.config.queues {
+                    if let Err(err) = self.heartbeat_and_reclaim(queue, &slots).await {
+                        tracing::warn!("heartbeat of {queue} failed: {err:#}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn promote(&self, queue: &str) -> anyhow::Result<()> {
+        let keys = self.queue.keys(queue);
+        let [high, normal, low] = keys.streams();
+        let _moved: u64 = self
+            .queue
+            .scripts_promote()
+            .key(keys.delayed())
+            .key(high)
+            .key(normal)
+            .key(low)
+            .arg(1000)
+            .arg(keys.job_prefix())
+            .invoke_async(&mut self.queue.connection())
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat_and_reclaim(
+        self: &Arc<Self>,
+        queue: &str,
+        slots: &Arc<Semaphore>,
+    ) -> anyhow::Result<()> {
+        let keys = self.queue.keys(queue);
+        let mut conn = self.queue.connection();
+        for priority in Priority::ALL {
+            let stream = keys.stream(priority);
+            // Heartbeat: re-claiming our own pending entries resets their idle time.
+            let pending: redis::streams::StreamPendingCountReply = conn
+                .xpending_consumer_count(&stream, GROUP, "-", "+", 10_000, &self.config.id)
+                .await?;
+            let ids: Vec<String> = pending.ids.into_iter().map(|entry| entry.id).collect();
+            if !ids.is_empty() {
+                let _: redis::Value = redis::cmd("XCLAIM")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&self.config.id)
+                    .arg(0)
+                    .arg(&ids)
+                    .arg("JUSTID")
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            // Take over entries of workers that stopped heartbeating.
+            let free = slots.available_permits();
+            if free == 0 {
+                continue;
+            }
+            let claimed: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(&self.config.id)
+                .arg(self.config.visibility_timeout.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(free)
+                .query_async(&mut conn)
+                .await?;
+            for entry in claimed.claimed {
+                tracing::info!(entry = %entry.id, "taking over a job of a worker that stopped");
+                let delivery = Delivery {
+                    queue: queue.to_owned(),
+                    priority,
+                    job: entry.get::<String>("id").unwrap_or_default(),
+                    entry: entry.id,
+                };
+                let permit = Arc::clone(slots).acquire_owned().await?;
+                let worker = Arc::clone(self);
+                tokio::spawn(async move {
+                    worker.process(delivery).await;
+                    drop(permit);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancelHandle>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn modules_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TaskModule>>> {
+        self.modules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Writes progress reports to their jobs, in order, and publishes them on `job:{id}`.
+async fn store_progress(
+    queue: Queue,
+    mut updates: mpsc::UnboundedReceiver<(QueueKeys, String, Progress)>,
+) {
+    while let Some((keys, job, progress)) = updates.recv().await {
+        let json = serde_json::to_string(&progress).unwrap_or_default();
+        let written: redis::RedisResult<()> = redis::pipe()
+            .hset(keys.job(&job), "progress", &json)
+            .ignore()
+            .publish(format!("job:{job}"), &json)
+            .ignore()
+            .query_async(&mut queue.connection())
+            .await;
+        if let Err(err) = written {
+            tracing::warn!(%job, "storing progress failed: {err}");
+        }
+    }
+}
+
+fn error_json(err: &JobError) -> Vec<u8> {
+    let mut value = serde_json::to_value(err).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("message".into(), err.to_string().into());
+    }
+    value.to_string().into_bytes()
+}
+
+/// A worker id unique to this process: host, pid and start time.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{started}", std::process::id())
+}
