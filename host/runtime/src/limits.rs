@@ -47,8 +47,8 @@ impl Default for Limits {
     }
 }
 
-/// Durations in limits serialize as milliseconds, which every language reads.
-mod duration_millis {
+/// Durations serialize as milliseconds, which every language reads.
+pub(crate) mod duration_millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

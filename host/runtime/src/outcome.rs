@@ -127,7 +127,9 @@ fn human_millis(ms: u64) -> String {
 pub struct RunStats {
     /// Fuel units burned.
     pub fuel_used: u64,
-    /// Wall time from the start of instantiation to the end of the call.
+    /// Wall time from the start of instantiation to the end of the call (milliseconds in
+    /// JSON).
+    #[serde(rename = "wall_time_ms", with = "crate::limits::duration_millis")]
     pub wall_time: Duration,
     /// The most linear memory the job had at once, in bytes.
     pub peak_memory: u64,

@@ -6,7 +6,7 @@
 //! died and are taken over (XAUTOCLAIM) by any other worker. Every outcome write is fenced by
 //! the attempt number, so a worker that was presumed dead cannot overwrite a newer attempt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,7 @@ use redis::{AsyncCommands as _, AsyncConnectionConfig};
 use taskbox_runtime::{
     CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime, TaskModule,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OnceCell, Semaphore, mpsc};
 
 use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys};
 
@@ -72,8 +72,13 @@ pub struct Worker {
     runtime: Arc<Runtime>,
     config: WorkerConfig,
     stats: Arc<WorkerStats>,
-    modules: Mutex<HashMap<String, Arc<TaskModule>>>,
+    /// Loaded modules by digest; the cell makes concurrent first jobs of a module wait for
+    /// one compile instead of each compiling it.
+    modules: Mutex<HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>>,
     running: Mutex<HashMap<String, CancelHandle>>,
+    /// Stream entries being processed, by stream: only these are heartbeated, so an entry
+    /// whose outcome could not be stored (Redis was down) goes idle and is run again.
+    in_flight: Mutex<HashMap<String, HashSet<String>>>,
     releasing: AtomicBool,
     progress: mpsc::UnboundedSender<(QueueKeys, String, Progress)>,
 }
@@ -110,6 +115,7 @@ impl Worker {
             stats: Arc::default(),
             modules: Mutex::default(),
             running: Mutex::default(),
+            in_flight: Mutex::default(),
             releasing: AtomicBool::new(false),
             progress,
         })
@@ -263,8 +269,16 @@ impl Worker {
     /// Starts, runs and finishes one job. Never fails: a Redis error is logged, and the entry
     /// stays pending so that the job is run again after the visibility timeout.
     async fn process(self: &Arc<Self>, delivery: Delivery) {
+        let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
+        self.in_flight()
+            .entry(stream.clone())
+            .or_default()
+            .insert(delivery.entry.clone());
         if let Err(err) = self.try_process(&delivery).await {
             tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
+        }
+        if let Some(entries) = self.in_flight().get_mut(&stream) {
+            entries.remove(&delivery.entry);
         }
     }
 
@@ -399,25 +413,25 @@ impl Worker {
 
     /// The module with this digest, compiled once per worker process.
     async fn module(&self, digest: &str) -> Result<Arc<TaskModule>, JobError> {
-        if let Some(module) = self.modules_cache().get(digest) {
-            return Ok(Arc::clone(module));
-        }
-        let bytes = self
-            .queue
-            .module_bytes(digest)
-            .await
-            .map_err(|err| JobError::Internal {
-                message: format!("{err:#}"),
-            })?;
-        let runtime = Arc::clone(&self.runtime);
-        let module = tokio::task::spawn_blocking(move || runtime.load(&bytes))
-            .await
-            .map_err(|err| JobError::Internal {
-                message: format!("compiling the module panicked: {err}"),
-            })??;
-        self.modules_cache()
-            .insert(digest.to_owned(), Arc::clone(&module));
-        Ok(module)
+        let cell = Arc::clone(self.modules_cache().entry(digest.to_owned()).or_default());
+        let module = cell
+            .get_or_try_init(|| async {
+                let bytes =
+                    self.queue
+                        .module_bytes(digest)
+                        .await
+                        .map_err(|err| JobError::Internal {
+                            message: format!("{err:#}"),
+                        })?;
+                let runtime = Arc::clone(&self.runtime);
+                tokio::task::spawn_blocking(move || runtime.load(&bytes))
+                    .await
+                    .map_err(|err| JobError::Internal {
+                        message: format!("compiling the module panicked: {err}"),
+                    })?
+            })
+            .await?;
+        Ok(Arc::clone(module))
     }
 
     fn progress_sink(&self, keys: QueueKeys, job: String) -> Arc<dyn Fn(&Progress) + Send + Sync> {
@@ -505,11 +519,12 @@ impl Worker {
         let mut conn = self.queue.connection();
         for priority in Priority::ALL {
             let stream = keys.stream(priority);
-            // Heartbeat: re-claiming our own pending entries resets their idle time.
-            let pending: redis::streams::StreamPendingCountReply = conn
-                .xpending_consumer_count(&stream, GROUP, "-", "+", 10_000, &self.config.id)
-                .await?;
-            let ids: Vec<String> = pending.ids.into_iter().map(|entry| entry.id).collect();
+            // Heartbeat: re-claiming the entries we are working on resets their idle time.
+            let ids: Vec<String> = self
+                .in_flight()
+                .get(&stream)
+                .map(|entries| entries.iter().cloned().collect())
+                .unwrap_or_default();
             if !ids.is_empty() {
                 let _: redis::Value = redis::cmd("XCLAIM")
                     .arg(&stream)
@@ -559,7 +574,15 @@ impl Worker {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn modules_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TaskModule>>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn modules_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>> {
         self.modules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -474,7 +474,7 @@ impl Queue {
     /// how many there were.
     pub async fn purge_dead(&self, queue: &str) -> anyhow::Result<u64> {
         let dead = self.keys(queue).dead();
-        let (count, ()): (u64, ()) = redis::pipe()
+        let (count,): (u64,) = redis::pipe()
             .atomic()
             .xlen(&dead)
             .del(&dead)

@@ -1,0 +1,688 @@
+//! The queue and its workers against a real `redis-server` (one per test, on a free port,
+//! killed on drop) and real compiled guests.
+
+#[path = "../support/guests.rs"]
+mod guests;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use taskbox::queue::{
+    Backoff, CancelOutcome, EnqueueOptions, JobRecord, JobStatus, NewJob, Priority, Queue,
+};
+use taskbox::redis_server::{RedisOptions, RedisServer};
+use taskbox::worker::{Worker, WorkerConfig, WorkerStats};
+use taskbox_runtime::{Runtime, RuntimeConfig};
+use tokio::sync::oneshot;
+
+/// One runtime per test binary, shared by the in-process workers.
+static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
+    std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
+
+struct Harness {
+    redis: RedisServer,
+    queue: Queue,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        Self::with(RedisOptions::default()).await
+    }
+
+    async fn with(options: RedisOptions) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_test_writer()
+            .try_init();
+        let redis = tokio::task::spawn_blocking(|| RedisServer::start(options))
+            .await
+            .unwrap()
+            .expect("starting redis-server");
+        let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        for name in ["hello", "fixtures"] {
+            let bytes = std::fs::read(guests::wasm(name)).unwrap();
+            queue.put_module(name, &bytes).await.unwrap();
+            // Compile before any worker starts, so that no test's timing includes it.
+            tokio::task::spawn_blocking(move || RUNTIME.load(&bytes).map(drop))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        Self { redis, queue }
+    }
+
+    /// Starts a worker in this process; it stops (gracefully) when the handle drops.
+    fn worker(&self, configure: impl FnOnce(&mut WorkerConfig)) -> WorkerHandle {
+        let mut config = WorkerConfig::new(format!("test-worker-{}", rand_suffix()));
+        config.concurrency = 4;
+        configure(&mut config);
+        let worker = Worker::new(self.queue.clone(), Arc::clone(&RUNTIME), config);
+        let stats = worker.stats();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        WorkerHandle {
+            stop: Some(stop),
+            task: Some(task),
+            stats,
+        }
+    }
+
+    /// Starts `taskbox serve` as a separate worker process, its stderr piped when `logs`.
+    fn worker_process(&self, visibility: &str, concurrency: usize, logs: bool) -> WorkerProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_taskbox"))
+            .args(["serve", "--redis", &self.redis.url()])
+            .args(["--visibility-timeout", visibility])
+            .args(["--concurrency", &concurrency.to_string()])
+            .stdout(Stdio::null())
+            .stderr(if logs { Stdio::piped() } else { Stdio::null() })
+            .spawn()
+            .expect("starting taskbox serve");
+        WorkerProcess(child)
+    }
+
+    async fn enqueue(
+        &self,
+        module: &str,
+        task: &str,
+        input: Value,
+        options: EnqueueOptions,
+    ) -> String {
+        self.queue
+            .enqueue(NewJob {
+                module: module.into(),
+                task: task.into(),
+                input: input.to_string().into_bytes(),
+                options,
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn job(&self, id: &str) -> JobRecord {
+        self.queue
+            .job("default", id)
+            .await
+            .unwrap()
+            .expect("the job exists")
+    }
+
+    async fn wait(&self, id: &str, timeout: Duration) -> JobRecord {
+        let job = self
+            .queue
+            .wait("default", id, timeout)
+            .await
+            .unwrap()
+            .expect("the job exists");
+        assert!(
+            job.status.is_finished(),
+            "job {id} still {} after {timeout:?}",
+            job.status
+        );
+        job
+    }
+
+    /// Waits until `check` holds for job `id`, polling Redis, failing after `timeout`.
+    async fn wait_until(
+        &self,
+        id: &str,
+        timeout: Duration,
+        check: impl Fn(&JobRecord) -> bool,
+    ) -> JobRecord {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if check(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {timeout:?}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A worker process, killed (SIGKILL) and reaped when dropped, whatever the test did.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct WorkerHandle {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stats: Arc<WorkerStats>,
+}
+
+impl WorkerHandle {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    rand::random()
+}
+
+fn result_json(job: &JobRecord) -> Value {
+    serde_json::from_slice(job.result.as_deref().expect("a result")).unwrap()
+}
+
+fn fast_backoff() -> Option<Backoff> {
+    Some(Backoff {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        jitter: 0.25,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueued_job_completes_with_its_result() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let id = h
+        .enqueue(
+            "hello",
+            "greet",
+            json!({"name": "Ada"}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(result_json(&job), json!({"message": "Hello, Ada!"}));
+    assert_eq!((job.attempt, job.max_attempts), (1, 4));
+    assert!(job.log.unwrap().contains("greeting Ada"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_modules_are_refused_at_enqueue() {
+    let h = Harness::start().await;
+    let err = h
+        .queue
+        .enqueue(NewJob {
+            module: "nope".into(),
+            task: "greet".into(),
+            input: Vec::new(),
+            options: EnqueueOptions::default(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("there is no module named `nope`"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_retry_with_backoff_then_die_with_exact_tries() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let options = EnqueueOptions {
+        max_retries: Some(2),
+        backoff: fast_backoff(),
+        ..EnqueueOptions::default()
+    };
+    let started = Instant::now();
+    let id = h
+        .enqueue(
+            "fixtures",
+            "fail",
+            json!({"kind": "retryable", "message": "flaky upstream"}),
+            options,
+        )
+        .await;
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(job.status, JobStatus::Dead);
+    assert_eq!(job.attempt, 3);
+    // Two backoff gaps: 200 ms and 400 ms nominal, each plus at most 25% jitter, plus the
+    // promotion tick (50 ms) and the jobs' own run time.
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(600 + 150 + 500),
+        "{elapsed:?}"
+    );
+    let dead = h.queue.dead_letters("default", 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].task.as_str(), dead[0].tries),
+        (id.as_str(), "fail", 3)
+    );
+    assert_eq!(dead[0].error_type, "task_error");
+    assert_eq!(
+        dead[0].error["message"],
+        "task error (retryable): flaky upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_succeeds_on_a_retry_completes() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let options = EnqueueOptions {
+        max_retries: Some(3),
+        backoff: fast_backoff(),
+        ..EnqueueOptions::default()
+    };
+    let id = h
+        .enqueue("hello", "flaky", json!({"succeed_on": 3}), options)
+        .await;
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(job.attempt, 3);
+    assert_eq!(result_json(&job), json!("succeeded on attempt 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deterministic_failures_go_straight_to_dead_letters_and_can_be_retried() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let id = h
+        .enqueue("fixtures", "panic", Value::Null, EnqueueOptions::default())
+        .await;
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (job.status, job.attempt, job.error_kind()),
+        (JobStatus::Dead, 1, Some("trap"))
+    );
+
+    assert!(h.queue.retry_dead("default", &id).await.unwrap());
+    let job = h
+        .wait_until(&id, Duration::from_secs(30), |job| {
+            job.dead_retries == 1 && job.status == JobStatus::Dead
+        })
+        .await;
+    assert_eq!(
+        job.attempt, 1,
+        "a retried dead job starts a new series of attempts"
+    );
+    assert_eq!(h.queue.dead_letters("default", 10).await.unwrap().len(), 2);
+    assert_eq!(h.queue.purge_dead("default").await.unwrap(), 2);
+    assert!(
+        h.queue
+            .dead_letters("default", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!h.queue.retry_dead("default", "no-such-job").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_job_does_not_run_early() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let options = EnqueueOptions {
+        delay: Some(Duration::from_millis(700)),
+        ..EnqueueOptions::default()
+    };
+    let id = h
+        .enqueue("hello", "greet", json!({"name": "later"}), options)
+        .await;
+    let job = h.job(&id).await;
+    assert_eq!(job.status, JobStatus::Scheduled);
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    assert!(job.started_at.unwrap() >= job.created_at + 700, "{job:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_returns_the_first_job() {
+    let h = Harness::start().await;
+    let options = EnqueueOptions {
+        idempotency_key: Some("order-42".into()),
+        ..EnqueueOptions::default()
+    };
+    let first = h.queue.enqueue(NewJob {
+        module: "hello".into(),
+        task: "greet".into(),
+        input: b"{\"name\":\"once\"}".to_vec(),
+        options: options.clone(),
+    });
+    let first = first.await.unwrap();
+    let second = h
+        .queue
+        .enqueue(NewJob {
+            module: "hello".into(),
+            task: "greet".into(),
+            input: b"{\"name\":\"twice\"}".to_vec(),
+            options,
+        })
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert!(!second.created);
+    assert_eq!(first.id, second.id);
+    assert_eq!(
+        h.queue.list("default", None, None, 10).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priorities_run_first() {
+    let h = Harness::start().await;
+    let mut ids = Vec::new();
+    for priority in [Priority::Low, Priority::Normal, Priority::High] {
+        let options = EnqueueOptions {
+            priority,
+            ..EnqueueOptions::default()
+        };
+        ids.push(
+            h.enqueue("hello", "greet", json!({"name": "p"}), options)
+                .await,
+        );
+    }
+    let _worker = h.worker(|config| config.concurrency = 1);
+    let mut started = Vec::new();
+    for id in &ids {
+        started.push(
+            h.wait(id, Duration::from_secs(30))
+                .await
+                .started_at
+                .unwrap(),
+        );
+    }
+    let (low, normal, high) = (started[0], started[1], started[2]);
+    assert!(
+        high <= normal && normal <= low,
+        "high {high}, normal {normal}, low {low}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_queued_job_never_starts() {
+    let h = Harness::start().await;
+    let delay = |ms| EnqueueOptions {
+        delay: Some(Duration::from_millis(ms)),
+        ..EnqueueOptions::default()
+    };
+    let delayed = h
+        .enqueue("hello", "greet", json!({"name": "x"}), delay(300))
+        .await;
+    let queued = h
+        .enqueue(
+            "hello",
+            "greet",
+            json!({"name": "y"}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    for id in [&delayed, &queued] {
+        assert_eq!(
+            h.queue.cancel("default", id).await.unwrap(),
+            Some(CancelOutcome::Cancelled)
+        );
+    }
+    let worker = h.worker(|_| {});
+    // Due after both: once it has completed, the worker has passed over the cancelled ones.
+    let after = h
+        .enqueue("hello", "greet", json!({"name": "z"}), delay(400))
+        .await;
+    h.wait(&after, Duration::from_secs(30)).await;
+    for id in [&delayed, &queued] {
+        let job = h.job(id).await;
+        assert_eq!(
+            (job.status, job.attempt),
+            (JobStatus::Cancelled, 0),
+            "{job:?}"
+        );
+    }
+    assert_eq!(worker.stats.completed.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_is_interrupted_within_a_second() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let id = h
+        .enqueue("fixtures", "spin", Value::Null, EnqueueOptions::default())
+        .await;
+    h.wait_until(&id, Duration::from_secs(30), |job| {
+        job.status == JobStatus::Running
+    })
+    .await;
+    let cancelled_at = Instant::now();
+    assert_eq!(
+        h.queue.cancel("default", &id).await.unwrap(),
+        Some(CancelOutcome::Cancelling)
+    );
+    let job = h.wait(&id, Duration::from_secs(5)).await;
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        cancelled_at.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_enqueues_in_one_round_trip_and_every_job_completes() {
+    let h = Harness::start().await;
+    let jobs = (0..200)
+        .map(|i| NewJob {
+            module: "hello".into(),
+            task: "add".into(),
+            input: json!({"numbers": [i, 1]}).to_string().into_bytes(),
+            options: EnqueueOptions::default(),
+        })
+        .collect();
+    let enqueued = h.queue.enqueue_batch(jobs).await.unwrap();
+    let _worker = h.worker(|config| config.concurrency = 16);
+    for (i, job) in enqueued.iter().enumerate() {
+        let job = h.wait(&job.id, Duration::from_secs(30)).await;
+        assert_eq!(result_json(&job), json!({"sum": i + 1}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_unfinished_jobs_back_without_counting_an_attempt() {
+    let h = Harness::start().await;
+    let worker = h.worker(|config| config.grace = Duration::from_millis(200));
+    let id = h
+        .enqueue("fixtures", "spin", Value::Null, EnqueueOptions::default())
+        .await;
+    h.wait_until(&id, Duration::from_secs(30), |job| {
+        job.status == JobStatus::Running
+    })
+    .await;
+    let stats = Arc::clone(&worker.stats);
+    worker.shutdown().await;
+    let job = h.job(&id).await;
+    assert_eq!(
+        (job.status, job.attempt),
+        (JobStatus::Pending, 0),
+        "{job:?}"
+    );
+    assert_eq!(stats.released.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_no_job() {
+    let h = Harness::start().await;
+    let jobs: Vec<NewJob> = (0..1000)
+        .map(|i| NewJob {
+            module: "fixtures".into(),
+            task: "sleep".into(),
+            input: json!({"ms": 5 + i % 10}).to_string().into_bytes(),
+            options: EnqueueOptions::default(),
+        })
+        .collect();
+    let ids: Vec<String> = h
+        .queue
+        .enqueue_batch(jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut first = h.worker_process("2s", 16, false);
+    // Kill it mid-run: once some jobs are done and many are not.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = h
+            .queue
+            .list("default", Some(JobStatus::Completed), None, 1000)
+            .await
+            .unwrap()
+            .len();
+        if done >= 100 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first worker completed only {done} jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    let mut second = h.worker_process("2s", 16, false);
+    let mut reran = 0;
+    for id in &ids {
+        let job = h.wait(id, Duration::from_secs(60)).await;
+        assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+        assert!(job.attempt <= 2, "{job:?}");
+        if job.attempt == 2 {
+            reran += 1;
+        }
+    }
+    second.kill();
+    println!("{reran} of 1000 jobs ran twice: those in flight when the worker was killed");
+    assert!(
+        reran <= 16,
+        "{reran} jobs ran twice; at most the 16 in flight may"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_cannot_overwrite_the_newer_attempt() {
+    let h = Harness::start().await;
+    let mut stalled = h.worker_process("1s", 1, true);
+    let id = h
+        .enqueue(
+            "fixtures",
+            "sleep",
+            json!({"ms": 1500}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    let first = h
+        .wait_until(&id, Duration::from_secs(30), |job| {
+            job.status == JobStatus::Running
+        })
+        .await;
+    stalled.signal("-STOP");
+    let mut second = h.worker_process("1s", 1, true);
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Completed, 2));
+    assert_ne!(job.worker, first.worker);
+    stalled.signal("-CONT");
+    // The stalled worker wakes up, finishes attempt 1, and is refused.
+    let stderr = stalled.0.stderr.take().unwrap();
+    let refused = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("outcome refused: a newer attempt owns the job"))
+    });
+    let refused = tokio::time::timeout(Duration::from_secs(20), refused).await;
+    stalled.kill();
+    second.kill();
+    assert!(
+        matches!(refused, Ok(Ok(true))),
+        "the stalled worker's outcome was not refused"
+    );
+    let after = h.job(&id).await;
+    assert_eq!(
+        (after.status, after.attempt, after.worker),
+        (JobStatus::Completed, 2, job.worker)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_loses_nothing() {
+    let mut h = Harness::with(RedisOptions {
+        appendonly: true,
+        ..RedisOptions::default()
+    })
+    .await;
+    let _worker = h.worker(|config| {
+        config.concurrency = 8;
+        config.visibility_timeout = Duration::from_secs(2);
+    });
+    let jobs: Vec<NewJob> = (0..200)
+        .map(|_| NewJob {
+            module: "fixtures".into(),
+            task: "sleep".into(),
+            input: json!({"ms": 10}).to_string().into_bytes(),
+            options: EnqueueOptions::default(),
+        })
+        .collect();
+    let ids: Vec<String> = h
+        .queue
+        .enqueue_batch(jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    h.wait_until(&ids[20], Duration::from_secs(30), |job| {
+        job.status == JobStatus::Completed
+    })
+    .await;
+    tokio::task::block_in_place(|| h.redis.restart()).unwrap();
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let job = loop {
+            match h.queue.job("default", id).await {
+                Ok(Some(job)) if job.status.is_finished() => break job,
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "job {id} did not finish after the restart"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    }
+}
