@@ -18,7 +18,7 @@ use redis::{AsyncCommands as _, AsyncConnectionConfig};
 use taskbox_runtime::{
     CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime, TaskModule,
 };
-use tokio::sync::{OnceCell, Semaphore, mpsc};
+use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
 
 use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys};
 
@@ -81,6 +81,100 @@ pub struct Worker {
     in_flight: Mutex<HashMap<String, HashSet<String>>>,
     releasing: AtomicBool,
     progress: mpsc::UnboundedSender<(QueueKeys, String, Progress)>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+}
+
+/// An attempt's outcome on its way to Redis. The writer stores whatever outcomes are ready
+/// with one script call per queue, and answers each with the job's new status, or `None`
+/// when the attempt was stale and refused.
+struct Outcome {
+    queue: String,
+    priority: Priority,
+    entry: String,
+    job: String,
+    attempt: u32,
+    outcome: &'static str,
+    payload: Vec<u8>,
+    kind: String,
+    retry_delay: i64,
+    log: String,
+    stats: String,
+    stored: oneshot::Sender<anyhow::Result<Option<String>>>,
+}
+
+/// Stores outcomes in batches: while one batch is being written, the next one gathers.
+async fn store_outcomes(queue: Queue, mut outcomes: mpsc::UnboundedReceiver<Outcome>) {
+    const MOST: usize = 512;
+    let mut batch = Vec::with_capacity(MOST);
+    while outcomes.recv_many(&mut batch, MOST).await > 0 {
+        let mut by_queue: HashMap<String, Vec<Outcome>> = HashMap::new();
+        for outcome in batch.drain(..) {
+            by_queue
+                .entry(outcome.queue.clone())
+                .or_default()
+                .push(outcome);
+        }
+        for (name, outcomes) in by_queue {
+            match finish_batch(&queue, &name, &outcomes).await {
+                Ok(statuses) => {
+                    for (outcome, status) in outcomes.into_iter().zip(statuses) {
+                        let _ = outcome.stored.send(Ok(status));
+                    }
+                }
+                Err(err) => {
+                    for outcome in outcomes {
+                        let _ = outcome
+                            .stored
+                            .send(Err(anyhow::anyhow!("storing the outcome: {err:#}")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn finish_batch(
+    queue: &Queue,
+    name: &str,
+    outcomes: &[Outcome],
+) -> anyhow::Result<Vec<Option<String>>> {
+    let keys = queue.keys(name);
+    let [high, normal, low] = keys.streams();
+    let mut invocation = queue.scripts_finish_batch().key(keys.delayed());
+    invocation
+        .key(keys.dead())
+        .key(high)
+        .key(normal)
+        .key(low)
+        .arg(GROUP)
+        .arg(queue.retention().as_secs())
+        .arg(keys.done_channel())
+        .arg(keys.job_prefix());
+    for outcome in outcomes {
+        let stream = 1 + Priority::ALL
+            .iter()
+            .position(|p| *p == outcome.priority)
+            .unwrap_or(1);
+        invocation
+            .arg(&outcome.entry)
+            .arg(stream)
+            .arg(&outcome.job)
+            .arg(outcome.attempt)
+            .arg(outcome.outcome)
+            .arg(&outcome.payload)
+            .arg(&outcome.kind)
+            .arg(outcome.retry_delay)
+            .arg(&outcome.log)
+            .arg(&outcome.stats);
+    }
+    let replies: Vec<redis::Value> = invocation.invoke_async(&mut queue.connection()).await?;
+    replies
+        .into_iter()
+        .map(|reply| match reply {
+            redis::Value::Int(0) => Ok(None),
+            reply => Ok(Some(redis::from_redis_value(reply)?)),
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for Worker {
@@ -91,7 +185,7 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// What `start.lua` returns: attempt, max attempts, task, module digest, input, timeout in
+/// What `start_batch.lua` returns for a job that may run: attempt, max attempts, task, module digest, input, timeout in
 /// ms ('' for the default), enqueue time and backoff as JSON.
 type Started = (u32, u32, String, String, Vec<u8>, String, u64, String);
 
@@ -108,6 +202,8 @@ impl Worker {
     pub fn new(queue: Queue, runtime: Arc<Runtime>, config: WorkerConfig) -> Arc<Self> {
         let (progress, updates) = mpsc::unbounded_channel();
         tokio::spawn(store_progress(queue.clone(), updates));
+        let (outcomes, to_store) = mpsc::unbounded_channel();
+        tokio::spawn(store_outcomes(queue.clone(), to_store));
         Arc::new(Self {
             queue,
             runtime,
@@ -118,6 +214,7 @@ impl Worker {
             in_flight: Mutex::default(),
             releasing: AtomicBool::new(false),
             progress,
+            outcomes,
         })
     }
 
@@ -209,14 +306,7 @@ impl Worker {
             match self.read(connection, free).await {
                 Ok(deliveries) => {
                     backoff = Duration::from_millis(100);
-                    for delivery in deliveries {
-                        let permit = Arc::clone(&slots).acquire_owned().await?;
-                        let worker = Arc::clone(&self);
-                        tokio::spawn(async move {
-                            worker.process(delivery).await;
-                            drop(permit);
-                        });
-                    }
+                    self.dispatch(deliveries, &slots).await?;
                 }
                 Err(err) => {
                     tracing::warn!("reading jobs failed ({err:#}); retrying in {backoff:?}");
@@ -266,53 +356,130 @@ impl Worker {
         Ok(deliveries)
     }
 
-    /// Starts, runs and finishes one job. Never fails: a Redis error is logged, and the entry
-    /// stays pending so that the job is run again after the visibility timeout.
-    async fn process(self: &Arc<Self>, delivery: Delivery) {
+    /// Starts deliveries with one script call per queue and runs those that may run. A Redis
+    /// error is logged: the entries stay pending and are run again after the visibility
+    /// timeout.
+    async fn dispatch(
+        self: &Arc<Self>,
+        deliveries: Vec<Delivery>,
+        slots: &Arc<Semaphore>,
+    ) -> anyhow::Result<()> {
+        let mut by_queue: HashMap<String, Vec<Delivery>> = HashMap::new();
+        for delivery in deliveries {
+            by_queue
+                .entry(delivery.queue.clone())
+                .or_default()
+                .push(delivery);
+        }
+        for (queue, deliveries) in by_queue {
+            let mut permits = Vec::with_capacity(deliveries.len());
+            for _ in &deliveries {
+                permits.push(Arc::clone(slots).acquire_owned().await?);
+            }
+            // Registered before starting, so that a cancel sent right after `start` is seen.
+            let cancels: Vec<CancelHandle> = deliveries
+                .iter()
+                .map(|delivery| self.track(delivery))
+                .collect();
+            let replies = match self.start_batch(&queue, &deliveries).await {
+                Ok(replies) => replies,
+                Err(err) => {
+                    tracing::warn!("starting jobs failed, they will run again: {err:#}");
+                    deliveries
+                        .iter()
+                        .for_each(|delivery| self.untrack(delivery));
+                    continue;
+                }
+            };
+            for (((delivery, reply), permit), cancel) in deliveries
+                .into_iter()
+                .zip(replies)
+                .zip(permits)
+                .zip(cancels)
+            {
+                let Some(started) = reply else {
+                    self.untrack(&delivery);
+                    continue;
+                };
+                let worker = Arc::clone(self);
+                tokio::spawn(async move {
+                    if let Err(err) = worker.run_job(&delivery, started, cancel).await {
+                        tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
+                    }
+                    worker.untrack(&delivery);
+                    drop(permit);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_batch(
+        &self,
+        queue: &str,
+        deliveries: &[Delivery],
+    ) -> anyhow::Result<Vec<Option<Started>>> {
+        let keys = self.queue.keys(queue);
+        let [high, normal, low] = keys.streams();
+        let mut invocation = self.queue.scripts_start_batch().key(keys.dead());
+        invocation
+            .key(high)
+            .key(normal)
+            .key(low)
+            .arg(&self.config.id)
+            .arg(GROUP)
+            .arg(self.queue.retention().as_secs())
+            .arg(keys.job_prefix());
+        for delivery in deliveries {
+            let stream = 1 + Priority::ALL
+                .iter()
+                .position(|p| *p == delivery.priority)
+                .unwrap_or(1);
+            invocation
+                .arg(&delivery.entry)
+                .arg(&delivery.job)
+                .arg(stream);
+        }
+        let replies: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.queue.connection())
+            .await?;
+        replies
+            .into_iter()
+            .map(|reply| match reply {
+                redis::Value::Int(0) => Ok(None),
+                reply => Ok(Some(redis::from_redis_value(reply)?)),
+            })
+            .collect()
+    }
+
+    /// Remembers a delivery as in flight (heartbeated) and returns its job's cancel handle.
+    fn track(&self, delivery: &Delivery) -> CancelHandle {
         let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
         self.in_flight()
-            .entry(stream.clone())
+            .entry(stream)
             .or_default()
             .insert(delivery.entry.clone());
-        if let Err(err) = self.try_process(&delivery).await {
-            tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
-        }
+        let cancel = CancelHandle::new();
+        self.running().insert(delivery.job.clone(), cancel.clone());
+        cancel
+    }
+
+    fn untrack(&self, delivery: &Delivery) {
+        let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
         if let Some(entries) = self.in_flight().get_mut(&stream) {
             entries.remove(&delivery.entry);
         }
+        self.running().remove(&delivery.job);
     }
 
-    async fn try_process(self: &Arc<Self>, delivery: &Delivery) -> anyhow::Result<()> {
+    async fn run_job(
+        &self,
+        delivery: &Delivery,
+        started: Started,
+        cancel: CancelHandle,
+    ) -> anyhow::Result<()> {
+        let (attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff) = started;
         let keys = self.queue.keys(&delivery.queue);
-        let stream = keys.stream(delivery.priority);
-        let mut conn = self.queue.connection();
-        let started: Option<Started> = self
-            .queue
-            .scripts_start()
-            .key(keys.job(&delivery.job))
-            .key(&stream)
-            .key(keys.dead())
-            .arg(&delivery.entry)
-            .arg(&self.config.id)
-            .arg(&delivery.job)
-            .arg(GROUP)
-            .arg(self.queue.retention().as_secs())
-            .invoke_async(&mut conn)
-            .await?;
-        let Some((attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff)) =
-            started
-        else {
-            return Ok(());
-        };
-        let cancel = CancelHandle::new();
-        self.running().insert(delivery.job.clone(), cancel.clone());
-        // A cancel sent between `start` and registering above would have been missed.
-        let requested: Option<u8> = conn
-            .hget(keys.job(&delivery.job), "cancel_requested")
-            .await?;
-        if requested.is_some() {
-            cancel.cancel();
-        }
         let report = match self.module(&digest).await {
             Ok(module) => {
                 let request = JobRequest {
@@ -343,21 +510,18 @@ impl Worker {
                 progress: None,
             },
         };
-        self.running().remove(&delivery.job);
         let backoff: Backoff = serde_json::from_str(&backoff).unwrap_or_default();
-        self.finish(delivery, &keys, attempt, report, &backoff)
-            .await
+        self.finish(delivery, attempt, report, &backoff).await
     }
 
     async fn finish(
         &self,
         delivery: &Delivery,
-        keys: &QueueKeys,
         attempt: u32,
         report: JobReport,
         backoff: &Backoff,
     ) -> anyhow::Result<()> {
-        let (outcome, payload, kind, retry_delay) = match &report.outcome {
+        let (name, payload, kind, retry_delay) = match &report.outcome {
             Ok(output) => ("completed", output.clone(), String::new(), -1i64),
             Err(JobError::Cancelled) if self.releasing.load(Ordering::SeqCst) => {
                 ("released", Vec::new(), String::new(), -1)
@@ -377,28 +541,26 @@ impl Worker {
                 ("failed", error_json(err), err.kind().to_owned(), delay)
             }
         };
-        let status: Option<String> = self
-            .queue
-            .scripts_finish()
-            .key(keys.job(&delivery.job))
-            .key(keys.stream(delivery.priority))
-            .key(keys.delayed())
-            .key(keys.dead())
-            .arg(&delivery.entry)
-            .arg(attempt)
-            .arg(GROUP)
-            .arg(outcome)
-            .arg(payload)
-            .arg(kind)
-            .arg(retry_delay)
-            .arg(self.queue.retention().as_secs())
-            .arg(keys.done_channel())
-            .arg(&delivery.job)
-            .arg(&report.log)
-            .arg(serde_json::to_string(&report.stats)?)
-            .invoke_async(&mut self.queue.connection())
-            .await?;
-        let counter = match (status.as_deref(), outcome) {
+        let (stored, status) = oneshot::channel();
+        let outcome = Outcome {
+            queue: delivery.queue.clone(),
+            priority: delivery.priority,
+            entry: delivery.entry.clone(),
+            job: delivery.job.clone(),
+            attempt,
+            outcome: name,
+            payload,
+            kind,
+            retry_delay,
+            log: report.log,
+            stats: serde_json::to_string(&report.stats)?,
+            stored,
+        };
+        self.outcomes
+            .send(outcome)
+            .map_err(|_| anyhow::anyhow!("the outcome writer stopped"))?;
+        let status = status.await??;
+        let counter = match (status.as_deref(), name) {
             (None, _) => {
                 tracing::warn!(job = %delivery.job, attempt, "outcome refused: a newer attempt owns the job");
                 &self.stats.stale_rejected
@@ -551,21 +713,20 @@ impl Worker {
                 .arg(free)
                 .query_async(&mut conn)
                 .await?;
-            for entry in claimed.claimed {
-                tracing::info!(entry = %entry.id, "taking over a job of a worker that stopped");
-                let delivery = Delivery {
-                    queue: queue.to_owned(),
-                    priority,
-                    job: entry.get::<String>("id").unwrap_or_default(),
-                    entry: entry.id,
-                };
-                let permit = Arc::clone(slots).acquire_owned().await?;
-                let worker = Arc::clone(self);
-                tokio::spawn(async move {
-                    worker.process(delivery).await;
-                    drop(permit);
-                });
-            }
+            let deliveries = claimed
+                .claimed
+                .into_iter()
+                .map(|entry| {
+                    tracing::info!(entry = %entry.id, "taking over a job of a worker that stopped");
+                    Delivery {
+                        queue: queue.to_owned(),
+                        priority,
+                        job: entry.get::<String>("id").unwrap_or_default(),
+                        entry: entry.id,
+                    }
+                })
+                .collect();
+            self.dispatch(deliveries, slots).await?;
         }
         Ok(())
     }

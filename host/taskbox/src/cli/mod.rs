@@ -1,5 +1,6 @@
 //! The `taskbox` command line. Doc comments here are the `--help` text.
 
+mod bench;
 mod dev;
 mod job;
 pub(crate) mod redis_url;
@@ -28,6 +29,7 @@ enum Command {
     Module(dev::ModuleArgs),
     Job(job::JobArgs),
     Dead(job::DeadArgs),
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -45,6 +47,7 @@ impl Cli {
             Command::Module(args) => runtime()?.block_on(dev::module(args)),
             Command::Job(args) => runtime()?.block_on(job::job(args)),
             Command::Dead(args) => runtime()?.block_on(job::dead(args)),
+            Command::Bench(args) => runtime()?.block_on(bench::bench(args)),
         }
     }
 }

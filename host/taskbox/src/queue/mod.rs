@@ -110,8 +110,8 @@ pub struct DeadLetter {
 #[derive(Debug)]
 struct Scripts {
     enqueue: Script,
-    start: Script,
-    finish: Script,
+    start_batch: Script,
+    finish_batch: Script,
     promote: Script,
     cancel: Script,
     retry_dead: Script,
@@ -121,8 +121,8 @@ impl Scripts {
     fn new() -> Self {
         Self {
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
-            start: Script::new(include_str!("lua/start.lua")),
-            finish: Script::new(include_str!("lua/finish.lua")),
+            start_batch: Script::new(include_str!("lua/start_batch.lua")),
+            finish_batch: Script::new(include_str!("lua/finish_batch.lua")),
             promote: Script::new(include_str!("lua/promote.lua")),
             cancel: Script::new(include_str!("lua/cancel.lua")),
             retry_dead: Script::new(include_str!("lua/retry_dead.lua")),
@@ -484,12 +484,12 @@ impl Queue {
         Ok(count)
     }
 
-    pub(crate) fn scripts_start(&self) -> &Script {
-        &self.scripts.start
+    pub(crate) fn scripts_start_batch(&self) -> &Script {
+        &self.scripts.start_batch
     }
 
-    pub(crate) fn scripts_finish(&self) -> &Script {
-        &self.scripts.finish
+    pub(crate) fn scripts_finish_batch(&self) -> &Script {
+        &self.scripts.finish_batch
     }
 
     pub(crate) fn scripts_promote(&self) -> &Script {

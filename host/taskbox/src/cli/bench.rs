@@ -1,0 +1,166 @@
+//! `taskbox bench`: end-to-end throughput and latency of no-op jobs through Redis.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt as _;
+use taskbox_runtime::{Runtime, RuntimeConfig};
+
+use crate::cli::redis_url::RedisArgs;
+use crate::queue::{EnqueueOptions, NewJob, Queue};
+use crate::redis_server::{RedisOptions, RedisServer};
+use crate::worker::{Worker, WorkerConfig, default_worker_id};
+
+/// The queue the benchmark uses, so that it does not mix with real jobs.
+const BENCH_QUEUE: &str = "bench";
+
+/// Measure end to end: enqueue N no-op jobs, drain them with one worker in this process,
+/// then time single jobs from enqueue to result at low load. Each job runs in its own fresh
+/// sandbox. Without --redis, a private redis-server is started.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// The module to run (by default the fixtures module built in guests/).
+    #[arg(
+        long,
+        default_value = "guests/target/wasm32-wasip2/release/fixtures.wasm"
+    )]
+    module: PathBuf,
+    /// The task to run.
+    #[arg(long, default_value = "noop")]
+    task: String,
+    /// Jobs to enqueue and drain.
+    #[arg(long, default_value_t = 50_000)]
+    jobs: usize,
+    /// Jobs the worker runs at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Jobs timed one at a time for the latency figures.
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+}
+
+pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.module).with_context(|| {
+        format!(
+            "reading {} (build the guests first: cd guests && cargo build --release)",
+            args.module.display()
+        )
+    })?;
+    let (url, _server) = match args.redis.url() {
+        Some(url) => (url.to_owned(), None),
+        None => {
+            let server =
+                tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
+                    .await??;
+            (server.url(), Some(server))
+        }
+    };
+    let queue = Queue::connect(&url, Duration::from_secs(10)).await?;
+    queue.put_module("bench", &bytes).await?;
+    let runtime = Arc::new(Runtime::new(&RuntimeConfig {
+        max_concurrent_jobs: u32::try_from(args.concurrency)?.max(1) * 2,
+        ..RuntimeConfig::default()
+    })?);
+    {
+        let runtime = Arc::clone(&runtime);
+        tokio::task::spawn_blocking(move || runtime.load(&bytes).map(drop)).await??;
+    }
+    let job = || NewJob {
+        module: "bench".into(),
+        task: args.task.clone(),
+        input: b"null".to_vec(),
+        options: EnqueueOptions {
+            queue: Some(BENCH_QUEUE.into()),
+            ..EnqueueOptions::default()
+        },
+    };
+
+    println!(
+        "taskbox bench: {} jobs of bench/{}, Redis at {url}",
+        args.jobs, args.task
+    );
+    let started = Instant::now();
+    for chunk in (0..args.jobs).collect::<Vec<_>>().chunks(1000) {
+        queue
+            .enqueue_batch(chunk.iter().map(|_| job()).collect())
+            .await?;
+    }
+    let enqueue = started.elapsed();
+    println!(
+        "enqueue:  {:>9.0} jobs/s  ({} jobs in {enqueue:.2?}, batches of 1000)",
+        args.jobs as f64 / enqueue.as_secs_f64(),
+        args.jobs
+    );
+
+    let config = WorkerConfig {
+        queues: vec![BENCH_QUEUE.into()],
+        concurrency: args.concurrency,
+        ..WorkerConfig::new(default_worker_id())
+    };
+    let worker = Worker::new(queue.clone(), runtime, config);
+    let stats = worker.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let started = Instant::now();
+    while stats.completed.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed)
+        < args.jobs as u64
+    {
+        if running.is_finished() {
+            bail!("the worker stopped: {:?}", running.await);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let drain = started.elapsed();
+    let failed = stats.failed.load(Ordering::Relaxed);
+    println!(
+        "drain:    {:>9.0} jobs/s  ({} jobs in {drain:.2?}, {} at once, {failed} failed)",
+        args.jobs as f64 / drain.as_secs_f64(),
+        args.jobs,
+        args.concurrency
+    );
+
+    let mut pubsub = queue.client().get_async_pubsub().await?;
+    pubsub
+        .subscribe(queue.keys(BENCH_QUEUE).done_channel())
+        .await?;
+    let mut done = pubsub.on_message();
+    let mut latencies = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let started = Instant::now();
+        let id = queue.enqueue(job()).await?.id;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), done.next())
+                .await
+                .context("a job took over 10 s")?
+                .context("the subscription ended")?;
+            if message.get_payload_bytes() == id.as_bytes() {
+                break;
+            }
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let percentile =
+        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "latency:  p50 {:.2?}  p99 {:.2?}  (enqueue to result, one job at a time, {} samples)",
+        percentile(0.50),
+        percentile(0.99),
+        args.samples
+    );
+    let _ = stop.send(());
+    running.await??;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,59 @@
+-- finish_batch: stores the outcomes of attempts, each only if that attempt is still its
+-- job's current one.
+-- KEYS[1] the queue's delayed set
+-- KEYS[2] the queue's dead-letter stream
+-- KEYS[3], KEYS[4], KEYS[5] the queue's high, normal and low streams
+-- ARGV[1] the consumer group; ARGV[2] the retention of finished jobs, in seconds
+-- ARGV[3] the channel that announces finished jobs; ARGV[4] the prefix of the job keys
+-- ARGV[5..] per outcome, ten values:
+--   the entry id; the stream's index (1 = high); the job id; the attempt;
+--   the outcome: 'completed', 'cancelled', 'failed' or 'released' (handed back at shutdown);
+--   the result (completed) or the error as JSON; the error kind ('' when completed);
+--   the retry delay in ms, or -1 for no retry (failed only); the job log; run stats as JSON
+-- Returns one reply per outcome, in order: the job's new status, or 0 when the attempt is
+-- stale (a newer attempt owns the job) and nothing was written.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local replies = {}
+for i = 5, #ARGV, 10 do
+  local entry, stream, id, attempt = ARGV[i], KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
+  local outcome, payload, kind, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
+  local key = ARGV[4] .. id
+  local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task')
+  local status = 0
+  if current[1] == attempt and current[2] == 'running' then
+    redis.call('XACK', stream, ARGV[1], entry)
+    redis.call('XDEL', stream, entry)
+    if outcome == 'released' then
+      redis.call('HSET', key, 'status', 'pending', 'attempt', tonumber(attempt) - 1)
+      redis.call('XADD', stream, '*', 'id', id)
+      status = 'pending'
+    elseif outcome == 'completed' then
+      status = 'completed'
+      redis.call('HSET', key, 'status', status, 'result', payload, 'finished_at', now,
+        'log', ARGV[i + 8], 'stats', ARGV[i + 9])
+      redis.call('HDEL', key, 'error', 'error_kind')
+    elseif outcome == 'cancelled' then
+      status = 'cancelled'
+    elseif delay >= 0 and tonumber(attempt) < tonumber(current[3]) then
+      status = 'retrying'
+      redis.call('HSET', key, 'status', status, 'error', payload, 'error_kind', kind,
+        'run_at', now + delay, 'log', ARGV[i + 8], 'stats', ARGV[i + 9])
+      redis.call('ZADD', KEYS[1], now + delay, id)
+    else
+      status = 'dead'
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', current[4],
+        'error', payload, 'error_kind', kind, 'tries', attempt, 'failed_at', now)
+    end
+    if status == 'cancelled' or status == 'dead' then
+      redis.call('HSET', key, 'status', status, 'error', payload, 'error_kind', kind,
+        'finished_at', now, 'log', ARGV[i + 8], 'stats', ARGV[i + 9])
+    end
+    if status == 'completed' or status == 'cancelled' or status == 'dead' then
+      redis.call('EXPIRE', key, ARGV[2])
+      redis.call('PUBLISH', ARGV[3], id)
+    end
+  end
+  replies[#replies + 1] = status
+end
+return replies

@@ -1,0 +1,42 @@
+-- start_batch: a worker took stream entries; begins each job's next attempt.
+-- KEYS[1] the queue's dead-letter stream
+-- KEYS[2], KEYS[3], KEYS[4] the queue's high, normal and low streams
+-- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the retention of finished jobs,
+-- in seconds; ARGV[4] the prefix of the queue's job keys
+-- ARGV[5..] per entry, three values: the entry id, the job id, the stream's index (1 = high)
+-- Returns one reply per entry, in order: 0 when the job must not run (gone, cancelled,
+-- finished, or out of attempts after its worker was lost: then it is dead), and the entry is
+-- acknowledged and deleted; otherwise {attempt, max_attempts, task, digest, input,
+-- timeout_ms, created_at, backoff}. The attempt number fences every later write.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local replies = {}
+for i = 5, #ARGV, 3 do
+  local entry, id, stream = ARGV[i], ARGV[i + 1], KEYS[1 + tonumber(ARGV[i + 2])]
+  local key = ARGV[4] .. id
+  local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task')
+  local status = job[1]
+  local reply = 0
+  if status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
+    -- The worker running the last attempt was lost.
+    local error = '{"kind":"worker_lost","message":"the worker running the last attempt stopped responding"}'
+    redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
+      'finished_at', now)
+    redis.call('EXPIRE', key, ARGV[3])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', job[4],
+      'error', error, 'error_kind', 'worker_lost', 'tries', job[2], 'failed_at', now)
+  elseif status == 'pending' or status == 'running' then
+    local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+    redis.call('HSET', key, 'status', 'running', 'worker', ARGV[1], 'started_at', now)
+    local fields = redis.call('HMGET', key, 'max_attempts', 'task', 'digest', 'input',
+      'timeout_ms', 'created_at', 'backoff')
+    reply = {attempt, fields[1], fields[2], fields[3], fields[4], fields[5] or '', fields[6],
+      fields[7]}
+  end
+  if reply == 0 then
+    redis.call('XACK', stream, ARGV[2], entry)
+    redis.call('XDEL', stream, entry)
+  end
+  replies[#replies + 1] = reply
+end
+return replies
