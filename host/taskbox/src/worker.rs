@@ -372,43 +372,53 @@ impl Worker {
                 .push(delivery);
         }
         for (queue, deliveries) in by_queue {
-            let mut permits = Vec::with_capacity(deliveries.len());
-            for _ in &deliveries {
-                permits.push(Arc::clone(slots).acquire_owned().await?);
-            }
-            // Registered before starting, so that a cancel sent right after `start` is seen.
-            let cancels: Vec<CancelHandle> = deliveries
-                .iter()
-                .map(|delivery| self.track(delivery))
-                .collect();
-            let replies = match self.start_batch(&queue, &deliveries).await {
-                Ok(replies) => replies,
-                Err(err) => {
-                    tracing::warn!("starting jobs failed, they will run again: {err:#}");
-                    deliveries
-                        .iter()
-                        .for_each(|delivery| self.untrack(delivery));
-                    continue;
-                }
-            };
-            for (((delivery, reply), permit), cancel) in deliveries
+            // All are heartbeated while they wait for a slot, and their cancel handles exist
+            // before they start, so that a cancel sent right after `start` is seen.
+            let mut waiting: std::collections::VecDeque<(Delivery, CancelHandle)> = deliveries
                 .into_iter()
-                .zip(replies)
-                .zip(permits)
-                .zip(cancels)
-            {
-                let Some(started) = reply else {
-                    self.untrack(&delivery);
-                    continue;
-                };
-                let worker = Arc::clone(self);
-                tokio::spawn(async move {
-                    if let Err(err) = worker.run_job(&delivery, started, cancel).await {
-                        tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
+                .map(|delivery| {
+                    let cancel = self.track(&delivery);
+                    (delivery, cancel)
+                })
+                .collect();
+            while !waiting.is_empty() {
+                // Start as many as there are free slots (at least one), most urgent first.
+                let mut permits = vec![Arc::clone(slots).acquire_owned().await?];
+                while permits.len() < waiting.len() {
+                    match Arc::clone(slots).try_acquire_owned() {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => break,
                     }
-                    worker.untrack(&delivery);
-                    drop(permit);
-                });
+                }
+                let chunk: Vec<(Delivery, CancelHandle)> = waiting.drain(..permits.len()).collect();
+                let deliveries: Vec<&Delivery> =
+                    chunk.iter().map(|(delivery, _)| delivery).collect();
+                let replies = match self.start_batch(&queue, &deliveries).await {
+                    Ok(replies) => replies,
+                    Err(err) => {
+                        tracing::warn!("starting jobs failed, they will run again: {err:#}");
+                        chunk
+                            .iter()
+                            .for_each(|(delivery, _)| self.untrack(delivery));
+                        continue;
+                    }
+                };
+                for (((delivery, cancel), reply), permit) in
+                    chunk.into_iter().zip(replies).zip(permits)
+                {
+                    let Some(started) = reply else {
+                        self.untrack(&delivery);
+                        continue;
+                    };
+                    let worker = Arc::clone(self);
+                    tokio::spawn(async move {
+                        if let Err(err) = worker.run_job(&delivery, started, cancel).await {
+                            tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
+                        }
+                        worker.untrack(&delivery);
+                        drop(permit);
+                    });
+                }
             }
         }
         Ok(())
@@ -417,7 +427,7 @@ impl Worker {
     async fn start_batch(
         &self,
         queue: &str,
-        deliveries: &[Delivery],
+        deliveries: &[&Delivery],
     ) -> anyhow::Result<Vec<Option<Started>>> {
         let keys = self.queue.keys(queue);
         let [high, normal, low] = keys.streams();
