@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# The quickstart demo: builds taskbox and the example `hello` task module, then runs a few
-# jobs of it in the sandbox, including ones the sandbox has to stop.
+# The quickstart demo: builds taskbox and the example task modules, runs jobs in the sandbox
+# directly, then starts `taskbox dev` (a worker with its own private redis-server) and sends it
+# jobs through the queue: a result, a retry, a cancel, a dead letter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing redis-server..."
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "taskbox dev needs redis-server: install it (apt-get install redis-server, brew install redis)" >&2
+        exit 1
+    fi
+fi
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 echo "building taskbox and the guest modules (the first build takes a few minutes)..."
 cargo build --release --locked -p taskbox
@@ -18,10 +28,31 @@ show() {
     "$taskbox" "$@" || true
 }
 
+echo; echo "== One job at a time, in the sandbox, no Redis: taskbox run"
 show run "$hello" greet --input '{"name":"Ada"}'
-show run "$hello" add --input '{"numbers":[1,2,39]}'
 show run "$hello" countdown --input '{"steps":4}'
-show run "$hello" flaky --input '{"succeed_on":2}'
 show run "$fixtures" spin --timeout 1s
 show run "$fixtures" hog --memory 32MiB
-show run "$fixtures" panic
+
+echo; echo "== Through the queue: taskbox dev runs a worker and a private redis-server"
+log=$(mktemp)
+"$taskbox" dev --module "$hello" --module "$fixtures" >"$log" 2>&1 &
+dev=$!
+trap 'kill -TERM $dev 2>/dev/null; wait $dev 2>/dev/null; rm -f "$log"' EXIT
+for _ in $(seq 1 300); do
+    grep -q "worker running" "$log" && break
+    kill -0 $dev 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 0.1
+done
+cat "$log"
+
+show job enqueue hello/greet --input '{"name":"Ada"}' --wait
+show job enqueue hello/flaky --input '{"succeed_on":2}' --wait
+id=$("$taskbox" job enqueue fixtures/spin)
+printf '\n$ taskbox job cancel %s   # a job spinning forever\n' "$id"
+until "$taskbox" job get "$id" | grep -q '"status": "running"'; do sleep 0.1; done
+"$taskbox" job cancel "$id"
+"$taskbox" job wait "$id" | grep '"status"'
+show job enqueue fixtures/panic --wait
+show dead ls
+show job ls

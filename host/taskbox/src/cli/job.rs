@@ -203,7 +203,7 @@ pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
                     out,
                     "{:<32}  {:<10}  {:<7}  {}/{}",
                     job.id,
-                    job.status,
+                    job.status.to_string(),
                     format!("{}/{}", job.attempt, job.max_attempts),
                     job.module,
                     job.task
