@@ -151,10 +151,7 @@ async fn finish_batch(
         .arg(keys.done_channel())
         .arg(keys.job_prefix());
     for outcome in outcomes {
-        let stream = 1 + Priority::ALL
-            .iter()
-            .position(|p| *p == outcome.priority)
-            .unwrap_or(1);
+        let stream = 1 + outcome.priority.rank();
         invocation
             .arg(&outcome.entry)
             .arg(stream)
@@ -351,8 +348,7 @@ impl Worker {
                 }
             }
         }
-        deliveries
-            .sort_by_key(|delivery| Priority::ALL.iter().position(|p| *p == delivery.priority));
+        deliveries.sort_by_key(|delivery| delivery.priority.rank());
         Ok(deliveries)
     }
 
@@ -441,10 +437,7 @@ impl Worker {
             .arg(self.queue.retention().as_secs())
             .arg(keys.job_prefix());
         for delivery in deliveries {
-            let stream = 1 + Priority::ALL
-                .iter()
-                .position(|p| *p == delivery.priority)
-                .unwrap_or(1);
+            let stream = 1 + delivery.priority.rank();
             invocation
                 .arg(&delivery.entry)
                 .arg(&delivery.job)

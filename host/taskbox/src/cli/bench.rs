@@ -12,7 +12,6 @@ use taskbox_runtime::{Runtime, RuntimeConfig};
 
 use crate::cli::redis_url::RedisArgs;
 use crate::queue::{EnqueueOptions, NewJob, Queue};
-use crate::redis_server::{RedisOptions, RedisServer};
 use crate::worker::{Worker, WorkerConfig, default_worker_id};
 
 /// The queue the benchmark uses, so that it does not mix with real jobs.
@@ -52,15 +51,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.module.display()
         )
     })?;
-    let (url, _server) = match args.redis.url() {
-        Some(url) => (url.to_owned(), None),
-        None => {
-            let server =
-                tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
-                    .await??;
-            (server.url(), Some(server))
-        }
-    };
+    let (url, _server) = args.redis.url_or_private().await?;
     let queue = Queue::connect(&url, Duration::from_secs(10)).await?;
     queue.put_module("bench", &bytes).await?;
     let runtime = Arc::new(Runtime::new(&RuntimeConfig {

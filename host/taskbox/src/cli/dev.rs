@@ -11,7 +11,6 @@ use taskbox_runtime::{Runtime, RuntimeConfig};
 
 use crate::cli::redis_url::{RedisArgs, dev_url_file};
 use crate::queue::{DEFAULT_QUEUE, Queue, validate_name};
-use crate::redis_server::{RedisOptions, RedisServer};
 use crate::worker::{ENV_CONCURRENCY, Worker, WorkerConfig, default_worker_id};
 
 /// Worker options shared by `dev` and `serve`.
@@ -81,15 +80,7 @@ enum ModuleCommand {
 }
 
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
-    let (url, _server) = match args.redis.url() {
-        Some(url) => (url.to_owned(), None),
-        None => {
-            let server =
-                tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
-                    .await??;
-            (server.url(), Some(server))
-        }
-    };
+    let (url, _server) = args.redis.url_or_private().await?;
     let queue = Queue::connect(&url, Duration::from_secs(30)).await?;
     std::fs::write(dev_url_file(), &url)
         .with_context(|| format!("writing {}", dev_url_file().display()))?;

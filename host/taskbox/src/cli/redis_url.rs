@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::queue::Queue;
+use crate::redis_server::{RedisOptions, RedisServer};
 
 /// Environment variable naming the Redis URL.
 pub const ENV_REDIS_URL: &str = "REDIS_URL";
@@ -20,8 +21,18 @@ pub(crate) struct RedisArgs {
 }
 
 impl RedisArgs {
-    pub(crate) fn url(&self) -> Option<&str> {
-        self.redis.as_deref()
+    /// The given Redis URL, or else that of a private redis-server started now (stopped
+    /// when the returned server drops).
+    pub(crate) async fn url_or_private(&self) -> anyhow::Result<(String, Option<RedisServer>)> {
+        Ok(match &self.redis {
+            Some(url) => (url.clone(), None),
+            None => {
+                let server =
+                    tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
+                        .await??;
+                (server.url(), Some(server))
+            }
+        })
     }
 
     /// Connects to the given Redis, or to the one `taskbox dev` started.

@@ -88,6 +88,11 @@ impl Priority {
     /// Most urgent first.
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
+    /// 0 for high, 1 for normal, 2 for low: the order workers take them in.
+    pub(crate) fn rank(self) -> usize {
+        self as usize
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::High => "high",

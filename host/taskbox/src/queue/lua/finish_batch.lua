@@ -13,17 +13,20 @@
 -- Returns one reply per outcome, in order: the job's new status, or 0 when the attempt is
 -- stale (a newer attempt owns the job) and nothing was written.
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Milliseconds as a string: Lua numbers are doubles, and formatting them is slow.
+local now = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
 local replies = {}
+-- Entries to acknowledge and delete, by stream: one XACK and one XDEL per stream at the end.
+local done = {}
 for i = 5, #ARGV, 10 do
   local entry, stream, id, attempt = ARGV[i], KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
   local outcome, payload, kind, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
   local key = ARGV[4] .. id
-  local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task')
+  local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind')
   local status = 0
   if current[1] == attempt and current[2] == 'running' then
-    redis.call('XACK', stream, ARGV[1], entry)
-    redis.call('XDEL', stream, entry)
+    done[stream] = done[stream] or {}
+    table.insert(done[stream], entry)
     if outcome == 'released' then
       redis.call('HSET', key, 'status', 'pending', 'attempt', tonumber(attempt) - 1)
       redis.call('XADD', stream, '*', 'id', id)
@@ -32,14 +35,17 @@ for i = 5, #ARGV, 10 do
       status = 'completed'
       redis.call('HSET', key, 'status', status, 'result', payload, 'finished_at', now,
         'log', ARGV[i + 8], 'stats', ARGV[i + 9])
-      redis.call('HDEL', key, 'error', 'error_kind')
+      if current[5] then
+        redis.call('HDEL', key, 'error', 'error_kind')
+      end
     elseif outcome == 'cancelled' then
       status = 'cancelled'
     elseif delay >= 0 and tonumber(attempt) < tonumber(current[3]) then
       status = 'retrying'
+      local run_at = tonumber(now) + delay
       redis.call('HSET', key, 'status', status, 'error', payload, 'error_kind', kind,
-        'run_at', now + delay, 'log', ARGV[i + 8], 'stats', ARGV[i + 9])
-      redis.call('ZADD', KEYS[1], now + delay, id)
+        'run_at', run_at, 'log', ARGV[i + 8], 'stats', ARGV[i + 9])
+      redis.call('ZADD', KEYS[1], run_at, id)
     else
       status = 'dead'
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', current[4],
@@ -55,5 +61,9 @@ for i = 5, #ARGV, 10 do
     end
   end
   replies[#replies + 1] = status
+end
+for stream, entries in pairs(done) do
+  redis.call('XACK', stream, ARGV[1], unpack(entries))
+  redis.call('XDEL', stream, unpack(entries))
 end
 return replies

@@ -9,12 +9,14 @@
 -- acknowledged and deleted; otherwise {attempt, max_attempts, task, digest, input,
 -- timeout_ms, created_at, backoff}. The attempt number fences every later write.
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Milliseconds as a string: Lua numbers are doubles, and formatting them is slow.
+local now = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
 local replies = {}
 for i = 5, #ARGV, 3 do
   local entry, id, stream = ARGV[i], ARGV[i + 1], KEYS[1 + tonumber(ARGV[i + 2])]
   local key = ARGV[4] .. id
-  local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task')
+  local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task', 'digest',
+    'input', 'timeout_ms', 'created_at', 'backoff')
   local status = job[1]
   local reply = 0
   if status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
@@ -26,12 +28,10 @@ for i = 5, #ARGV, 3 do
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', job[4],
       'error', error, 'error_kind', 'worker_lost', 'tries', job[2], 'failed_at', now)
   elseif status == 'pending' or status == 'running' then
-    local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-    redis.call('HSET', key, 'status', 'running', 'worker', ARGV[1], 'started_at', now)
-    local fields = redis.call('HMGET', key, 'max_attempts', 'task', 'digest', 'input',
-      'timeout_ms', 'created_at', 'backoff')
-    reply = {attempt, fields[1], fields[2], fields[3], fields[4], fields[5] or '', fields[6],
-      fields[7]}
+    local attempt = tostring(tonumber(job[2]) + 1)
+    redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'worker', ARGV[1],
+      'started_at', now)
+    reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[8], job[9]}
   end
   if reply == 0 then
     redis.call('XACK', stream, ARGV[2], entry)
