@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use redis::aio::MultiplexedConnection;
@@ -18,9 +18,12 @@ use redis::{AsyncCommands as _, AsyncConnectionConfig};
 use taskbox_runtime::{
     CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime, TaskModule,
 };
-use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys};
+
+/// The most entries one call takes.
+const MAX_BATCH: usize = 256;
 
 /// Environment variable for the number of jobs a worker runs at once.
 pub const ENV_CONCURRENCY: &str = "TASKBOX_CONCURRENCY";
@@ -75,13 +78,55 @@ pub struct Worker {
     /// Loaded modules by digest; the cell makes concurrent first jobs of a module wait for
     /// one compile instead of each compiling it.
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>>,
-    running: Mutex<HashMap<String, CancelHandle>>,
+    running: Mutex<RunningJobs>,
     /// Stream entries being processed, by stream: only these are heartbeated, so an entry
     /// whose outcome could not be stored (Redis was down) goes idle and is run again.
     in_flight: Mutex<HashMap<String, HashSet<String>>>,
     releasing: AtomicBool,
     progress: mpsc::UnboundedSender<(QueueKeys, String, Progress)>,
     outcomes: mpsc::UnboundedSender<Outcome>,
+}
+
+/// Cancel handles of the jobs this worker runs. A job's handle exists from just after its
+/// start; a cancel that arrives in between is remembered for a while and applied when the
+/// handle is made.
+#[derive(Default)]
+struct RunningJobs {
+    handles: HashMap<String, CancelHandle>,
+    early_cancels: HashMap<String, Instant>,
+}
+
+impl RunningJobs {
+    /// How long a cancel for a job this worker does not (yet) run is remembered.
+    const EARLY_CANCEL_MEMORY: Duration = Duration::from_secs(30);
+
+    fn register(&mut self, job: &str) -> CancelHandle {
+        let cancel = CancelHandle::new();
+        if self.early_cancels.remove(job).is_some() {
+            cancel.cancel();
+        }
+        self.handles.insert(job.to_owned(), cancel.clone());
+        cancel
+    }
+
+    fn forget(&mut self, job: &str) {
+        self.handles.remove(job);
+    }
+
+    fn cancel(&mut self, job: &str) {
+        match self.handles.get(job) {
+            Some(cancel) => cancel.cancel(),
+            None => {
+                self.early_cancels
+                    .retain(|_, at| at.elapsed() < Self::EARLY_CANCEL_MEMORY);
+                self.early_cancels.insert(job.to_owned(), Instant::now());
+            }
+        }
+    }
+
+    fn cancel_all(&self) {
+        self.handles.values().for_each(CancelHandle::cancel);
+    }
 }
 
 /// An attempt's outcome on its way to Redis. The writer stores whatever outcomes are ready
@@ -243,9 +288,7 @@ impl Worker {
         {
             tracing::info!("grace period over: handing unfinished jobs back to the queue");
             self.releasing.store(true, Ordering::SeqCst);
-            for cancel in self.running().values() {
-                cancel.cancel();
-            }
+            self.running().cancel_all();
             let _all_back = slots.acquire_many(all).await;
         }
         for task in background {
@@ -285,9 +328,35 @@ impl Worker {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
-            // Wait for a free slot, then read as many entries as there are free slots.
-            drop(slots.acquire().await?);
-            let free = slots.available_permits().max(1);
+            // Take the free slots, waiting for one at least.
+            let mut permits = vec![Arc::clone(&slots).acquire_owned().await?];
+            while permits.len() < MAX_BATCH {
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            // While there is work: read and start in one script call per queue.
+            let mut started = 0;
+            for queue in &self.config.queues {
+                match self.start_batch(queue, permits.len(), &[]).await {
+                    Ok(taken) => started += self.launch(taken, &mut permits),
+                    Err(err) => {
+                        tracing::warn!("taking jobs failed ({err:#}); retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+                if permits.is_empty() {
+                    break;
+                }
+            }
+            if started > 0 || permits.is_empty() {
+                backoff = Duration::from_millis(100);
+                continue;
+            }
+            // Idle: block until entries arrive, then start them.
+            drop(permits);
             let connection = match &mut conn {
                 Some(connection) => connection,
                 None => match self.fetch_connection().await {
@@ -300,6 +369,7 @@ impl Worker {
                     }
                 },
             };
+            let free = slots.available_permits().max(1);
             match self.read(connection, free).await {
                 Ok(deliveries) => {
                     backoff = Duration::from_millis(100);
@@ -355,6 +425,9 @@ impl Worker {
     /// Starts deliveries with one script call per queue and runs those that may run. A Redis
     /// error is logged: the entries stay pending and are run again after the visibility
     /// timeout.
+    /// Starts entries this worker was given (by a blocking read or a takeover), as many at a
+    /// time as there are free slots. A Redis error is logged: the entries stay pending and
+    /// are run again after the visibility timeout.
     async fn dispatch(
         self: &Arc<Self>,
         deliveries: Vec<Delivery>,
@@ -368,17 +441,10 @@ impl Worker {
                 .push(delivery);
         }
         for (queue, deliveries) in by_queue {
-            // All are heartbeated while they wait for a slot, and their cancel handles exist
-            // before they start, so that a cancel sent right after `start` is seen.
-            let mut waiting: std::collections::VecDeque<(Delivery, CancelHandle)> = deliveries
-                .into_iter()
-                .map(|delivery| {
-                    let cancel = self.track(&delivery);
-                    (delivery, cancel)
-                })
-                .collect();
+            // Heartbeated while they wait for a slot.
+            deliveries.iter().for_each(|delivery| self.hold(delivery));
+            let mut waiting = std::collections::VecDeque::from(deliveries);
             while !waiting.is_empty() {
-                // Start as many as there are free slots (at least one), most urgent first.
                 let mut permits = vec![Arc::clone(slots).acquire_owned().await?];
                 while permits.len() < waiting.len() {
                     match Arc::clone(slots).try_acquire_owned() {
@@ -386,45 +452,55 @@ impl Worker {
                         Err(_) => break,
                     }
                 }
-                let chunk: Vec<(Delivery, CancelHandle)> = waiting.drain(..permits.len()).collect();
-                let deliveries: Vec<&Delivery> =
-                    chunk.iter().map(|(delivery, _)| delivery).collect();
-                let replies = match self.start_batch(&queue, &deliveries).await {
-                    Ok(replies) => replies,
-                    Err(err) => {
-                        tracing::warn!("starting jobs failed, they will run again: {err:#}");
-                        chunk
-                            .iter()
-                            .for_each(|(delivery, _)| self.untrack(delivery));
-                        continue;
+                let chunk: Vec<Delivery> = waiting.drain(..permits.len()).collect();
+                match self.start_batch(&queue, 0, &chunk).await {
+                    Ok(taken) => {
+                        self.launch(taken, &mut permits);
                     }
-                };
-                for (((delivery, cancel), reply), permit) in
-                    chunk.into_iter().zip(replies).zip(permits)
-                {
-                    let Some(started) = reply else {
-                        self.untrack(&delivery);
-                        continue;
-                    };
-                    let worker = Arc::clone(self);
-                    tokio::spawn(async move {
-                        if let Err(err) = worker.run_job(&delivery, started, cancel).await {
-                            tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
-                        }
-                        worker.untrack(&delivery);
-                        drop(permit);
-                    });
+                    Err(err) => {
+                        tracing::warn!("starting jobs failed, they will run again: {err:#}")
+                    }
                 }
+                chunk.iter().for_each(|delivery| self.unhold(delivery));
             }
         }
         Ok(())
     }
 
+    /// Runs each started job in a task of its own, with one of `permits`; returns how many.
+    fn launch(
+        self: &Arc<Self>,
+        taken: Vec<(Delivery, Option<Started>)>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+    ) -> usize {
+        let mut launched = 0;
+        for (delivery, started) in taken {
+            let (Some(started), Some(permit)) = (started, permits.pop()) else {
+                continue;
+            };
+            self.hold(&delivery);
+            let cancel = self.register(&delivery.job);
+            let worker = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(err) = worker.run_job(&delivery, started, cancel).await {
+                    tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
+                }
+                worker.unhold(&delivery);
+                worker.running().forget(&delivery.job);
+                drop(permit);
+            });
+            launched += 1;
+        }
+        launched
+    }
+
+    /// Starts jobs: `read` new entries read by the script itself, then the `given` ones.
     async fn start_batch(
         &self,
         queue: &str,
-        deliveries: &[&Delivery],
-    ) -> anyhow::Result<Vec<Option<Started>>> {
+        read: usize,
+        given: &[Delivery],
+    ) -> anyhow::Result<Vec<(Delivery, Option<Started>)>> {
         let keys = self.queue.keys(queue);
         let [high, normal, low] = keys.streams();
         let mut invocation = self.queue.scripts_start_batch().key(keys.dead());
@@ -435,44 +511,55 @@ impl Worker {
             .arg(&self.config.id)
             .arg(GROUP)
             .arg(self.queue.retention().as_secs())
-            .arg(keys.job_prefix());
-        for delivery in deliveries {
-            let stream = 1 + delivery.priority.rank();
+            .arg(keys.job_prefix())
+            .arg(read);
+        for delivery in given {
             invocation
                 .arg(&delivery.entry)
                 .arg(&delivery.job)
-                .arg(stream);
+                .arg(1 + delivery.priority.rank());
         }
-        let replies: Vec<redis::Value> = invocation
+        let replies: Vec<(String, usize, String, redis::Value)> = invocation
             .invoke_async(&mut self.queue.connection())
             .await?;
         replies
             .into_iter()
-            .map(|reply| match reply {
-                redis::Value::Int(0) => Ok(None),
-                reply => Ok(Some(redis::from_redis_value(reply)?)),
+            .map(|(entry, stream, job, start)| {
+                let delivery = Delivery {
+                    queue: queue.to_owned(),
+                    priority: Priority::ALL[stream.clamp(1, 3) - 1],
+                    entry,
+                    job,
+                };
+                let started = match start {
+                    redis::Value::Int(0) => None,
+                    start => Some(redis::from_redis_value(start)?),
+                };
+                Ok((delivery, started))
             })
             .collect()
     }
 
-    /// Remembers a delivery as in flight (heartbeated) and returns its job's cancel handle.
-    fn track(&self, delivery: &Delivery) -> CancelHandle {
+    /// Heartbeats the delivery's entry until [`Worker::unhold`].
+    fn hold(&self, delivery: &Delivery) {
         let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
         self.in_flight()
             .entry(stream)
             .or_default()
             .insert(delivery.entry.clone());
-        let cancel = CancelHandle::new();
-        self.running().insert(delivery.job.clone(), cancel.clone());
-        cancel
     }
 
-    fn untrack(&self, delivery: &Delivery) {
+    fn unhold(&self, delivery: &Delivery) {
         let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
         if let Some(entries) = self.in_flight().get_mut(&stream) {
             entries.remove(&delivery.entry);
         }
-        self.running().remove(&delivery.job);
+    }
+
+    /// The cancel handle of a job that just started; already cancelled if a cancel for it
+    /// arrived first.
+    fn register(&self, job: &str) -> CancelHandle {
+        self.running().register(job)
     }
 
     async fn run_job(
@@ -627,9 +714,7 @@ impl Worker {
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let job = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
-            if let Some(cancel) = self.running().get(&job) {
-                cancel.cancel();
-            }
+            self.running().cancel(&job);
         }
         anyhow::bail!("the subscription ended")
     }
@@ -734,7 +819,7 @@ impl Worker {
         Ok(())
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancelHandle>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, RunningJobs> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -1,19 +1,41 @@
--- start_batch: a worker took stream entries; begins each job's next attempt.
+-- start_batch: begins the next attempt of jobs whose stream entries this worker takes: entries
+-- it reads here itself (under load, saving a round trip) and entries it was already given.
 -- KEYS[1] the queue's dead-letter stream
 -- KEYS[2], KEYS[3], KEYS[4] the queue's high, normal and low streams
 -- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the retention of finished jobs,
 -- in seconds; ARGV[4] the prefix of the queue's job keys
--- ARGV[5..] per entry, three values: the entry id, the job id, the stream's index (1 = high)
--- Returns one reply per entry, in order: 0 when the job must not run (gone, cancelled,
--- finished, or out of attempts after its worker was lost: then it is dead), and the entry is
--- acknowledged and deleted; otherwise {attempt, max_attempts, task, digest, input,
--- timeout_ms, created_at, backoff}. The attempt number fences every later write.
+-- ARGV[5] how many new entries to read (XREADGROUP, high before normal before low); 0 = none
+-- ARGV[6..] per given entry, three values: the entry id, the job id, the stream's index
+-- (1 = high)
+-- Returns one reply per entry, read ones first: {entry id, stream index, job id, start}, where
+-- start is 0 when the job must not run (gone, cancelled, finished, or out of attempts after
+-- its worker was lost: then it is dead), and the entry is acknowledged and deleted; otherwise
+-- {attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff}. The attempt
+-- number fences every later write.
+local entries = {}
+local want = tonumber(ARGV[5])
+for index = 1, 3 do
+  if want <= 0 then
+    break
+  end
+  local read = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', want, 'STREAMS',
+    KEYS[1 + index], '>')
+  if read then
+    for _, item in ipairs(read[1][2]) do
+      entries[#entries + 1] = {item[1], index, item[2][2]}
+      want = want - 1
+    end
+  end
+end
+for i = 6, #ARGV, 3 do
+  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1]}
+end
 local time = redis.call('TIME')
 -- Milliseconds as a string: Lua numbers are doubles, and formatting them is slow.
 local now = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
 local replies = {}
-for i = 5, #ARGV, 3 do
-  local entry, id, stream = ARGV[i], ARGV[i + 1], KEYS[1 + tonumber(ARGV[i + 2])]
+for _, taken in ipairs(entries) do
+  local entry, id, stream = taken[1], taken[3], KEYS[1 + taken[2]]
   local key = ARGV[4] .. id
   local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task', 'digest',
     'input', 'timeout_ms', 'created_at', 'backoff')
@@ -37,6 +59,6 @@ for i = 5, #ARGV, 3 do
     redis.call('XACK', stream, ARGV[2], entry)
     redis.call('XDEL', stream, entry)
   end
-  replies[#replies + 1] = reply
+  replies[#replies + 1] = {entry, taken[2], id, reply}
 end
 return replies
