@@ -259,7 +259,6 @@ async fn retryable_failures_retry_with_backoff_then_die_with_exact_tries() {
         backoff: fast_backoff(),
         ..EnqueueOptions::default()
     };
-    let started = Instant::now();
     let id = h
         .enqueue(
             "fixtures",
@@ -268,17 +267,27 @@ async fn retryable_failures_retry_with_backoff_then_die_with_exact_tries() {
             options,
         )
         .await;
+    // When each attempt started (Redis time, ms): attempt n lasts until n + 1 starts.
+    let mut started = Vec::new();
+    for attempt in 1..=3 {
+        let job = h
+            .wait_until(&id, Duration::from_secs(30), |job| job.attempt == attempt)
+            .await;
+        started.push(job.started_at.unwrap());
+    }
+    // Gap n is the backoff after failed attempt n: 200 ms · 2^(n-1) nominal, plus at most 25%
+    // jitter, plus the promotion tick (50 ms) and the attempt's own run time.
+    for (n, gap) in started.windows(2).map(|w| w[1] - w[0]).enumerate() {
+        let nominal = 200u64 << n;
+        assert!(
+            (nominal..nominal + nominal / 4 + 100).contains(&gap),
+            "gap {} was {gap} ms; nominal {nominal} ms",
+            n + 1
+        );
+    }
     let job = h.wait(&id, Duration::from_secs(30)).await;
-    let elapsed = started.elapsed();
     assert_eq!(job.status, JobStatus::Dead);
     assert_eq!(job.attempt, 3);
-    // Two backoff gaps: 200 ms and 400 ms nominal, each plus at most 25% jitter, plus the
-    // promotion tick (50 ms) and the jobs' own run time.
-    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
-    assert!(
-        elapsed < Duration::from_millis(600 + 150 + 500),
-        "{elapsed:?}"
-    );
     let dead = h.queue.dead_letters("default", 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(
