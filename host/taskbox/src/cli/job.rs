@@ -50,6 +50,12 @@ enum JobCommand {
         /// Enqueueing again with the same key returns the first job's id.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Run no earlier than this time (RFC 3339, e.g. `2026-12-01T09:00:00Z`).
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak, conflicts_with = "delay")]
+        run_at: Option<std::time::SystemTime>,
+        /// JSON stored with the job as given.
+        #[arg(long, value_parser = parse_json)]
+        metadata: Option<serde_json::Value>,
     },
     /// Show a job as JSON.
     Get {
@@ -130,6 +136,8 @@ pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
             max_retries,
             timeout,
             idempotency_key,
+            run_at,
+            metadata,
         } => {
             let (module, task) = target
                 .split_once('/')
@@ -146,6 +154,8 @@ pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
                         max_retries,
                         timeout,
                         idempotency_key,
+                        run_at,
+                        metadata,
                         ..EnqueueOptions::default()
                     },
                 })
@@ -240,6 +250,10 @@ async fn retry(queue: &Queue, name: &str, id: &str) -> anyhow::Result<ExitCode> 
     }
     println!("retrying {id}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))
 }
 
 fn found(job: Option<JobRecord>, id: &str) -> anyhow::Result<JobRecord> {
