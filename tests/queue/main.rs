@@ -10,13 +10,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use taskbox::manifest::Manifest;
 use taskbox::queue::{
-    Backoff, CancelOutcome, EnqueueOptions, JobRecord, JobStatus, NewJob, Priority, Queue,
+    Backoff, CancelOutcome, EnqueueOptions, JobFilter, JobRecord, JobStatus, NewJob, Priority,
+    Queue,
 };
 use taskbox::redis_server::{RedisOptions, RedisServer};
+use taskbox::registry::{Registry, RegistryConfig};
 use taskbox::worker::{Worker, WorkerConfig, WorkerStats};
 use taskbox_runtime::{Runtime, RuntimeConfig};
 use tokio::sync::oneshot;
+
+/// The tenant every job of these tests belongs to.
+const TENANT: &str = "default";
 
 /// One runtime per test binary, shared by the in-process workers.
 static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
@@ -44,14 +50,21 @@ impl Harness {
         let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
             .await
             .unwrap();
+        // Publishing compiles, so no test's timing includes compiling.
+        let registry = Registry::new(
+            queue.clone(),
+            Arc::clone(&RUNTIME),
+            RegistryConfig::default(),
+        );
         for name in ["hello", "fixtures"] {
             let bytes = std::fs::read(guests::wasm(name)).unwrap();
-            queue.put_module(name, &bytes).await.unwrap();
-            // Compile before any worker starts, so that no test's timing includes it.
-            tokio::task::spawn_blocking(move || RUNTIME.load(&bytes).map(drop))
-                .await
-                .unwrap()
-                .unwrap();
+            let path = format!(
+                "{}/../../guests/{name}/taskbox.toml",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let manifest =
+                Manifest::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+            registry.publish(TENANT, manifest, bytes).await.unwrap();
         }
         Self { redis, queue }
     }
@@ -95,29 +108,36 @@ impl Harness {
         options: EnqueueOptions,
     ) -> String {
         self.queue
-            .enqueue(NewJob {
-                module: module.into(),
-                task: task.into(),
-                input: input.to_string().into_bytes(),
-                options,
-            })
+            .enqueue(
+                TENANT,
+                NewJob {
+                    module: module.into(),
+                    task: task.into(),
+                    input: input.to_string().into_bytes(),
+                    options,
+                },
+            )
             .await
             .unwrap()
             .id
     }
 
+    async fn dead_letters(&self) -> Vec<JobRecord> {
+        let dead = JobFilter {
+            status: Some(JobStatus::Dead),
+            ..JobFilter::default()
+        };
+        self.queue.list(TENANT, &dead, None, 10).await.unwrap().jobs
+    }
+
     async fn job(&self, id: &str) -> JobRecord {
-        self.queue
-            .job("default", id)
-            .await
-            .unwrap()
-            .expect("the job exists")
+        self.queue.job(id).await.unwrap().expect("the job exists")
     }
 
     async fn wait(&self, id: &str, timeout: Duration) -> JobRecord {
         let job = self
             .queue
-            .wait("default", id, timeout)
+            .wait(id, timeout)
             .await
             .unwrap()
             .expect("the job exists");
@@ -236,12 +256,15 @@ async fn unknown_modules_are_refused_at_enqueue() {
     let h = Harness::start().await;
     let err = h
         .queue
-        .enqueue(NewJob {
-            module: "nope".into(),
-            task: "greet".into(),
-            input: Vec::new(),
-            options: EnqueueOptions::default(),
-        })
+        .enqueue(
+            TENANT,
+            NewJob {
+                module: "nope".into(),
+                task: "greet".into(),
+                input: Vec::new(),
+                options: EnqueueOptions::default(),
+            },
+        )
         .await
         .unwrap_err();
     assert!(
@@ -288,15 +311,15 @@ async fn retryable_failures_retry_with_backoff_then_die_with_exact_tries() {
     let job = h.wait(&id, Duration::from_secs(30)).await;
     assert_eq!(job.status, JobStatus::Dead);
     assert_eq!(job.attempt, 3);
-    let dead = h.queue.dead_letters("default", 10).await.unwrap();
+    let dead = h.dead_letters().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(
-        (dead[0].id.as_str(), dead[0].task.as_str(), dead[0].tries),
+        (dead[0].id.as_str(), dead[0].task.as_str(), dead[0].attempt),
         (id.as_str(), "fail", 3)
     );
-    assert_eq!(dead[0].error_type, "task_error");
+    assert_eq!(dead[0].error_kind(), Some("task_error"));
     assert_eq!(
-        dead[0].error["message"],
+        dead[0].error.as_ref().unwrap()["message"],
         "task error (retryable): flaky upstream"
     );
 }
@@ -332,7 +355,7 @@ async fn deterministic_failures_go_straight_to_dead_letters_and_can_be_retried()
         (JobStatus::Dead, 1, Some("trap"))
     );
 
-    assert!(h.queue.retry_dead("default", &id).await.unwrap());
+    assert!(h.queue.retry_dead(&id).await.unwrap());
     let job = h
         .wait_until(&id, Duration::from_secs(30), |job| {
             job.dead_retries == 1 && job.status == JobStatus::Dead
@@ -342,16 +365,14 @@ async fn deterministic_failures_go_straight_to_dead_letters_and_can_be_retried()
         job.attempt, 1,
         "a retried dead job starts a new series of attempts"
     );
-    assert_eq!(h.queue.dead_letters("default", 10).await.unwrap().len(), 2);
-    assert_eq!(h.queue.purge_dead("default").await.unwrap(), 2);
+    assert_eq!(h.dead_letters().await.len(), 1);
+    assert_eq!(h.queue.purge_dead(TENANT, None).await.unwrap(), 1);
+    assert!(h.dead_letters().await.is_empty());
     assert!(
-        h.queue
-            .dead_letters("default", 10)
-            .await
-            .unwrap()
-            .is_empty()
+        h.queue.job(&id).await.unwrap().is_none(),
+        "purged with its dead letter"
     );
-    assert!(!h.queue.retry_dead("default", "no-such-job").await.unwrap());
+    assert!(!h.queue.retry_dead("default-no-such-job").await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,28 +400,39 @@ async fn an_idempotency_key_returns_the_first_job() {
         idempotency_key: Some("order-42".into()),
         ..EnqueueOptions::default()
     };
-    let first = h.queue.enqueue(NewJob {
-        module: "hello".into(),
-        task: "greet".into(),
-        input: b"{\"name\":\"once\"}".to_vec(),
-        options: options.clone(),
-    });
+    let first = h.queue.enqueue(
+        TENANT,
+        NewJob {
+            module: "hello".into(),
+            task: "greet".into(),
+            input: b"{\"name\":\"once\"}".to_vec(),
+            options: options.clone(),
+        },
+    );
     let first = first.await.unwrap();
     let second = h
         .queue
-        .enqueue(NewJob {
-            module: "hello".into(),
-            task: "greet".into(),
-            input: b"{\"name\":\"twice\"}".to_vec(),
-            options,
-        })
+        .enqueue(
+            TENANT,
+            NewJob {
+                module: "hello".into(),
+                task: "greet".into(),
+                input: b"{\"name\":\"twice\"}".to_vec(),
+                options,
+            },
+        )
         .await
         .unwrap();
     assert!(first.created);
     assert!(!second.created);
     assert_eq!(first.id, second.id);
     assert_eq!(
-        h.queue.list("default", None, None, 10).await.unwrap().len(),
+        h.queue
+            .list(TENANT, &JobFilter::default(), None, 10)
+            .await
+            .unwrap()
+            .jobs
+            .len(),
         1
     );
 }
@@ -411,7 +443,7 @@ async fn higher_priorities_run_first() {
     let mut ids = Vec::new();
     for priority in [Priority::Low, Priority::Normal, Priority::High] {
         let options = EnqueueOptions {
-            priority,
+            priority: Some(priority),
             ..EnqueueOptions::default()
         };
         ids.push(
@@ -456,7 +488,7 @@ async fn a_cancelled_queued_job_never_starts() {
         .await;
     for id in [&delayed, &queued] {
         assert_eq!(
-            h.queue.cancel("default", id).await.unwrap(),
+            h.queue.cancel(id).await.unwrap(),
             Some(CancelOutcome::Cancelled)
         );
     }
@@ -490,7 +522,7 @@ async fn a_running_job_is_interrupted_within_a_second() {
     .await;
     let cancelled_at = Instant::now();
     assert_eq!(
-        h.queue.cancel("default", &id).await.unwrap(),
+        h.queue.cancel(&id).await.unwrap(),
         Some(CancelOutcome::Cancelling)
     );
     let job = h.wait(&id, Duration::from_secs(5)).await;
@@ -513,7 +545,7 @@ async fn a_batch_enqueues_in_one_round_trip_and_every_job_completes() {
             options: EnqueueOptions::default(),
         })
         .collect();
-    let enqueued = h.queue.enqueue_batch(jobs).await.unwrap();
+    let enqueued = h.queue.enqueue_batch(TENANT, jobs).await.unwrap();
     let _worker = h.worker(|config| config.concurrency = 16);
     for (i, job) in enqueued.iter().enumerate() {
         let job = h.wait(&job.id, Duration::from_secs(30)).await;
@@ -556,7 +588,7 @@ async fn a_killed_worker_loses_no_job() {
         .collect();
     let ids: Vec<String> = h
         .queue
-        .enqueue_batch(jobs)
+        .enqueue_batch(TENANT, jobs)
         .await
         .unwrap()
         .into_iter()
@@ -565,12 +597,17 @@ async fn a_killed_worker_loses_no_job() {
     let mut first = h.worker_process("2s", 16, false);
     // Kill it mid-run: once some jobs are done and many are not.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let completed = JobFilter {
+        status: Some(JobStatus::Completed),
+        ..JobFilter::default()
+    };
     loop {
         let done = h
             .queue
-            .list("default", Some(JobStatus::Completed), None, 1000)
+            .list(TENANT, &completed, None, 1000)
             .await
             .unwrap()
+            .jobs
             .len();
         if done >= 100 {
             break;
@@ -667,7 +704,7 @@ async fn a_redis_restart_loses_nothing() {
         .collect();
     let ids: Vec<String> = h
         .queue
-        .enqueue_batch(jobs)
+        .enqueue_batch(TENANT, jobs)
         .await
         .unwrap()
         .into_iter()
@@ -681,7 +718,7 @@ async fn a_redis_restart_loses_nothing() {
     for id in &ids {
         let deadline = Instant::now() + Duration::from_secs(90);
         let job = loop {
-            match h.queue.job("default", id).await {
+            match h.queue.job(id).await {
                 Ok(Some(job)) if job.status.is_finished() => break job,
                 _ => {
                     assert!(

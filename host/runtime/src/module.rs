@@ -36,6 +36,7 @@ pub struct TaskModule {
     digest: ModuleDigest,
     engine: Engine,
     pre: TaskPre<JobState>,
+    imports: Vec<String>,
 }
 
 impl fmt::Debug for TaskModule {
@@ -50,6 +51,11 @@ impl TaskModule {
     /// The module's digest.
     pub fn digest(&self) -> ModuleDigest {
         self.digest
+    }
+
+    /// The names of the interfaces the component imports (`taskbox:task/log@0.1.0`, ...).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -73,10 +79,16 @@ impl TaskModule {
         let pre = TaskPre::new(instance_pre).map_err(|err| JobError::InvalidModule {
             message: format!("it does not export the taskbox:task world's `run`: {err:#}"),
         })?;
+        let imports = component
+            .component_type()
+            .imports(component.engine())
+            .map(|(name, _)| name.to_owned())
+            .collect();
         Ok(Self {
             digest,
             engine: component.engine().clone(),
             pre,
+            imports,
         })
     }
 }

@@ -1,9 +1,14 @@
 //! taskbox: run untrusted background jobs as sandboxed WebAssembly components.
 //!
-//! The sandbox itself is the `taskbox-runtime` crate. This crate puts the Redis queue and
-//! its workers around it, and is the `taskbox` command.
+//! The sandbox itself is the `taskbox-runtime` crate. This crate puts the module registry,
+//! the Redis queue and its workers, and the HTTP API around it, and is the `taskbox` command.
 
+pub mod api;
+pub mod auth;
 pub mod cli;
+pub mod config;
+pub mod manifest;
 pub mod queue;
 pub mod redis_server;
+pub mod registry;
 pub mod worker;

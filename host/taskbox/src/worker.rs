@@ -20,7 +20,10 @@ use taskbox_runtime::{
 };
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys};
+use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys, WorkerInfo, unix_millis};
+
+/// How long per-minute throughput counters are kept.
+const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The most entries one call takes.
 const MAX_BATCH: usize = 256;
@@ -83,6 +86,7 @@ pub struct Worker {
     /// whose outcome could not be stored (Redis was down) goes idle and is run again.
     in_flight: Mutex<HashMap<String, HashSet<String>>>,
     releasing: AtomicBool,
+    started_at: SystemTime,
     progress: mpsc::UnboundedSender<(QueueKeys, String, Progress)>,
     outcomes: mpsc::UnboundedSender<Outcome>,
 }
@@ -162,6 +166,7 @@ async fn store_outcomes(queue: Queue, mut outcomes: mpsc::UnboundedReceiver<Outc
         for (name, outcomes) in by_queue {
             match finish_batch(&queue, &name, &outcomes).await {
                 Ok(statuses) => {
+                    count_outcomes(&queue, &name, &statuses).await;
                     for (outcome, status) in outcomes.into_iter().zip(statuses) {
                         let _ = outcome.stored.send(Ok(status));
                     }
@@ -175,6 +180,35 @@ async fn store_outcomes(queue: Queue, mut outcomes: mpsc::UnboundedReceiver<Outc
                 }
             }
         }
+    }
+}
+
+/// Adds stored outcomes to the queue's per-minute throughput counters.
+async fn count_outcomes(queue: &Queue, name: &str, statuses: &[Option<String>]) {
+    let completed = statuses
+        .iter()
+        .filter(|status| status.as_deref() == Some("completed"))
+        .count();
+    let failed = statuses
+        .iter()
+        .filter(|status| matches!(status.as_deref(), Some("retrying" | "dead")))
+        .count();
+    if completed + failed == 0 {
+        return;
+    }
+    let minute = unix_millis(SystemTime::now()) / 60_000;
+    let key = queue.keys(name).counts(minute);
+    let counted: redis::RedisResult<()> = redis::pipe()
+        .hincr(&key, "completed", completed)
+        .ignore()
+        .hincr(&key, "failed", failed)
+        .ignore()
+        .expire(&key, COUNTER_RETENTION.as_secs() as i64)
+        .ignore()
+        .query_async(&mut queue.connection())
+        .await;
+    if let Err(err) = counted {
+        tracing::warn!("counting finished jobs failed: {err}");
     }
 }
 
@@ -227,9 +261,21 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// What `start_batch.lua` returns for a job that may run: attempt, max attempts, task, module digest, input, timeout in
-/// ms ('' for the default), enqueue time and backoff as JSON.
-type Started = (u32, u32, String, String, Vec<u8>, String, u64, String);
+/// What `start_batch.lua` returns for a job that may run: attempt, max attempts, task,
+/// module digest, input, timeout in ms, enqueue time, backoff as JSON, fuel, and memory in
+/// bytes (timeout, fuel and memory '' for the default).
+type Started = (
+    u32,
+    u32,
+    String,
+    String,
+    Vec<u8>,
+    String,
+    u64,
+    String,
+    String,
+    String,
+);
 
 /// A stream entry: which queue and stream it came from and the job it names.
 struct Delivery {
@@ -255,6 +301,7 @@ impl Worker {
             running: Mutex::default(),
             in_flight: Mutex::default(),
             releasing: AtomicBool::new(false),
+            started_at: SystemTime::now(),
             progress,
             outcomes,
         })
@@ -568,7 +615,18 @@ impl Worker {
         started: Started,
         cancel: CancelHandle,
     ) -> anyhow::Result<()> {
-        let (attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff) = started;
+        let (
+            attempt,
+            max_attempts,
+            task,
+            digest,
+            input,
+            timeout_ms,
+            created_at,
+            backoff,
+            fuel,
+            memory,
+        ) = started;
         let keys = self.queue.keys(&delivery.queue);
         let report = match self.module(&digest).await {
             Ok(module) => {
@@ -586,6 +644,8 @@ impl Worker {
                         timeout: timeout_ms
                             .parse()
                             .map_or(Limits::DEFAULT_TIMEOUT, Duration::from_millis),
+                        fuel: fuel.parse().unwrap_or(Limits::DEFAULT_FUEL),
+                        memory: memory.parse().unwrap_or(Limits::DEFAULT_MEMORY),
                         ..Limits::default()
                     },
                     cancel,
@@ -723,7 +783,10 @@ impl Worker {
     /// workers, forever.
     async fn maintain(self: Arc<Self>, slots: Arc<Semaphore>) {
         let heartbeat_every = self.config.visibility_timeout / 3;
-        let mut last_heartbeat = tokio::time::Instant::now();
+        // The first round reports the worker and heartbeats at once.
+        let mut last_heartbeat = tokio::time::Instant::now()
+            .checked_sub(heartbeat_every)
+            .unwrap_or_else(tokio::time::Instant::now);
         let mut promote = tokio::time::interval(Duration::from_millis(50));
         loop {
             promote.tick().await;
@@ -734,6 +797,9 @@ impl Worker {
             }
             if last_heartbeat.elapsed() >= heartbeat_every {
                 last_heartbeat = tokio::time::Instant::now();
+                if let Err(err) = self.queue.report_worker(&self.report()).await {
+                    tracing::warn!("reporting this worker failed: {err:#}");
+                }
                 for queue in &self.config.queues {
                     if let Err(err) = self.heartbeat_and_reclaim(queue, &slots).await {
                         tracing::warn!("heartbeat of {queue} failed: {err:#}");
@@ -819,6 +885,20 @@ impl Worker {
         Ok(())
     }
 
+    /// How this worker is doing, for `GET /v1/workers`.
+    fn report(&self) -> WorkerInfo {
+        WorkerInfo {
+            id: self.config.id.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            queues: self.config.queues.clone(),
+            concurrency: self.config.concurrency,
+            in_flight: self.running().handles.len(),
+            started_at: unix_millis(self.started_at),
+            last_heartbeat: unix_millis(SystemTime::now()),
+        }
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, RunningJobs> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -864,9 +944,19 @@ fn error_json(err: &JobError) -> Vec<u8> {
     value.to_string().into_bytes()
 }
 
+/// This machine's name, as far as the environment says.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
 /// A worker id unique to this process: host, pid and start time.
 pub fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let host = host_name();
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());

@@ -10,8 +10,11 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use taskbox_runtime::{Runtime, RuntimeConfig};
 
+use crate::auth::DEFAULT_TENANT;
+use crate::cli::dev::read_module;
 use crate::cli::redis_url::RedisArgs;
 use crate::queue::{EnqueueOptions, NewJob, Queue};
+use crate::registry::{Registry, RegistryConfig};
 use crate::worker::{Worker, WorkerConfig, default_worker_id};
 
 /// The queue the benchmark uses, so that it does not mix with real jobs.
@@ -24,11 +27,9 @@ const BENCH_QUEUE: &str = "bench";
 pub(crate) struct BenchArgs {
     #[command(flatten)]
     redis: RedisArgs,
-    /// The module to run (by default the fixtures module built in guests/).
-    #[arg(
-        long,
-        default_value = "guests/target/wasm32-wasip2/release/fixtures.wasm"
-    )]
+    /// The module to run: a directory with a `taskbox.toml` (by default the fixtures module,
+    /// built in guests/).
+    #[arg(long, default_value = "guests/fixtures")]
     module: PathBuf,
     /// The task to run.
     #[arg(long, default_value = "noop")]
@@ -45,25 +46,29 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&args.module).with_context(|| {
+    let (manifest, _, bytes) = read_module(&args.module, None).with_context(|| {
         format!(
-            "reading {} (build the guests first: cd guests && cargo build --release)",
+            "reading the module {} (build the guests first: cd guests && cargo build --release)",
             args.module.display()
         )
     })?;
     let (url, _server) = args.redis.url_or_private().await?;
     let queue = Queue::connect(&url, Duration::from_secs(10)).await?;
-    queue.put_module("bench", &bytes).await?;
     let runtime = Arc::new(Runtime::new(&RuntimeConfig {
         max_concurrent_jobs: u32::try_from(args.concurrency)?.max(1) * 2,
         ..RuntimeConfig::default()
     })?);
-    {
-        let runtime = Arc::clone(&runtime);
-        tokio::task::spawn_blocking(move || runtime.load(&bytes).map(drop)).await??;
-    }
+    let registry = Registry::new(
+        queue.clone(),
+        Arc::clone(&runtime),
+        RegistryConfig::default(),
+    );
+    let module = registry
+        .publish(DEFAULT_TENANT, manifest, bytes)
+        .await?
+        .module;
     let job = || NewJob {
-        module: "bench".into(),
+        module: format!("{}@{}", module.name, module.version),
         task: args.task.clone(),
         input: b"null".to_vec(),
         options: EnqueueOptions {
@@ -73,13 +78,13 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
 
     println!(
-        "taskbox bench: {} jobs of bench/{}, Redis at {url}",
-        args.jobs, args.task
+        "taskbox bench: {} jobs of {}/{}, Redis at {url}",
+        args.jobs, module.name, args.task
     );
     let started = Instant::now();
     for chunk in (0..args.jobs).collect::<Vec<_>>().chunks(1000) {
         queue
-            .enqueue_batch(chunk.iter().map(|_| job()).collect())
+            .enqueue_batch(DEFAULT_TENANT, chunk.iter().map(|_| job()).collect())
             .await?;
     }
     let enqueue = started.elapsed();
@@ -126,7 +131,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut latencies = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
         let started = Instant::now();
-        let id = queue.enqueue(job()).await?.id;
+        let id = queue.enqueue(DEFAULT_TENANT, job()).await?.id;
         loop {
             let message = tokio::time::timeout(Duration::from_secs(10), done.next())
                 .await

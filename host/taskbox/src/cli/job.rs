@@ -1,63 +1,66 @@
-//! `taskbox job ...` and `taskbox dead ...`: jobs and dead letters.
+//! `taskbox job ...`, `taskbox dead ...`, `taskbox queues` and `taskbox workers`: clients
+//! of the HTTP API.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use base64::Engine as _;
+use reqwest::Method;
+use serde_json::{Value, json};
 
-use crate::cli::redis_url::RedisArgs;
-use crate::queue::{
-    CancelOutcome, DEFAULT_QUEUE, EnqueueOptions, JobRecord, JobStatus, NewJob, Priority, Queue,
-};
+use crate::cli::client::{Client, ClientArgs, Output, print};
+use crate::queue::{JobStatus, Priority};
 
-/// Enqueue, inspect, wait for and cancel jobs.
+/// Enqueue, inspect, wait for, cancel and retry jobs.
 #[derive(Debug, clap::Args)]
 pub(crate) struct JobArgs {
     #[command(subcommand)]
     command: JobCommand,
     #[command(flatten)]
-    redis: RedisArgs,
-    /// The queue.
-    #[arg(long, global = true, default_value = DEFAULT_QUEUE)]
-    queue: String,
+    client: ClientArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
 enum JobCommand {
-    /// Enqueue a job of MODULE/TASK and print its id (or, with --wait, its result).
+    /// Enqueue a job of MODULE/TASK (MODULE may be `name@version`) and print its id, or with
+    /// --wait its result.
     Enqueue {
         /// `MODULE/TASK`.
         target: String,
-        /// The input (JSON by convention).
-        #[arg(long, default_value = "null")]
-        input: String,
+        /// The input, as JSON.
+        #[arg(long, default_value = "null", value_parser = parse_json)]
+        input: Value,
         /// Wait for the result and print it; exit 1 if the job fails.
         #[arg(long)]
         wait: bool,
+        /// The queue (default: the task's in the manifest, else `default`).
+        #[arg(long)]
+        queue: Option<String>,
         /// Run no earlier than this from now (`10s`, `5m`).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        delay: Option<Duration>,
+        #[arg(long)]
+        delay: Option<String>,
+        /// Run no earlier than this time (RFC 3339, e.g. `2026-12-01T09:00:00Z`).
+        #[arg(long, conflicts_with = "delay")]
+        run_at: Option<String>,
         /// high, normal or low.
-        #[arg(long, default_value = "normal")]
-        priority: Priority,
-        /// Retries after the first attempt (default 3).
+        #[arg(long)]
+        priority: Option<Priority>,
+        /// Retries after the first attempt (default: the manifest's, else 3).
         #[arg(long)]
         max_retries: Option<u32>,
-        /// Wall-clock limit of each attempt (default 30s).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        timeout: Option<Duration>,
+        /// Wall-clock limit of each attempt (default: the manifest's, else 30s).
+        #[arg(long)]
+        timeout: Option<String>,
         /// Enqueueing again with the same key returns the first job's id.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Run no earlier than this time (RFC 3339, e.g. `2026-12-01T09:00:00Z`).
-        #[arg(long, value_parser = humantime::parse_rfc3339_weak, conflicts_with = "delay")]
-        run_at: Option<std::time::SystemTime>,
         /// JSON stored with the job as given.
         #[arg(long, value_parser = parse_json)]
-        metadata: Option<serde_json::Value>,
+        metadata: Option<Value>,
     },
-    /// Show a job as JSON.
+    /// Show a job.
     Get {
         /// The job id.
         id: String,
@@ -69,6 +72,11 @@ enum JobCommand {
         /// Give up after this long.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
         timeout: Duration,
+    },
+    /// Print the log of a job's last attempt.
+    Logs {
+        /// The job id.
+        id: String,
     },
     /// Cancel a job: it never starts, or it is stopped where it runs.
     Cancel {
@@ -88,9 +96,18 @@ enum JobCommand {
         /// Only jobs of this task.
         #[arg(long)]
         task: Option<String>,
+        /// Only jobs of this module.
+        #[arg(long)]
+        module: Option<String>,
+        /// Only jobs on this queue.
+        #[arg(long)]
+        queue: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Continue after a previous page (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
@@ -100,16 +117,16 @@ pub(crate) struct DeadArgs {
     #[command(subcommand)]
     command: DeadCommand,
     #[command(flatten)]
-    redis: RedisArgs,
-    /// The queue.
-    #[arg(long, global = true, default_value = DEFAULT_QUEUE)]
-    queue: String,
+    client: ClientArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
 enum DeadCommand {
     /// List dead letters, newest first.
     Ls {
+        /// Only this queue's.
+        #[arg(long)]
+        queue: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -119,177 +136,293 @@ enum DeadCommand {
         /// The job id.
         id: String,
     },
-    /// Delete all dead letters of the queue.
-    Purge,
+    /// Delete dead letters (all of them, or one queue's).
+    Purge {
+        /// Only this queue's.
+        #[arg(long)]
+        queue: Option<String>,
+    },
 }
 
+/// Show the queues or the workers.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+const JOB_COLUMNS: &[&str] = &["id", "status", "module", "task", "attempt", "queue"];
+
 pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
-    let queue = args.redis.connect().await?;
-    let name = args.queue.as_str();
+    let client = args.client.client()?;
+    let output = args.client.output;
     match args.command {
         JobCommand::Enqueue {
             target,
             input,
             wait,
+            queue,
             delay,
+            run_at,
             priority,
             max_retries,
             timeout,
             idempotency_key,
-            run_at,
             metadata,
         } => {
             let (module, task) = target
                 .split_once('/')
                 .with_context(|| format!("`{target}` is not MODULE/TASK"))?;
-            let enqueued = queue
-                .enqueue(NewJob {
-                    module: module.to_owned(),
-                    task: task.to_owned(),
-                    input: input.into_bytes(),
-                    options: EnqueueOptions {
-                        queue: Some(name.to_owned()),
-                        priority,
-                        delay,
-                        max_retries,
-                        timeout,
-                        idempotency_key,
-                        run_at,
-                        metadata,
-                        ..EnqueueOptions::default()
-                    },
-                })
-                .await?;
+            let mut body = json!({"module": module, "task": task, "input": input});
+            let optional = [
+                ("queue", queue.map(Value::from)),
+                ("delay", delay.map(Value::from)),
+                ("run_at", run_at.map(Value::from)),
+                ("priority", priority.map(|p| json!(p))),
+                ("max_retries", max_retries.map(Value::from)),
+                ("timeout", timeout.map(Value::from)),
+                ("idempotency_key", idempotency_key.map(Value::from)),
+                ("metadata", metadata),
+            ];
+            for (field, value) in optional {
+                if let Some(value) = value {
+                    body[field] = value;
+                }
+            }
+            let enqueued = client.post("/v1/jobs", &body).await?;
+            let id = enqueued["id"].as_str().unwrap_or_default().to_owned();
             if !wait {
-                println!("{}", enqueued.id);
+                match output {
+                    Output::Json => print(output, &enqueued, &[], &[]),
+                    Output::Table => println!("{id}"),
+                }
                 return Ok(ExitCode::SUCCESS);
             }
-            let job = queue
-                .wait(name, &enqueued.id, Duration::from_secs(3600))
-                .await?
-                .context("the job disappeared")?;
-            print_result(&job)
+            let job = wait_for(&client, &id, None).await?;
+            print_result(&job, output)
         }
         JobCommand::Get { id } => {
-            print_json(&found(queue.job(name, &id).await?, &id)?)?;
+            let job = client.get(&format!("/v1/jobs/{id}")).await?;
+            print_job(&job);
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Wait { id, timeout } => {
-            let job = found(queue.wait(name, &id, timeout).await?, &id)?;
-            print_json(&job)?;
-            Ok(if job.status.is_finished() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("error: job {id} is still {} after {timeout:?}", job.status);
-                ExitCode::FAILURE
-            })
+            let job = wait_for(&client, &id, Some(timeout)).await?;
+            print_job(&job);
+            let status = job["status"].as_str().unwrap_or_default();
+            match status
+                .parse::<JobStatus>()
+                .is_ok_and(JobStatus::is_finished)
+            {
+                true => Ok(ExitCode::SUCCESS),
+                false => {
+                    eprintln!("error: job {id} is still {status} after {timeout:?}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        JobCommand::Logs { id } => {
+            let response = client
+                .answer(client.request(Method::GET, &format!("/v1/jobs/{id}/logs")))
+                .await?;
+            print!("{}", response.text().await?);
+            Ok(ExitCode::SUCCESS)
         }
         JobCommand::Cancel { id } => {
-            match queue.cancel(name, &id).await? {
-                None => bail!("there is no job {id} on queue {name}"),
-                Some(CancelOutcome::Cancelled) => println!("cancelled {id}"),
-                Some(CancelOutcome::Cancelling) => println!("cancelling {id}: its worker stops it"),
-                Some(CancelOutcome::AlreadyFinished(status)) => {
-                    println!("job {id} had already finished: {status}");
-                }
+            let reply = client
+                .post(&format!("/v1/jobs/{id}/cancel"), &Value::Null)
+                .await?;
+            match reply["status"].as_str() {
+                Some("cancelling") => println!("cancelling {id}: its worker stops it"),
+                _ => println!("cancelled {id}"),
             }
             Ok(ExitCode::SUCCESS)
         }
-        JobCommand::Retry { id } => retry(&queue, name, &id).await,
+        JobCommand::Retry { id } => retry(&client, &id).await,
         JobCommand::Ls {
             status,
             task,
+            module,
+            queue,
             limit,
+            cursor,
         } => {
-            let jobs = queue.list(name, status, task.as_deref(), limit).await?;
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<32}  {:<10}  {:<7}  TASK",
-                "ID", "STATUS", "ATTEMPT"
-            )?;
-            for job in jobs {
-                writeln!(
-                    out,
-                    "{:<32}  {:<10}  {:<7}  {}/{}",
-                    job.id,
-                    job.status.to_string(),
-                    format!("{}/{}", job.attempt, job.max_attempts),
-                    job.module,
-                    job.task
-                )?;
-            }
+            let mut query = vec![("limit", limit.to_string())];
+            let filters = [
+                ("status", status.map(|s| s.to_string())),
+                ("task", task),
+                ("module", module),
+                ("queue", queue),
+                ("cursor", cursor),
+            ];
+            query.extend(filters.into_iter().filter_map(|(k, v)| Some((k, v?))));
+            let page = client
+                .send(client.request(Method::GET, "/v1/jobs").query(&query))
+                .await?;
+            print_page(output, &page);
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 pub(crate) async fn dead(args: DeadArgs) -> anyhow::Result<ExitCode> {
-    let queue = args.redis.connect().await?;
-    let name = args.queue.as_str();
+    let client = args.client.client()?;
+    let output = args.client.output;
     match args.command {
-        DeadCommand::Ls { limit } => {
-            let letters = queue.dead_letters(name, limit).await?;
-            let mut out = std::io::stdout().lock();
-            for letter in letters {
-                writeln!(out, "{}", serde_json::to_string(&letter)?)?;
-            }
+        DeadCommand::Ls { queue, limit } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(queue.map(|queue| ("queue", queue)));
+            let page = client
+                .send(client.request(Method::GET, "/v1/dead").query(&query))
+                .await?;
+            print_page(output, &page);
             Ok(ExitCode::SUCCESS)
         }
-        DeadCommand::Retry { id } => retry(&queue, name, &id).await,
-        DeadCommand::Purge => {
-            println!("purged {} dead letters", queue.purge_dead(name).await?);
+        DeadCommand::Retry { id } => retry(&client, &id).await,
+        DeadCommand::Purge { queue } => {
+            let query: Vec<(&str, String)> =
+                queue.map(|queue| ("queue", queue)).into_iter().collect();
+            let reply = client
+                .send(client.request(Method::DELETE, "/v1/dead").query(&query))
+                .await?;
+            println!("purged {} dead letters", reply["purged"]);
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn retry(queue: &Queue, name: &str, id: &str) -> anyhow::Result<ExitCode> {
-    if !queue.retry_dead(name, id).await? {
-        bail!("job {id} is not dead on queue {name}: only dead jobs can be retried");
+pub(crate) async fn queues(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.client()?;
+    let reply = client.get("/v1/queues").await?;
+    let rows: Vec<Value> = reply["queues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|queue| {
+            let waiting = &queue["waiting"];
+            json!({
+                "name": queue["name"],
+                "waiting": waiting["high"].as_u64().unwrap_or(0)
+                    + waiting["normal"].as_u64().unwrap_or(0)
+                    + waiting["low"].as_u64().unwrap_or(0),
+                "running": queue["running"],
+                "delayed": queue["delayed"],
+                "oldest_waiting_ms": queue["oldest_waiting_ms"],
+                "completed/min": queue["completed_last_minute"],
+                "failed/min": queue["failed_last_minute"],
+            })
+        })
+        .collect();
+    let columns = [
+        "name",
+        "waiting",
+        "running",
+        "delayed",
+        "oldest_waiting_ms",
+        "completed/min",
+        "failed/min",
+    ];
+    print(args.client.output, &reply, &rows, &columns);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn workers(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.client()?;
+    let reply = client.get("/v1/workers").await?;
+    let rows = reply["workers"].as_array().cloned().unwrap_or_default();
+    let columns = [
+        "id",
+        "host",
+        "queues",
+        "concurrency",
+        "in_flight",
+        "last_heartbeat",
+    ];
+    print(args.client.output, &reply, &rows, &columns);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for job `id` in long polls of at most a minute, for `timeout` in all (forever when
+/// `None`).
+async fn wait_for(client: &Client, id: &str, timeout: Option<Duration>) -> anyhow::Result<Value> {
+    let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    loop {
+        let left = deadline.map_or(Duration::from_secs(60), |deadline| {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        });
+        let wait = left.min(Duration::from_secs(60)).as_millis().max(1);
+        let job = client.get(&format!("/v1/jobs/{id}?wait={wait}ms")).await?;
+        let finished = job["status"]
+            .as_str()
+            .and_then(|status| status.parse::<JobStatus>().ok())
+            .is_some_and(JobStatus::is_finished);
+        let out_of_time = deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+        if finished || out_of_time {
+            return Ok(job);
+        }
     }
+}
+
+async fn retry(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    client
+        .post(&format!("/v1/jobs/{id}/retry"), &Value::Null)
+        .await?;
     println!("retrying {id}");
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+fn parse_json(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))
 }
 
-fn found(job: Option<JobRecord>, id: &str) -> anyhow::Result<JobRecord> {
-    job.with_context(|| format!("there is no job {id} (finished jobs expire after 24 h)"))
+fn print_job(job: &Value) {
+    println!("{}", serde_json::to_string_pretty(job).unwrap_or_default());
 }
 
-fn print_json(job: &JobRecord) -> anyhow::Result<()> {
-    let mut value = serde_json::to_value(job)?;
-    if let Some(result) = &job.result {
-        value["result"] = match serde_json::from_slice(result) {
-            Ok(json) => json,
-            Err(_) => String::from_utf8_lossy(result).into_owned().into(),
-        };
+fn print_page(output: Output, page: &Value) {
+    let rows: Vec<Value> = page["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|job| {
+            let mut row = job.clone();
+            row["attempt"] = format!("{}/{}", job["attempt"], job["max_attempts"]).into();
+            row
+        })
+        .collect();
+    print(output, page, &rows, JOB_COLUMNS);
+    if output == Output::Table
+        && let Some(cursor) = page["next_cursor"].as_str()
+    {
+        eprintln!("more: --cursor {cursor}");
     }
-    println!("{}", serde_json::to_string_pretty(&value)?);
-    Ok(())
 }
 
 /// Prints a finished job's result on stdout, or its error on stderr.
-fn print_result(job: &JobRecord) -> anyhow::Result<ExitCode> {
-    match (job.status, &job.result) {
-        (JobStatus::Completed, Some(result)) => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(result)?;
-            out.write_all(b"\n")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        (status, _) => {
-            let message = job
-                .error
-                .as_ref()
-                .and_then(|error| error.get("message"))
-                .and_then(|message| message.as_str())
-                .unwrap_or("no error recorded");
-            eprintln!("error: job {} {status}: {message}", job.id);
-            Ok(ExitCode::FAILURE)
-        }
+fn print_result(job: &Value, output: Output) -> anyhow::Result<ExitCode> {
+    if output == Output::Json {
+        print_job(job);
     }
+    if job["status"] == "completed" {
+        if output == Output::Table {
+            let mut out = std::io::stdout().lock();
+            match (&job["result"], job["result_base64"].as_str()) {
+                (_, Some(encoded)) => {
+                    out.write_all(&base64::engine::general_purpose::STANDARD.decode(encoded)?)?;
+                }
+                (result, None) => write!(out, "{result}")?,
+            }
+            out.write_all(b"\n")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let message = job["error"]["message"]
+        .as_str()
+        .unwrap_or("no error recorded");
+    eprintln!(
+        "error: job {} {}: {message}",
+        job["id"].as_str().unwrap_or_default(),
+        job["status"].as_str().unwrap_or_default()
+    );
+    Ok(ExitCode::FAILURE)
 }

@@ -1,6 +1,7 @@
 //! The `taskbox` command line. Doc comments here are the `--help` text.
 
 mod bench;
+mod client;
 mod dev;
 mod job;
 pub(crate) mod redis_url;
@@ -29,6 +30,11 @@ enum Command {
     Module(dev::ModuleArgs),
     Job(job::JobArgs),
     Dead(job::DeadArgs),
+    /// Show the queues: depth, oldest waiting job, throughput.
+    Queues(job::StatusArgs),
+    /// Show the workers that are alive.
+    Workers(job::StatusArgs),
+    Token(dev::TokenArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -47,6 +53,9 @@ impl Cli {
             Command::Module(args) => runtime()?.block_on(dev::module(args)),
             Command::Job(args) => runtime()?.block_on(job::job(args)),
             Command::Dead(args) => runtime()?.block_on(job::dead(args)),
+            Command::Queues(args) => runtime()?.block_on(job::queues(args)),
+            Command::Workers(args) => runtime()?.block_on(job::workers(args)),
+            Command::Token(args) => runtime()?.block_on(dev::token(args)),
             Command::Bench(args) => runtime()?.block_on(bench::bench(args)),
         }
     }

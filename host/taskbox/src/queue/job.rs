@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Queued, waiting for a worker.
@@ -72,7 +72,7 @@ impl FromStr for JobStatus {
 }
 
 /// Which of a queue's streams a job goes to; workers take high before normal before low.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Taken first.
@@ -152,15 +152,19 @@ impl Backoff {
 }
 
 /// One job as stored, with everything known about it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobRecord {
     /// The job id.
     pub id: String,
     /// The queue.
     pub queue: String,
-    /// The module's name, and the digest it resolved to at enqueue time.
+    /// The tenant that enqueued it.
+    pub tenant: String,
+    /// The module's name.
     pub module: String,
-    /// The module digest.
+    /// The module version it resolved to at enqueue time.
+    pub version: Option<String>,
+    /// The digest of that version.
     pub digest: String,
     /// The task.
     pub task: String,
@@ -176,14 +180,18 @@ pub struct JobRecord {
     #[serde(skip)]
     pub result: Option<Vec<u8>>,
     /// The last error, as the worker recorded it (`{"kind": ..., ...}`).
+    #[schema(value_type = Object)]
     pub error: Option<serde_json::Value>,
     /// The job's log from its last attempt.
     pub log: Option<String>,
     /// The latest progress (`{"percent": .., "message": ..}`).
+    #[schema(value_type = Object)]
     pub progress: Option<serde_json::Value>,
     /// What the last attempt consumed.
+    #[schema(value_type = Object)]
     pub stats: Option<serde_json::Value>,
     /// Caller metadata, stored as given.
+    #[schema(value_type = Object)]
     pub metadata: Option<serde_json::Value>,
     /// How often the job was retried from the dead letters.
     pub dead_retries: u32,
@@ -197,6 +205,9 @@ pub struct JobRecord {
     pub finished_at: Option<u64>,
     /// The worker of its last attempt.
     pub worker: Option<String>,
+    /// Its entry in the dead-letter stream, while it is dead.
+    #[serde(skip)]
+    pub dead_entry: Option<String>,
 }
 
 impl JobRecord {
@@ -215,7 +226,9 @@ impl JobRecord {
         let record = Self {
             id: id.to_owned(),
             queue: queue.to_owned(),
+            tenant: text("tenant").unwrap_or_default(),
             module: text("module").unwrap_or_default(),
+            version: text("version"),
             digest: text("digest").unwrap_or_default(),
             task: text("task").unwrap_or_default(),
             status,
@@ -236,6 +249,7 @@ impl JobRecord {
             started_at: number(text("started_at")),
             finished_at: number(text("finished_at")),
             worker: text("worker"),
+            dead_entry: text("dead_entry"),
         };
         Some(Self {
             result: hash.remove("result"),

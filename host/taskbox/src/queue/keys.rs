@@ -36,9 +36,14 @@ impl QueueKeys {
         format!("{}dead", self.base)
     }
 
-    /// Job ids by creation time, for listing.
-    pub(crate) fn index(&self) -> String {
-        format!("{}jobs", self.base)
+    /// One tenant's job ids on this queue, scored by creation time, for listing.
+    pub(crate) fn tenant_index(&self, tenant: &str) -> String {
+        format!("{}jobs:{tenant}", self.base)
+    }
+
+    /// Jobs completed and attempts failed in one minute (minutes since the Unix epoch).
+    pub(crate) fn counts(&self, minute: u64) -> String {
+        format!("{}counts:{minute}", self.base)
     }
 
     /// The prefix of the job hashes.
@@ -66,12 +71,14 @@ impl QueueKeys {
 }
 
 /// Keys shared by all queues.
-pub(crate) fn modules(prefix: &str) -> String {
-    format!("{prefix}modules")
+/// The names of the queues jobs were enqueued on.
+pub(crate) fn queues(prefix: &str) -> String {
+    format!("{prefix}queues")
 }
 
-pub(crate) fn module_bytes(prefix: &str, digest: &str) -> String {
-    format!("{prefix}module:{digest}")
+/// Worker reports by worker id.
+pub(crate) fn workers(prefix: &str) -> String {
+    format!("{prefix}workers")
 }
 
 #[cfg(test)]
@@ -85,7 +92,7 @@ mod tests {
             keys.stream(Priority::High),
             keys.delayed(),
             keys.dead(),
-            keys.index(),
+            keys.tenant_index("t"),
             keys.job("abc"),
             keys.idempotency("k"),
         ] {

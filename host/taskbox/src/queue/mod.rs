@@ -7,6 +7,7 @@
 
 pub mod job;
 mod keys;
+mod query;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,10 +16,12 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, Script};
-use taskbox_runtime::ModuleDigest;
+
+use crate::registry::{self, RegistryError};
 
 pub use job::{Backoff, JobRecord, JobStatus, Priority};
 pub(crate) use keys::QueueKeys;
+pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
 
 /// The queue jobs go to when none is named.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -34,19 +37,21 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Options of one enqueue; all have defaults.
 #[derive(Debug, Clone, Default)]
 pub struct EnqueueOptions {
-    /// The queue; [`DEFAULT_QUEUE`] when none.
+    /// The queue; the task's queue in the manifest, else [`DEFAULT_QUEUE`], when none.
     pub queue: Option<String>,
-    /// The priority.
-    pub priority: Priority,
+    /// The priority; the task's in the manifest, else normal, when none.
+    pub priority: Option<Priority>,
     /// Run no earlier than this from now.
     pub delay: Option<Duration>,
     /// Run no earlier than this time (wins over `delay`).
     pub run_at: Option<SystemTime>,
-    /// Retries after the first attempt; [`DEFAULT_MAX_RETRIES`] when none.
+    /// Retries after the first attempt; the manifest's, else [`DEFAULT_MAX_RETRIES`], when
+    /// none.
     pub max_retries: Option<u32>,
-    /// The wall-clock limit of each attempt; the runtime's default when none.
+    /// The wall-clock limit of each attempt; the manifest's, else the runtime's default,
+    /// when none.
     pub timeout: Option<Duration>,
-    /// The retry backoff; [`Backoff::default`] when none.
+    /// The retry backoff; the manifest's, else [`Backoff::default`], when none.
     pub backoff: Option<Backoff>,
     /// Enqueueing twice with the same key returns the first job's id.
     pub idempotency_key: Option<String>,
@@ -57,7 +62,7 @@ pub struct EnqueueOptions {
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    /// The module's name.
+    /// The module: `name` (its highest version) or `name@version`.
     pub module: String,
     /// The task in the module.
     pub task: String,
@@ -78,6 +83,39 @@ pub struct Enqueued {
     pub created: bool,
 }
 
+/// Why jobs could not be enqueued. Nothing of the batch was enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The module does not exist (for this tenant).
+    #[error("{0}")]
+    UnknownModule(String),
+    /// The module has no such task.
+    #[error("{0}")]
+    UnknownTask(String),
+    /// A queue name or another option is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] anyhow::Error),
+}
+
+impl From<redis::RedisError> for EnqueueError {
+    fn from(err: redis::RedisError) -> Self {
+        Self::Redis(err.into())
+    }
+}
+
+impl From<RegistryError> for EnqueueError {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::NotFound(message) => Self::UnknownModule(message),
+            RegistryError::Redis(err) => Self::Redis(err),
+            other => Self::Redis(other.into()),
+        }
+    }
+}
+
 /// What cancelling did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -87,23 +125,6 @@ pub enum CancelOutcome {
     Cancelling,
     /// The job had already finished with this status.
     AlreadyFinished(JobStatus),
-}
-
-/// One dead letter.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DeadLetter {
-    /// The job id.
-    pub id: String,
-    /// The task.
-    pub task: String,
-    /// The last error as JSON.
-    pub error: serde_json::Value,
-    /// Its kind.
-    pub error_type: String,
-    /// Attempts made.
-    pub tries: u32,
-    /// When it failed for good, in ms since the Unix epoch.
-    pub failed_at: u64,
 }
 
 /// The Lua scripts, loaded once.
@@ -200,85 +221,95 @@ impl Queue {
         self.retention
     }
 
-    /// Stores a module's bytes under its digest and points `name` at it.
-    pub async fn put_module(&self, name: &str, bytes: &[u8]) -> anyhow::Result<ModuleDigest> {
-        let digest = ModuleDigest::of(bytes);
-        let mut conn = self.connection();
-        redis::pipe()
-            .atomic()
-            .set(keys::module_bytes(&self.prefix, &digest.to_string()), bytes)
-            .hset(keys::modules(&self.prefix), name, digest.to_string())
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(digest)
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The bytes of the module with this digest.
     pub async fn module_bytes(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
         let bytes: Option<Vec<u8>> = self
             .connection()
-            .get(keys::module_bytes(&self.prefix, digest))
+            .get(registry::module_bytes_key(&self.prefix, digest))
             .await?;
         bytes.with_context(|| format!("module {digest} is not stored in Redis"))
     }
 
-    async fn resolve_module(&self, name: &str) -> anyhow::Result<String> {
-        let digest: Option<String> = self
-            .connection()
-            .hget(keys::modules(&self.prefix), name)
-            .await?;
-        digest.with_context(|| format!("there is no module named `{name}`: push it first"))
+    /// Enqueues one job for `tenant`.
+    pub async fn enqueue(&self, tenant: &str, job: NewJob) -> Result<Enqueued, EnqueueError> {
+        Ok(self.enqueue_batch(tenant, vec![job]).await?.remove(0))
     }
 
-    /// Enqueues one job.
-    pub async fn enqueue(&self, job: NewJob) -> anyhow::Result<Enqueued> {
-        Ok(self.enqueue_batch(vec![job]).await?.remove(0))
-    }
-
-    /// Enqueues many jobs in one round trip.
-    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> anyhow::Result<Vec<Enqueued>> {
-        let mut digests = HashMap::new();
+    /// Enqueues many jobs for `tenant` in one round trip. Each names a module of the tenant
+    /// and a task its manifest declares; the manifest's settings fill in what the job leaves
+    /// out.
+    pub async fn enqueue_batch(
+        &self,
+        tenant: &str,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Enqueued>, EnqueueError> {
+        let mut modules = HashMap::new();
         for job in &jobs {
-            if !digests.contains_key(&job.module) {
-                digests.insert(job.module.clone(), self.resolve_module(&job.module).await?);
+            if !modules.contains_key(&job.module) {
+                let (name, version) = match job.module.split_once('@') {
+                    Some((name, version)) => (name, Some(version)),
+                    None => (job.module.as_str(), None),
+                };
+                let module = registry::resolve(self, tenant, name, version).await?;
+                modules.insert(job.module.clone(), module);
             }
         }
         let mut pipe = redis::pipe();
         let mut queues = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let queue = job
-                .options
+            let module = &modules[&job.module];
+            let manifest = &module.manifest;
+            let task = manifest
+                .task(&job.task)
+                .map_err(EnqueueError::UnknownTask)?;
+            let options = &job.options;
+            let queue = options
                 .queue
                 .clone()
+                .or_else(|| task.queue.clone())
                 .unwrap_or_else(|| DEFAULT_QUEUE.into());
-            validate_name("queue", &queue)?;
+            validate_name("queue", &queue).map_err(|err| EnqueueError::Invalid(err.to_string()))?;
             let keys = self.keys(&queue);
-            let id = new_job_id();
-            let options = &job.options;
+            let id = new_job_id(&queue);
             let run_at = match (options.run_at, options.delay) {
                 (Some(at), _) => unix_millis(at),
                 (None, Some(delay)) => unix_millis(SystemTime::now() + delay),
                 (None, None) => 0,
             };
-            let backoff = options.backoff.unwrap_or_default();
+            let priority = options.priority.or(task.priority).unwrap_or_default();
+            let backoff = options
+                .backoff
+                .or(task.backoff.map(Backoff::from))
+                .unwrap_or_default();
             let max_attempts = options
                 .max_retries
+                .or(task.max_retries)
                 .unwrap_or(DEFAULT_MAX_RETRIES)
                 .saturating_add(1);
+            let timeout = options.timeout.or(task.timeout).or(manifest.limits.timeout);
             let idempotency = options.idempotency_key.clone().unwrap_or_default();
             let mut invocation = self.scripts.enqueue.key(keys.job(&id));
             invocation
-                .key(keys.stream(options.priority))
+                .key(keys.stream(priority))
                 .key(keys.delayed())
                 .key(keys.idempotency(&idempotency))
+                .key(keys.tenant_index(tenant))
                 .arg(&id)
                 .arg(run_at)
                 .arg(&idempotency)
                 .arg(self.retention.as_secs())
+                .arg("tenant")
+                .arg(tenant)
                 .arg("module")
-                .arg(&job.module)
+                .arg(&module.name)
+                .arg("version")
+                .arg(&module.version)
                 .arg("digest")
-                .arg(&digests[&job.module])
+                .arg(&module.digest)
                 .arg("task")
                 .arg(&job.task)
                 .arg("input")
@@ -286,20 +317,28 @@ impl Queue {
                 .arg("max_attempts")
                 .arg(max_attempts)
                 .arg("priority")
-                .arg(options.priority.as_str())
+                .arg(priority.as_str())
                 .arg("backoff")
-                .arg(serde_json::to_string(&backoff)?);
-            if let Some(timeout) = options.timeout {
+                .arg(serde_json::to_string(&backoff).map_err(anyhow::Error::from)?);
+            if let Some(timeout) = timeout {
                 invocation.arg("timeout_ms").arg(timeout.as_millis() as u64);
+            }
+            if let Some(fuel) = manifest.limits.fuel {
+                invocation.arg("fuel").arg(fuel);
+            }
+            if let Some(memory) = manifest.limits.memory {
+                invocation.arg("memory").arg(memory);
             }
             if let Some(metadata) = &options.metadata {
                 invocation.arg("metadata").arg(metadata.to_string());
             }
             pipe.invoke_script(&invocation);
-            pipe.zadd(keys.index(), &id, unix_millis(SystemTime::now()))
-                .ignore();
             queues.push(queue);
         }
+        let mut known = queues.clone();
+        known.sort();
+        known.dedup();
+        pipe.sadd(keys::queues(&self.prefix), known).ignore();
         let mut conn = self.connection();
         let replies: Vec<(String, u8)> = match pipe.query_async(&mut conn).await {
             Ok(replies) => replies,
@@ -307,9 +346,11 @@ impl Queue {
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
                 // The first use of the script on this server: load it, then try again.
-                for script in [&self.scripts.enqueue] {
-                    script.prepare_invoke().load_async(&mut conn).await?;
-                }
+                self.scripts
+                    .enqueue
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await?;
                 pipe.query_async(&mut conn).await?
             }
             Err(err) => return Err(err.into()),
@@ -325,8 +366,11 @@ impl Queue {
             .collect())
     }
 
-    /// The job `id` on `queue`, if it exists (finished jobs expire after the retention).
-    pub async fn job(&self, queue: &str, id: &str) -> anyhow::Result<Option<JobRecord>> {
+    /// Job `id`, if it exists (finished jobs expire after the retention).
+    pub async fn job(&self, id: &str) -> anyhow::Result<Option<JobRecord>> {
+        let Some(queue) = queue_of(id) else {
+            return Ok(None);
+        };
         let hash: HashMap<String, Vec<u8>> =
             self.connection().hgetall(self.keys(queue).job(id)).await?;
         Ok(JobRecord::from_hash(queue, id, hash))
@@ -334,17 +378,15 @@ impl Queue {
 
     /// Waits until job `id` finishes or `timeout` passes, and returns it as it then is. Push
     /// based: it listens on the queue's channel of finished jobs, no polling.
-    pub async fn wait(
-        &self,
-        queue: &str,
-        id: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<Option<JobRecord>> {
+    pub async fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<Option<JobRecord>> {
+        let Some(queue) = queue_of(id) else {
+            return Ok(None);
+        };
         let keys = self.keys(queue);
         let mut pubsub = self.client.get_async_pubsub().await?;
         pubsub.subscribe(keys.done_channel()).await?;
         // Subscribed first, then looked: a job finishing in between is not missed.
-        let job = self.job(queue, id).await?;
+        let job = self.job(id).await?;
         if job.as_ref().is_none_or(|job| job.status.is_finished()) {
             return Ok(job);
         }
@@ -354,17 +396,20 @@ impl Queue {
             match tokio::time::timeout_at(deadline, messages.next()).await {
                 Ok(Some(message)) => {
                     if message.get_payload_bytes() == id.as_bytes() {
-                        return self.job(queue, id).await;
+                        return self.job(id).await;
                     }
                 }
                 Ok(None) => bail!("the Redis connection closed while waiting for job {id}"),
-                Err(_elapsed) => return self.job(queue, id).await,
+                Err(_elapsed) => return self.job(id).await,
             }
         }
     }
 
     /// Cancels job `id`.
-    pub async fn cancel(&self, queue: &str, id: &str) -> anyhow::Result<Option<CancelOutcome>> {
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<Option<CancelOutcome>> {
+        let Some(queue) = queue_of(id) else {
+            return Ok(None);
+        };
         let keys = self.keys(queue);
         let status: Option<String> = self
             .scripts
@@ -384,81 +429,12 @@ impl Queue {
         }))
     }
 
-    /// Jobs of `queue`, newest first, optionally only those with `status` or `task`.
-    pub async fn list(
-        &self,
-        queue: &str,
-        status: Option<JobStatus>,
-        task: Option<&str>,
-        limit: usize,
-    ) -> anyhow::Result<Vec<JobRecord>> {
-        let keys = self.keys(queue);
-        let mut conn = self.connection();
-        let mut found = Vec::new();
-        let mut offset = 0isize;
-        const PAGE: isize = 500;
-        while found.len() < limit {
-            let ids: Vec<String> = conn
-                .zrevrange(keys.index(), offset, offset + PAGE - 1)
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            offset += PAGE;
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.hgetall(keys.job(id));
-            }
-            let hashes: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
-            for (id, hash) in ids.iter().zip(hashes) {
-                match JobRecord::from_hash(queue, id, hash) {
-                    // Expired: drop it from the index too.
-                    None => conn.zrem::<_, _, ()>(keys.index(), id).await?,
-                    Some(job)
-                        if status.is_none_or(|s| s == job.status)
-                            && task.is_none_or(|t| t == job.task) =>
-                    {
-                        found.push(job);
-                    }
-                    Some(_) => {}
-                }
-                if found.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// The dead letters of `queue`, newest first.
-    pub async fn dead_letters(&self, queue: &str, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
-        let reply: redis::streams::StreamRangeReply = self
-            .connection()
-            .xrevrange_count(self.keys(queue).dead(), "+", "-", limit)
-            .await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .map(|entry| {
-                let text = |field: &str| entry.get::<String>(field).unwrap_or_default();
-                DeadLetter {
-                    id: text("id"),
-                    task: text("task"),
-                    error: serde_json::from_str(&text("error")).unwrap_or(serde_json::Value::Null),
-                    error_type: text("error_kind"),
-                    tries: text("tries").parse().unwrap_or(0),
-                    failed_at: text("failed_at").parse().unwrap_or(0),
-                }
-            })
-            .collect())
-    }
-
     /// Gives dead job `id` a new series of attempts; false when it is not dead.
-    pub async fn retry_dead(&self, queue: &str, id: &str) -> anyhow::Result<bool> {
-        let keys = self.keys(queue);
-        let Some(job) = self.job(queue, id).await? else {
+    pub async fn retry_dead(&self, id: &str) -> anyhow::Result<bool> {
+        let Some(job) = self.job(id).await? else {
             return Ok(false);
         };
+        let keys = self.keys(&job.queue);
         let retried: Option<u8> = self
             .scripts
             .retry_dead
@@ -468,20 +444,6 @@ impl Queue {
             .invoke_async(&mut self.connection())
             .await?;
         Ok(retried.is_some())
-    }
-
-    /// Deletes every dead letter of `queue` (the jobs themselves expire as usual) and says
-    /// how many there were.
-    pub async fn purge_dead(&self, queue: &str) -> anyhow::Result<u64> {
-        let dead = self.keys(queue).dead();
-        let (count,): (u64,) = redis::pipe()
-            .atomic()
-            .xlen(&dead)
-            .del(&dead)
-            .ignore()
-            .query_async(&mut self.connection())
-            .await?;
-        Ok(count)
     }
 
     pub(crate) fn scripts_start_batch(&self) -> &Script {
@@ -548,9 +510,19 @@ pub(crate) fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 128 random bits as 32 hex digits.
-fn new_job_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+/// The queue's name, a dash, and 128 random bits as 32 hex digits: a job's id says where
+/// the job lives.
+fn new_job_id(queue: &str) -> String {
+    format!("{queue}-{:032x}", rand::random::<u128>())
+}
+
+/// The queue of job `id`, if `id` is shaped like a job id.
+pub(crate) fn queue_of(id: &str) -> Option<&str> {
+    let (queue, random) = id.rsplit_once('-')?;
+    let shaped = random.len() == 32
+        && random.bytes().all(|b| b.is_ascii_hexdigit())
+        && validate_name("queue", queue).is_ok();
+    shaped.then_some(queue)
 }
 
 pub(crate) fn unix_millis(time: SystemTime) -> u64 {

@@ -3,6 +3,7 @@
 -- KEYS[2] the stream of the job's priority
 -- KEYS[3] the queue's delayed set
 -- KEYS[4] the idempotency key (any key of the queue when ARGV[3] is '')
+-- KEYS[5] the index of the tenant's jobs on the queue
 -- ARGV[1] the job id
 -- ARGV[2] run at, in ms since the epoch; '0' runs now
 -- ARGV[3] the idempotency key's value ('' = none); ARGV[4] its lifetime in seconds
@@ -24,6 +25,7 @@ for i = 5, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], 'created_at', now, 'attempt', 0, unpack(fields))
+redis.call('ZADD', KEYS[5], now, ARGV[1])
 if run_at > now then
   redis.call('HSET', KEYS[1], 'status', 'scheduled', 'run_at', run_at)
   redis.call('ZADD', KEYS[3], run_at, ARGV[1])

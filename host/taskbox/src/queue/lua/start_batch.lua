@@ -10,7 +10,8 @@
 -- Returns one reply per entry, read ones first: {entry id, stream index, job id, start}, where
 -- start is 0 when the job must not run (gone, cancelled, finished, or out of attempts after
 -- its worker was lost: then it is dead), and the entry is acknowledged and deleted; otherwise
--- {attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff}. The attempt
+-- {attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff, fuel, memory}
+-- (timeout_ms, fuel and memory '' when the job has none). The attempt
 -- number fences every later write.
 local entries = {}
 local want = tonumber(ARGV[5])
@@ -38,7 +39,7 @@ for _, taken in ipairs(entries) do
   local entry, id, stream = taken[1], taken[3], KEYS[1 + taken[2]]
   local key = ARGV[4] .. id
   local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task', 'digest',
-    'input', 'timeout_ms', 'created_at', 'backoff')
+    'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory')
   local status = job[1]
   local reply = 0
   if status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
@@ -53,7 +54,8 @@ for _, taken in ipairs(entries) do
     local attempt = tostring(tonumber(job[2]) + 1)
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'worker', ARGV[1],
       'started_at', now)
-    reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[8], job[9]}
+    reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[8], job[9], job[10] or '',
+      job[11] or ''}
   end
   if reply == 0 then
     redis.call('XACK', stream, ARGV[2], entry)

@@ -1,0 +1,571 @@
+//! `/v1/jobs` and `/v1/dead`: enqueue, inspect, wait for, cancel and retry jobs; dead letters.
+#![allow(
+    unused_qualifications,
+    reason = "utoipa's `path` macro qualifies the `IntoParams` types it is given"
+)]
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::error::{ErrorBody, Json, Path, Query};
+use crate::api::{ApiError, AppState, Caller};
+use crate::queue::{
+    CancelOutcome, EnqueueError, EnqueueOptions, JobFilter, JobRecord, JobStatus, NewJob, Priority,
+};
+
+/// The most jobs one batch may enqueue.
+const MAX_BATCH: usize = 1000;
+/// The most jobs one page may list.
+const MAX_PAGE: usize = 500;
+
+/// A job to enqueue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnqueueRequest {
+    /// The module: `name` (its highest version) or `name@version`.
+    #[schema(example = "hello")]
+    module: String,
+    /// A task the module's manifest declares.
+    #[schema(example = "greet")]
+    task: String,
+    /// The input, any JSON value (the task receives it as JSON bytes).
+    #[serde(default)]
+    #[schema(value_type = Object, example = json!({"name": "Ada"}))]
+    input: Value,
+    /// The queue (default: the task's queue from the manifest, else `default`).
+    queue: Option<String>,
+    /// `high`, `normal` or `low`.
+    priority: Option<Priority>,
+    /// Run no earlier than this from now (`10s`, `5m`).
+    delay: Option<String>,
+    /// Run no earlier than this time (RFC 3339).
+    run_at: Option<String>,
+    /// Retries after the first attempt (default: the manifest's, else 3).
+    max_retries: Option<u32>,
+    /// Wall-clock limit of each attempt (`30s`; default: the manifest's).
+    timeout: Option<String>,
+    /// Enqueueing again with the same key returns the first job's id.
+    idempotency_key: Option<String>,
+    /// Stored with the job as given.
+    #[schema(value_type = Object)]
+    metadata: Option<Value>,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EnqueuedJob {
+    /// The job's id.
+    id: String,
+    /// Its queue.
+    queue: String,
+    /// False when the idempotency key had been used: `id` is the earlier job's.
+    created: bool,
+}
+
+/// Several jobs to enqueue at once.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchRequest {
+    /// At most 1000.
+    jobs: Vec<EnqueueRequest>,
+}
+
+/// What a batch enqueue did, in the order of the request.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchReply {
+    jobs: Vec<EnqueuedJob>,
+}
+
+impl EnqueueRequest {
+    fn into_job(self, max_input: usize, index: Option<usize>) -> Result<NewJob, ApiError> {
+        let field = |name: &str| match index {
+            Some(index) => format!("jobs[{index}].{name}"),
+            None => name.to_owned(),
+        };
+        let invalid = |name: &str, message: String| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("field `{}`: {message}", field(name)),
+            )
+        };
+        let duration = |name: &str, text: Option<String>| {
+            text.map(|text| {
+                humantime::parse_duration(&text).map_err(|err| {
+                    invalid(
+                        name,
+                        format!("`{text}` is not a duration like `30s` ({err})"),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let run_at = self
+            .run_at
+            .map(|text| {
+                humantime::parse_rfc3339_weak(&text).map_err(|err| {
+                    invalid(
+                        "run_at",
+                        format!("`{text}` is not an RFC 3339 time ({err})"),
+                    )
+                })
+            })
+            .transpose()?;
+        let delay = duration("delay", self.delay)?;
+        let timeout = duration("timeout", self.timeout)?;
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > 200 || key.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "idempotency_key",
+                "use 1 to 200 printable characters".into(),
+            ));
+        }
+        let input =
+            serde_json::to_vec(&self.input).map_err(|err| invalid("input", err.to_string()))?;
+        if input.len() > max_input {
+            return Err(ApiError::too_large(
+                "input_too_large",
+                format!(
+                    "field `{}` is {} bytes, more than the {max_input} bytes allowed",
+                    field("input"),
+                    input.len()
+                ),
+            ));
+        }
+        Ok(NewJob {
+            module: self.module,
+            task: self.task,
+            input,
+            options: EnqueueOptions {
+                queue: self.queue,
+                priority: self.priority,
+                delay,
+                run_at,
+                max_retries: self.max_retries,
+                timeout,
+                backoff: None,
+                idempotency_key: self.idempotency_key,
+                metadata: self.metadata,
+            },
+        })
+    }
+}
+
+impl From<EnqueueError> for ApiError {
+    fn from(err: EnqueueError) -> Self {
+        let message = err.to_string();
+        match err {
+            EnqueueError::UnknownModule(_) => ApiError::not_found(message),
+            EnqueueError::UnknownTask(_) | EnqueueError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_job", message)
+            }
+            EnqueueError::Redis(err) => ApiError::internal(err),
+        }
+    }
+}
+
+/// Enqueue a job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    request_body = EnqueueRequest,
+    responses(
+        (status = 201, description = "enqueued", body = EnqueuedJob),
+        (status = 200, description = "the idempotency key was used before: the earlier job", body = EnqueuedJob),
+        (status = 404, description = "no such module", body = ErrorBody),
+        (status = 413, description = "the input is too large", body = ErrorBody),
+        (status = 422, description = "a field is invalid, or the module has no such task", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn enqueue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(request): Json<EnqueueRequest>,
+) -> Result<(StatusCode, Json<EnqueuedJob>), ApiError> {
+    let job = request.into_job(state.config.max_input, None)?;
+    state
+        .limiter
+        .take(&caller.key, 1)
+        .map_err(ApiError::rate_limited)?;
+    let enqueued = state
+        .queue
+        .enqueue_batch(&caller.tenant, vec![job])
+        .await?
+        .remove(0);
+    let status = match enqueued.created {
+        true => StatusCode::CREATED,
+        false => StatusCode::OK,
+    };
+    Ok((
+        status,
+        Json(EnqueuedJob {
+            id: enqueued.id,
+            queue: enqueued.queue,
+            created: enqueued.created,
+        }),
+    ))
+}
+
+/// Enqueue up to 1000 jobs in one request (and one Redis round trip).
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs",
+    request_body = BatchRequest,
+    responses(
+        (status = 201, description = "enqueued, in order", body = BatchReply),
+        (status = 404, description = "no such module", body = ErrorBody),
+        (status = 413, description = "an input is too large", body = ErrorBody),
+        (status = 422, description = "a field is invalid", body = ErrorBody),
+        (status = 429, description = "rate limited; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn enqueue_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(request): Json<BatchRequest>,
+) -> Result<(StatusCode, Json<BatchReply>), ApiError> {
+    if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("field `jobs`: give 1 to {MAX_BATCH} jobs"),
+        ));
+    }
+    let jobs = request
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(index, job)| job.into_job(state.config.max_input, Some(index)))
+        .collect::<Result<Vec<_>, _>>()?;
+    state
+        .limiter
+        .take(&caller.key, jobs.len())
+        .map_err(ApiError::rate_limited)?;
+    let enqueued = state.queue.enqueue_batch(&caller.tenant, jobs).await?;
+    let jobs = enqueued
+        .into_iter()
+        .map(|enqueued| EnqueuedJob {
+            id: enqueued.id,
+            queue: enqueued.queue,
+            created: enqueued.created,
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(BatchReply { jobs })))
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobView {
+    #[serde(flatten)]
+    job: JobRecord,
+    /// The result, when it is JSON.
+    #[schema(value_type = Object)]
+    result: Option<Value>,
+    /// The result in base64, when it is not JSON.
+    result_base64: Option<String>,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(mut job: JobRecord) -> Self {
+        let bytes = job.result.take();
+        job.log = None;
+        let result = bytes
+            .as_deref()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok());
+        let result_base64 = match (&result, &bytes) {
+            (None, Some(bytes)) => Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            _ => None,
+        };
+        Self {
+            job,
+            result,
+            result_base64,
+        }
+    }
+}
+
+/// How long to wait for a job.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitOptions {
+    /// Wait up to this long (`30s`, at most 60s) for the job to finish.
+    wait: Option<String>,
+}
+
+/// The caller's job `id`, or 404 (also for another tenant's).
+async fn owned_job(state: &AppState, caller: &Caller, id: &str) -> Result<JobRecord, ApiError> {
+    state
+        .queue
+        .job(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|job| job.tenant == caller.tenant)
+        .ok_or_else(|| ApiError::not_found(format!("there is no job `{id}`")))
+}
+
+/// Show a job; with `?wait=30s`, first wait up to that long for it to finish.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "the job id"), WaitOptions),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(options): Query<WaitOptions>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = owned_job(&state, &caller, &id).await?;
+    let Some(wait) = options.wait else {
+        return Ok(Json(job.into()));
+    };
+    let wait = humantime::parse_duration(&wait)
+        .map_err(|err| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("`wait`: `{wait}` is not a duration like `30s` ({err})"),
+            )
+        })?
+        .min(state.config.max_wait);
+    if job.status.is_finished() {
+        return Ok(Json(job.into()));
+    }
+    let job = state
+        .queue
+        .wait(&id, wait)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("there is no job `{id}`")))?;
+    Ok(Json(job.into()))
+}
+
+/// The log of a job's last attempt, as text.
+#[utoipa::path(get, path = "/v1/jobs/{id}/logs", tag = "jobs",
+    params(("id" = String, Path, description = "the job id")),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = owned_job(&state, &caller, &id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        job.log.unwrap_or_default(),
+    ))
+}
+
+/// A job's status after a cancel or retry.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatusReply {
+    /// The job id.
+    id: String,
+    /// `cancelled`, `cancelling` (its worker was told to stop it), `pending` (retried), or
+    /// the finished status it already had.
+    status: String,
+}
+
+/// Cancel a job: a queued job never starts; a running one is stopped where it runs.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, body = StatusReply),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "the job had already finished", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<StatusReply>, ApiError> {
+    owned_job(&state, &caller, &id).await?;
+    let outcome = state
+        .queue
+        .cancel(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("there is no job `{id}`")))?;
+    let status = match outcome {
+        CancelOutcome::Cancelled => "cancelled".to_owned(),
+        CancelOutcome::Cancelling => "cancelling".to_owned(),
+        CancelOutcome::AlreadyFinished(status) => {
+            return Err(ApiError::conflict(
+                "already_finished",
+                format!("job `{id}` had already finished: {status}"),
+            ));
+        }
+    };
+    Ok(Json(StatusReply { id, status }))
+}
+
+/// Retry a dead job: a new series of attempts under the same id.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, body = StatusReply),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "the job is not dead", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<StatusReply>, ApiError> {
+    let job = owned_job(&state, &caller, &id).await?;
+    if !state
+        .queue
+        .retry_dead(&id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::conflict(
+            "not_dead",
+            format!(
+                "job `{id}` is {}, not dead: only dead jobs are retried",
+                job.status
+            ),
+        ));
+    }
+    Ok(Json(StatusReply {
+        id,
+        status: JobStatus::Pending.to_string(),
+    }))
+}
+
+/// Which jobs to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListOptions {
+    /// Only jobs with this status.
+    status: Option<JobStatus>,
+    /// Only jobs of this task.
+    task: Option<String>,
+    /// Only jobs of this module.
+    module: Option<String>,
+    /// Only jobs on this queue.
+    queue: Option<String>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+    /// Where the previous page ended (its `next_cursor`).
+    cursor: Option<String>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobPage {
+    jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// List the caller's jobs, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    params(ListOptions),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(options): Query<ListOptions>,
+) -> Result<Json<JobPage>, ApiError> {
+    list_jobs(&state, &caller, options, None).await
+}
+
+async fn list_jobs(
+    state: &AppState,
+    caller: &Caller,
+    options: ListOptions,
+    status: Option<JobStatus>,
+) -> Result<Json<JobPage>, ApiError> {
+    let filter = JobFilter {
+        status: status.or(options.status),
+        task: options.task,
+        module: options.module,
+        queue: options.queue,
+    };
+    let limit = options.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let page = state
+        .queue
+        .list(&caller.tenant, &filter, options.cursor.as_deref(), limit)
+        .await
+        .map_err(|err| match err.downcast::<crate::queue::BadCursor>() {
+            Ok(bad) => ApiError::bad_request("invalid_query", bad.to_string()),
+            Err(err) => ApiError::internal(err),
+        })?;
+    Ok(Json(JobPage {
+        jobs: page.jobs.into_iter().map(JobView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeadOptions {
+    /// Only this queue's.
+    queue: Option<String>,
+    /// Only this task's.
+    task: Option<String>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+    /// Where the previous page ended.
+    cursor: Option<String>,
+}
+
+/// List the caller's dead letters: jobs that failed for good, newest first.
+#[utoipa::path(get, path = "/v1/dead", tag = "dead letters",
+    params(DeadOptions),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn dead_letters(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(options): Query<DeadOptions>,
+) -> Result<Json<JobPage>, ApiError> {
+    let options = ListOptions {
+        status: None,
+        task: options.task,
+        module: None,
+        queue: options.queue,
+        limit: options.limit,
+        cursor: options.cursor,
+    };
+    list_jobs(&state, &caller, options, Some(JobStatus::Dead)).await
+}
+
+/// Which dead letters to purge.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PurgeOptions {
+    /// Only this queue's (default: every queue).
+    queue: Option<String>,
+}
+
+/// How many dead letters were purged.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Purged {
+    purged: u64,
+}
+
+/// Delete the caller's dead letters, and the dead jobs with them.
+#[utoipa::path(delete, path = "/v1/dead", tag = "dead letters",
+    params(PurgeOptions),
+    responses((status = 200, body = Purged)),
+    security(("bearer" = [])))]
+pub(crate) async fn purge_dead(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(options): Query<PurgeOptions>,
+) -> Result<Json<Purged>, ApiError> {
+    let purged = state
+        .queue
+        .purge_dead(&caller.tenant, options.queue.as_deref())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Purged { purged }))
+}

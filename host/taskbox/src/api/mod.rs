@@ -1,0 +1,216 @@
+//! The HTTP API under `/v1`: modules, jobs, dead letters, queues and workers, with an
+//! OpenAPI document at `/v1/openapi.json`.
+//!
+//! Every error is JSON, `{"error": {"code": ..., "message": ...}}`, with the status code that
+//! says what happened. Callers present a bearer token; a token belongs to one tenant, and a
+//! tenant sees only its own modules, jobs and dead letters: another tenant's ids answer 404.
+
+mod error;
+mod jobs;
+mod modules;
+mod openapi;
+mod rate;
+mod system;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
+
+use crate::auth::{Principal, Role, Tokens, same_token};
+use crate::queue::Queue;
+use crate::registry::Registry;
+
+pub use error::ApiError;
+pub use openapi::openapi_json;
+
+/// The address the API listens on, and the CLI's server, by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Environment variable with the operator's admin token.
+pub const ENV_ADMIN_TOKEN: &str = "TASKBOX_ADMIN_TOKEN";
+
+/// How the API serves.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The operator's token: admin of the default tenant. Required off loopback.
+    pub admin_token: Option<String>,
+    /// The largest request body, except module uploads.
+    pub max_body: usize,
+    /// The largest job input, in bytes.
+    pub max_input: usize,
+    /// Jobs each token may enqueue per second, on average.
+    pub enqueue_rate: f64,
+    /// Jobs each token may enqueue at once, above the rate.
+    pub enqueue_burst: f64,
+    /// The longest `?wait=` a request may ask for.
+    pub max_wait: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
+            admin_token: None,
+            max_body: 2 << 20,
+            max_input: 1 << 20,
+            enqueue_rate: 1000.0,
+            enqueue_burst: 5000.0,
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) queue: Queue,
+    pub(crate) registry: Registry,
+    tokens: Tokens,
+    pub(crate) config: Arc<ApiConfig>,
+    pub(crate) limiter: Arc<rate::RateLimiter>,
+}
+
+/// Serves the API until `shutdown` resolves.
+pub async fn serve(
+    queue: Queue,
+    registry: Registry,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if config.admin_token.is_none() && !config.listen.ip().is_loopback() {
+        bail!(
+            "refusing to serve the API on {} without an admin token: set {ENV_ADMIN_TOKEN}, or \
+             listen on a loopback address such as {DEFAULT_LISTEN}",
+            config.listen
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    match &config.admin_token {
+        Some(_) => tracing::info!("API on http://{address}/v1 (bearer tokens required)"),
+        None => tracing::warn!(
+            "API on http://{address}/v1 is OPEN: no admin token is configured, so anyone on this \
+             machine is admin of the `default` tenant. Set {ENV_ADMIN_TOKEN} to require tokens."
+        ),
+    }
+    let app = router(queue, registry, config);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The API's routes.
+pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
+    let max_module = usize::try_from(registry.max_module_size())
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
+    let max_body = config.max_body;
+    let state = AppState {
+        tokens: Tokens::new(queue.clone()),
+        limiter: Arc::new(rate::RateLimiter::new(
+            config.enqueue_rate,
+            config.enqueue_burst,
+        )),
+        config: Arc::new(config),
+        queue,
+        registry,
+    };
+    let authenticated = Router::new()
+        .route(
+            "/modules",
+            post(modules::upload)
+                .layer(DefaultBodyLimit::max(max_module))
+                .get(modules::list),
+        )
+        .route("/modules/{name}", get(modules::show))
+        .route("/modules/{name}/{version}", delete(modules::remove))
+        .route("/jobs", post(jobs::enqueue).get(jobs::list))
+        .route("/jobs/batch", post(jobs::enqueue_batch))
+        .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/logs", get(jobs::logs))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/retry", post(jobs::retry))
+        .route("/dead", get(jobs::dead_letters).delete(jobs::purge_dead))
+        .route("/dead/{id}/retry", post(jobs::retry))
+        .route("/queues", get(system::queues))
+        .route("/workers", get(system::workers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/openapi.json", get(openapi::document));
+    Router::new()
+        .nest("/v1", authenticated.merge(open))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Finds the caller from its bearer token and refuses requests its role may not make.
+async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| {
+                    ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`")
+                })
+        })
+        .transpose()?;
+    let principal = match (presented, &state.config.admin_token) {
+        (None, None) => Principal::default_admin(),
+        (None, Some(_)) => {
+            return Err(ApiError::unauthorized(
+                "a bearer token is required (Authorization: Bearer TOKEN)",
+            ));
+        }
+        (Some(token), Some(admin)) if same_token(token, admin) => Principal::default_admin(),
+        (Some(token), _) => state
+            .tokens
+            .verify(token)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?,
+    };
+    let needed = match *request.method() {
+        axum::http::Method::GET | axum::http::Method::HEAD => Role::Viewer,
+        axum::http::Method::DELETE => Role::Admin,
+        _ => Role::Operator,
+    };
+    if principal.role < needed {
+        return Err(ApiError::forbidden(format!(
+            "a {} token may not do this: it needs the {needed} role",
+            principal.role
+        )));
+    }
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}
+
+/// The caller, as [`authenticate`] found it.
+pub(crate) type Caller = Extension<Principal>;

@@ -1,0 +1,159 @@
+//! Tenants, roles and bearer tokens.
+//!
+//! A token belongs to one tenant and has one role. Only its SHA-256 is stored (in Redis, at
+//! `{prefix}token:{sha256}`), so a leaked Redis dump holds no usable token, and tokens are
+//! never logged.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use anyhow::bail;
+use redis::AsyncCommands as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::manifest::is_plain_name;
+use crate::queue::{Queue, unix_millis};
+
+/// The tenant of local development and of the operator's admin token.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// What a token may do. Each role may do everything the one before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read modules, jobs, dead letters, queues and workers.
+    Viewer,
+    /// Also upload modules, enqueue, cancel and retry jobs.
+    Operator,
+    /// Also delete modules and purge dead letters.
+    Admin,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Viewer, Self::Operator, Self::Admin]
+            .into_iter()
+            .find(|role| role.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}` (viewer, operator, admin)"))
+    }
+}
+
+/// Who is calling: a tenant and a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The tenant whose modules, jobs and channels the caller sees.
+    pub tenant: String,
+    /// What the caller may do.
+    pub role: Role,
+    /// Identifies the token for rate limiting (a prefix of its hash), never the token.
+    pub key: String,
+}
+
+impl Principal {
+    /// The admin of the default tenant: the operator's token, or anyone on an open
+    /// development server.
+    pub fn default_admin() -> Self {
+        Self {
+            tenant: DEFAULT_TENANT.to_owned(),
+            role: Role::Admin,
+            key: "admin".to_owned(),
+        }
+    }
+}
+
+/// Creates and checks tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    queue: Queue,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredToken {
+    tenant: String,
+    role: Role,
+    created_at: u64,
+}
+
+impl Tokens {
+    /// Tokens stored in `queue`'s Redis.
+    pub fn new(queue: Queue) -> Self {
+        Self { queue }
+    }
+
+    /// Creates a token for `tenant` with `role` and returns it. It is shown once: only its
+    /// hash is kept.
+    pub async fn create(&self, tenant: &str, role: Role) -> anyhow::Result<String> {
+        if !is_plain_name(tenant) {
+            bail!("invalid tenant name `{tenant}`: use 1 to 64 letters, digits, `-`, `_` or `.`");
+        }
+        let token = format!(
+            "tbx_{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        let stored = StoredToken {
+            tenant: tenant.to_owned(),
+            role,
+            created_at: unix_millis(SystemTime::now()),
+        };
+        let () = self
+            .queue
+            .connection()
+            .set(self.key(&token), serde_json::to_string(&stored)?)
+            .await?;
+        Ok(token)
+    }
+
+    /// Who `token` belongs to, if it is a token at all.
+    pub async fn verify(&self, token: &str) -> anyhow::Result<Option<Principal>> {
+        let stored: Option<String> = self.queue.connection().get(self.key(token)).await?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let stored: StoredToken = serde_json::from_str(&stored)?;
+        Ok(Some(Principal {
+            tenant: stored.tenant,
+            role: stored.role,
+            key: hash(token)[..16].to_owned(),
+        }))
+    }
+
+    fn key(&self, token: &str) -> String {
+        format!("{}token:{}", self.queue.prefix(), hash(token))
+    }
+}
+
+/// The SHA-256 of a token, in hex.
+pub(crate) fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Compares a presented token with the configured one in time independent of where they
+/// differ.
+pub(crate) fn same_token(presented: &str, configured: &str) -> bool {
+    let (a, b) = (hash(presented), hash(configured));
+    a.bytes()
+        .zip(b.bytes())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}

@@ -1,0 +1,114 @@
+//! The operator's host configuration (`--config FILE`, TOML): what modules may ask for and
+//! what the API accepts. Every field has a default, and unknown fields are errors.
+//!
+//! ```toml
+//! [policy]
+//! max_memory = "256MiB"
+//! allowed_outbound_hosts = ["https://*.example.com"]
+//!
+//! [api]
+//! max_input = "512KiB"
+//! enqueue_rate = 200
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use crate::manifest::{Policy, duration, size};
+use crate::registry::{DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_MODULE_SIZE, RegistryConfig};
+
+/// The whole host configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// The cap on what manifests may ask for.
+    pub policy: Policy,
+    /// Module uploads.
+    pub registry: RegistrySettings,
+    /// API limits.
+    pub api: ApiSettings,
+}
+
+/// How uploads are checked.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// The largest component accepted (`"64MiB"`).
+    #[serde(with = "size")]
+    pub max_module_size: u64,
+    /// Compiles at once.
+    pub max_concurrent_compiles: usize,
+    /// How long one compile may take (`"2m"`).
+    #[serde(with = "duration")]
+    pub compile_timeout: Duration,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            max_concurrent_compiles: 2,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+        }
+    }
+}
+
+/// What the API accepts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// The largest request body other than module uploads.
+    #[serde(with = "size")]
+    pub max_body: u64,
+    /// The largest job input.
+    #[serde(with = "size")]
+    pub max_input: u64,
+    /// Jobs each token may enqueue per second, on average.
+    pub enqueue_rate: f64,
+    /// Jobs each token may enqueue at once, above the rate.
+    pub enqueue_burst: f64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        let api = crate::api::ApiConfig::default();
+        Self {
+            max_body: api.max_body as u64,
+            max_input: api.max_input as u64,
+            enqueue_rate: api.enqueue_rate,
+            enqueue_burst: api.enqueue_burst,
+        }
+    }
+}
+
+impl HostConfig {
+    /// Reads `path`; errors name the file, line and field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the host config {}", path.display()))?;
+        toml::from_str(&text).map_err(|err| {
+            let line = err
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            anyhow::anyhow!(
+                "{}{}: {}",
+                path.display(),
+                line.map(|line| format!(":{line}")).unwrap_or_default(),
+                err.message().trim_end()
+            )
+        })
+    }
+
+    /// The registry's part.
+    pub fn registry(&self) -> RegistryConfig {
+        RegistryConfig {
+            policy: self.policy.clone(),
+            max_module_size: self.registry.max_module_size,
+            max_concurrent_compiles: self.registry.max_concurrent_compiles,
+            compile_timeout: self.registry.compile_timeout,
+        }
+    }
+}

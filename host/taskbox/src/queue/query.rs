@@ -1,0 +1,453 @@
+//! Reading the queue for people: job listings with filters and cursors, dead letters, queue
+//! depths and throughput, and the workers that are alive.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use redis::AsyncCommands as _;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::queue::{JobRecord, JobStatus, Priority, Queue, keys, unix_millis};
+
+/// Which jobs to list; `None` matches any.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs with this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this task.
+    pub task: Option<String>,
+    /// Only jobs of this module.
+    pub module: Option<String>,
+    /// Only jobs on this queue.
+    pub queue: Option<String>,
+}
+
+impl JobFilter {
+    fn matches(&self, job: &JobRecord) -> bool {
+        self.status.is_none_or(|status| status == job.status)
+            && self.task.as_ref().is_none_or(|task| *task == job.task)
+            && self
+                .module
+                .as_ref()
+                .is_none_or(|module| *module == job.module)
+    }
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<JobRecord>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A cursor that is not one this API gave out.
+#[derive(Debug, thiserror::Error)]
+#[error("`cursor` is not valid: pass the `next_cursor` of the previous page")]
+pub struct BadCursor;
+
+/// A position in a listing: the creation time and id of the last job shown. Listings go
+/// newest first, ties by id descending, as `ZREVRANGEBYSCORE` returns them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Position {
+    created_at: u64,
+    id: String,
+}
+
+impl Position {
+    fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}:{}", self.created_at, self.id))
+    }
+
+    fn decode(cursor: &str) -> Result<Self, BadCursor> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| BadCursor)?;
+        let text = String::from_utf8(bytes).map_err(|_| BadCursor)?;
+        let (created_at, id) = text.split_once(':').ok_or(BadCursor)?;
+        Ok(Self {
+            created_at: created_at.parse().map_err(|_| BadCursor)?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// Index entries read per queue per round of a listing.
+const SCAN_PAGE: usize = 200;
+/// Rounds one listing request makes at most before it returns what it found, with a cursor.
+const SCAN_ROUNDS: usize = 25;
+
+/// Workers silent this long are no longer listed.
+const WORKER_SILENCE: Duration = Duration::from_secs(90);
+
+/// One queue's state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueStats {
+    /// The queue.
+    pub name: String,
+    /// Jobs waiting for a worker, by priority.
+    pub waiting: PriorityCounts,
+    /// Jobs a worker is running.
+    pub running: u64,
+    /// Delayed jobs and retries waiting for their time.
+    pub delayed: u64,
+    /// How long the oldest waiting job has waited, in ms (0 when none waits).
+    pub oldest_waiting_ms: u64,
+    /// Jobs completed in the last full minute.
+    pub completed_last_minute: u64,
+    /// Attempts failed in the last full minute.
+    pub failed_last_minute: u64,
+}
+
+/// A count per priority.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct PriorityCounts {
+    /// High priority.
+    pub high: u64,
+    /// Normal priority.
+    pub normal: u64,
+    /// Low priority.
+    pub low: u64,
+}
+
+/// A worker, as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerInfo {
+    /// Its id in the consumer groups.
+    pub id: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// Jobs it runs at once.
+    pub concurrency: usize,
+    /// Jobs it is running.
+    pub in_flight: usize,
+    /// When it started, in ms since the Unix epoch.
+    pub started_at: u64,
+    /// Its last heartbeat, in ms since the Unix epoch.
+    pub last_heartbeat: u64,
+}
+
+impl Queue {
+    /// `tenant`'s jobs matching `filter`, newest first, `limit` at most, from `cursor` on.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        filter: &JobFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<JobPage> {
+        let mut after = cursor.map(Position::decode).transpose()?;
+        let queues = match &filter.queue {
+            Some(queue) => vec![queue.clone()],
+            None => self.queue_names().await?,
+        };
+        let mut conn = self.connection();
+        let mut jobs = Vec::new();
+        for _ in 0..SCAN_ROUNDS {
+            let (candidates, exhausted) = self.candidates(tenant, &queues, after.as_ref()).await?;
+            if candidates.is_empty() {
+                return Ok(JobPage {
+                    jobs,
+                    next_cursor: None,
+                });
+            }
+            let mut pipe = redis::pipe();
+            for (position, queue) in &candidates {
+                pipe.hgetall(self.keys(queue).job(&position.id));
+            }
+            let hashes: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
+            for ((position, queue), hash) in candidates.into_iter().zip(hashes) {
+                match JobRecord::from_hash(queue, &position.id, hash) {
+                    // Expired: drop it from the index too.
+                    None => {
+                        let () = conn
+                            .zrem(self.keys(queue).tenant_index(tenant), &position.id)
+                            .await?;
+                    }
+                    Some(job) if filter.matches(&job) => jobs.push(job),
+                    Some(_) => {}
+                }
+                after = Some(position);
+                if jobs.len() == limit {
+                    return Ok(JobPage {
+                        jobs,
+                        next_cursor: after.map(|position| position.encode()),
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(JobPage {
+                    jobs,
+                    next_cursor: None,
+                });
+            }
+        }
+        Ok(JobPage {
+            jobs,
+            next_cursor: after.map(|position| position.encode()),
+        })
+    }
+
+    /// The next index entries after `after` across `queues`, newest first, and whether they
+    /// are the last. Only entries that no unread entry of another queue could precede are
+    /// returned, so merging the queues keeps the order.
+    async fn candidates<'q>(
+        &self,
+        tenant: &str,
+        queues: &'q [String],
+        after: Option<&Position>,
+    ) -> anyhow::Result<(Vec<(Position, &'q String)>, bool)> {
+        let mut conn = self.connection();
+        let max = after.map_or("+inf".to_owned(), |after| after.created_at.to_string());
+        let mut merged = Vec::new();
+        let mut floor: Option<Position> = None;
+        for queue in queues {
+            let entries: Vec<(String, u64)> = conn
+                .zrevrangebyscore_limit_withscores(
+                    self.keys(queue).tenant_index(tenant),
+                    &max,
+                    "-inf",
+                    0,
+                    SCAN_PAGE as isize,
+                )
+                .await?;
+            let full = entries.len() == SCAN_PAGE;
+            let positions: Vec<Position> = entries
+                .into_iter()
+                .map(|(id, created_at)| Position { created_at, id })
+                .filter(|position| after.is_none_or(|after| position < after))
+                .collect();
+            if full && let Some(last) = positions.last() {
+                floor = floor.max(Some(last.clone()));
+            }
+            merged.extend(positions.into_iter().map(|position| (position, queue)));
+        }
+        merged.sort_by(|a, b| Reverse(&a.0).cmp(&Reverse(&b.0)));
+        let exhausted = floor.is_none();
+        if let Some(floor) = floor {
+            merged.retain(|(position, _)| *position >= floor);
+        }
+        Ok((merged, exhausted))
+    }
+
+    /// Deletes `tenant`'s dead jobs (on `queue`, or on every queue) with their dead letters;
+    /// says how many.
+    pub async fn purge_dead(&self, tenant: &str, queue: Option<&str>) -> anyhow::Result<u64> {
+        let filter = JobFilter {
+            status: Some(JobStatus::Dead),
+            queue: queue.map(str::to_owned),
+            ..JobFilter::default()
+        };
+        let mut purged = 0;
+        let mut cursor = None;
+        loop {
+            let page = self.list(tenant, &filter, cursor.as_deref(), 500).await?;
+            let mut pipe = redis::pipe();
+            for job in &page.jobs {
+                let keys = self.keys(&job.queue);
+                pipe.del(keys.job(&job.id))
+                    .ignore()
+                    .zrem(keys.tenant_index(tenant), &job.id)
+                    .ignore();
+                if let Some(entry) = &job.dead_entry {
+                    pipe.xdel(keys.dead(), &[entry]).ignore();
+                }
+            }
+            let () = pipe.query_async(&mut self.connection()).await?;
+            purged += page.jobs.len() as u64;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(purged),
+            }
+        }
+    }
+
+    /// How many of `tenant`'s jobs of module `name@version` have not finished.
+    pub async fn unfinished_jobs_of(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> anyhow::Result<usize> {
+        let mut unfinished = 0;
+        let mut cursor = None;
+        let filter = JobFilter {
+            module: Some(name.to_owned()),
+            ..JobFilter::default()
+        };
+        loop {
+            let page = self.list(tenant, &filter, cursor.as_deref(), 500).await?;
+            unfinished += page
+                .jobs
+                .iter()
+                .filter(|job| job.version.as_deref() == Some(version) && !job.status.is_finished())
+                .count();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(unfinished),
+            }
+        }
+    }
+
+    /// The queues jobs were ever enqueued on.
+    pub async fn queue_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .connection()
+            .smembers(keys::queues(self.prefix()))
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every queue's depths and throughput.
+    pub async fn queue_stats(&self) -> anyhow::Result<Vec<QueueStats>> {
+        let mut stats = Vec::new();
+        for name in self.queue_names().await? {
+            stats.push(self.stats_of(&name).await?);
+        }
+        Ok(stats)
+    }
+
+    async fn stats_of(&self, name: &str) -> anyhow::Result<QueueStats> {
+        let keys = self.keys(name);
+        let mut conn = self.connection();
+        let now = unix_millis(SystemTime::now());
+        let mut waiting = PriorityCounts::default();
+        let mut running = 0;
+        let mut oldest: Option<u64> = None;
+        for priority in Priority::ALL {
+            let stream = keys.stream(priority);
+            let (length, groups): (u64, redis::Value) = redis::pipe()
+                .xlen(&stream)
+                .cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or((0, redis::Value::Nil));
+            let (pending, delivered) = group_info(groups);
+            running += pending;
+            let count = length.saturating_sub(pending);
+            match priority {
+                Priority::High => waiting.high = count,
+                Priority::Normal => waiting.normal = count,
+                Priority::Low => waiting.low = count,
+            }
+            if count > 0 {
+                let next: redis::streams::StreamRangeReply = conn
+                    .xrange_count(&stream, format!("({delivered}"), "+", 1)
+                    .await?;
+                if let Some(entry) = next.ids.first() {
+                    let enqueued = entry
+                        .id
+                        .split('-')
+                        .next()
+                        .and_then(|ms| ms.parse::<u64>().ok())
+                        .unwrap_or(now);
+                    oldest = Some(oldest.map_or(enqueued, |oldest| oldest.min(enqueued)));
+                }
+            }
+        }
+        let delayed: u64 = conn.zcard(keys.delayed()).await?;
+        let minute = now / 60_000 - 1;
+        let counts: HashMap<String, u64> = conn.hgetall(keys.counts(minute)).await?;
+        Ok(QueueStats {
+            name: name.to_owned(),
+            waiting,
+            running,
+            delayed,
+            oldest_waiting_ms: oldest.map_or(0, |oldest| now.saturating_sub(oldest)),
+            completed_last_minute: counts.get("completed").copied().unwrap_or(0),
+            failed_last_minute: counts.get("failed").copied().unwrap_or(0),
+        })
+    }
+
+    /// Records how a worker is doing; listed by [`Queue::workers`] while it keeps reporting.
+    pub(crate) async fn report_worker(&self, worker: &WorkerInfo) -> anyhow::Result<()> {
+        let () = self
+            .connection()
+            .hset(
+                keys::workers(self.prefix()),
+                &worker.id,
+                serde_json::to_string(worker)?,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The workers that reported recently; forgets those silent for long.
+    pub async fn workers(&self) -> anyhow::Result<Vec<WorkerInfo>> {
+        let mut conn = self.connection();
+        let key = keys::workers(self.prefix());
+        let stored: HashMap<String, String> = conn.hgetall(&key).await?;
+        let now = unix_millis(SystemTime::now());
+        let silence = WORKER_SILENCE.as_millis() as u64;
+        let mut workers = Vec::new();
+        for (id, json) in stored {
+            match serde_json::from_str::<WorkerInfo>(&json) {
+                Ok(worker) if now.saturating_sub(worker.last_heartbeat) < silence => {
+                    workers.push(worker);
+                }
+                _ => {
+                    let () = conn.hdel(&key, &id).await?;
+                }
+            }
+        }
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let () = redis::cmd("PING")
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(())
+    }
+}
+
+/// The consumer group's pending count and last delivered id, from `XINFO GROUPS`.
+fn group_info(groups: redis::Value) -> (u64, String) {
+    let groups: Vec<HashMap<String, redis::Value>> =
+        redis::from_redis_value(groups).unwrap_or_default();
+    let Some(group) = groups.into_iter().next() else {
+        return (0, "0-0".to_owned());
+    };
+    let pending = group
+        .get("pending")
+        .and_then(|value| redis::from_redis_value_ref::<u64>(value).ok())
+        .unwrap_or(0);
+    let delivered = group
+        .get("last-delivered-id")
+        .and_then(|value| redis::from_redis_value_ref::<String>(value).ok())
+        .unwrap_or_else(|| "0-0".to_owned());
+    (pending, delivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let position = Position {
+            created_at: 1_700_000_000_123,
+            id: "default-abc".into(),
+        };
+        assert_eq!(Position::decode(&position.encode()).unwrap(), position);
+        assert!(Position::decode("not a cursor").is_err());
+        assert!(
+            Position::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x"))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,497 @@
+//! The module registry: uploads checked before they are accepted, versions, and the bytes
+//! every worker fetches.
+//!
+//! A module is content-addressed by the SHA-256 of its bytes and published under a tenant as
+//! `name@version`. A version is immutable: uploading it again with other bytes is refused.
+//! `name` alone means the highest version. The bytes live in Redis so that every worker finds
+//! them; each worker keeps its own precompiled cache.
+//!
+//! Keys (under the queue prefix): `t:{tenant}:modules` (the set of module names),
+//! `t:{tenant}:module:{name}` (a hash of version → [`ModuleVersion`] as JSON),
+//! `module:{digest}` (the bytes) and `module-refs:{digest}` (the versions that use them, so
+//! the bytes go with the last one).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redis::AsyncCommands as _;
+use serde::{Deserialize, Serialize};
+use taskbox_runtime::{JobError, ModuleDigest, Runtime};
+use tokio::sync::Semaphore;
+
+use crate::manifest::{Manifest, ManifestError, Policy, PolicyViolation, is_plain_name};
+use crate::queue::{Queue, unix_millis};
+
+/// The largest module accepted by default: Python components are about 18 MB.
+pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
+/// How long a module may take to compile by default.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One published version of a module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModuleVersion {
+    /// The module's name.
+    pub name: String,
+    /// The version.
+    pub version: String,
+    /// The SHA-256 of the component's bytes.
+    pub digest: String,
+    /// The component's size in bytes.
+    pub size: u64,
+    /// When it was uploaded, in ms since the Unix epoch.
+    pub uploaded_at: u64,
+    /// The interfaces the component imports.
+    pub imports: Vec<String>,
+    /// The manifest it was uploaded with.
+    #[schema(value_type = Object)]
+    pub manifest: Manifest,
+}
+
+/// Why the registry refused a request. Each names what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The component is bigger than the host accepts.
+    #[error("the component is {size} bytes, more than the {max} bytes this host accepts")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// The manifest does not parse or breaks a rule.
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    /// The manifest asks for more than the operator allows.
+    #[error("{0}")]
+    Policy(#[from] PolicyViolation),
+    /// Not a component, or a component that cannot run here.
+    #[error("invalid module: {0}")]
+    Invalid(String),
+    /// The component imports something the host does not provide.
+    #[error(
+        "the component imports `{import}`, which this host does not provide (tasks may use \
+         taskbox:task and wasi:http, wasi:io, wasi:clocks, wasi:random and wasi:cli; not \
+         wasi:filesystem or wasi:sockets)"
+    )]
+    UnknownImport {
+        /// The import.
+        import: String,
+    },
+    /// The component imports a capability its manifest does not ask for.
+    #[error(
+        "the component imports `{import}` but its manifest does not grant it: add \
+         `capabilities.{field}`"
+    )]
+    NotGranted {
+        /// The import.
+        import: String,
+        /// The manifest field that would grant it.
+        field: &'static str,
+    },
+    /// Compiling took longer than the host allows.
+    #[error("compiling the component took longer than {0:?}")]
+    CompileTimeout(Duration),
+    /// This version exists with other bytes.
+    #[error(
+        "{name}@{version} already exists with other bytes (digest {digest}); versions are immutable: publish a new version"
+    )]
+    VersionExists {
+        /// The module.
+        name: String,
+        /// The version.
+        version: String,
+        /// The digest it has.
+        digest: String,
+    },
+    /// No such module or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// A module version still has queued jobs.
+    #[error("{name}@{version} has {jobs} queued job(s); delete it with force to do it anyway")]
+    InUse {
+        /// The module.
+        name: String,
+        /// The version.
+        version: String,
+        /// How many jobs wait for it.
+        jobs: usize,
+    },
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] anyhow::Error),
+}
+
+impl From<redis::RedisError> for RegistryError {
+    fn from(err: redis::RedisError) -> Self {
+        Self::Redis(err.into())
+    }
+}
+
+/// Which manifest field grants each capability import.
+fn grant_field(import: &str) -> Option<&'static str> {
+    let interface = import.split('@').next().unwrap_or(import);
+    match interface {
+        _ if interface.starts_with("wasi:http/") => Some("allowed_outbound_hosts"),
+        "taskbox:task/sql" => Some("sql"),
+        "taskbox:task/events" => Some("event_channels"),
+        "taskbox:task/jobs" => Some("enqueue"),
+        _ => None,
+    }
+}
+
+fn is_granted(manifest: &Manifest, field: &str) -> bool {
+    let capabilities = &manifest.capabilities;
+    match field {
+        "allowed_outbound_hosts" => !capabilities.allowed_outbound_hosts.is_empty(),
+        "sql" => !capabilities.sql.is_empty(),
+        "event_channels" => !capabilities.event_channels.is_empty(),
+        "enqueue" => !capabilities.enqueue.is_empty(),
+        _ => false,
+    }
+}
+
+/// Publishes modules after checking them, and answers what is published.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    queue: Queue,
+    runtime: Arc<Runtime>,
+    policy: Arc<Policy>,
+    compiles: Arc<Semaphore>,
+    compile_timeout: Duration,
+    max_size: u64,
+}
+
+/// How the registry checks uploads.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// The operator's cap on manifests.
+    pub policy: Policy,
+    /// The largest component accepted.
+    pub max_module_size: u64,
+    /// Compiles at once; more uploads wait.
+    pub max_concurrent_compiles: usize,
+    /// How long one compile may take.
+    pub compile_timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            max_concurrent_compiles: 2,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+        }
+    }
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Published {
+    /// The version as stored.
+    pub module: ModuleVersion,
+    /// False when this exact version with these bytes was there already.
+    pub created: bool,
+}
+
+impl Registry {
+    /// A registry storing in `queue`'s Redis and compiling with `runtime`.
+    pub fn new(queue: Queue, runtime: Arc<Runtime>, config: RegistryConfig) -> Self {
+        Self {
+            queue,
+            runtime,
+            policy: Arc::new(config.policy),
+            compiles: Arc::new(Semaphore::new(config.max_concurrent_compiles.max(1))),
+            compile_timeout: config.compile_timeout,
+            max_size: config.max_module_size,
+        }
+    }
+
+    /// The largest component accepted.
+    pub fn max_module_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Checks a component and its manifest, then publishes them for `tenant`: within the
+    /// size cap, within the policy, a component, compiling in time, importing only what the
+    /// host provides and the manifest grants, and not changing an existing version.
+    pub async fn publish(
+        &self,
+        tenant: &str,
+        manifest: Manifest,
+        bytes: Vec<u8>,
+    ) -> Result<Published, RegistryError> {
+        let size = bytes.len() as u64;
+        if size > self.max_size {
+            return Err(RegistryError::TooLarge {
+                size,
+                max: self.max_size,
+            });
+        }
+        self.policy.check(&manifest)?;
+        let imports = self.compile(bytes.clone()).await?;
+        for import in &imports {
+            if let Some(field) = grant_field(import)
+                && !is_granted(&manifest, field)
+            {
+                return Err(RegistryError::NotGranted {
+                    import: import.clone(),
+                    field,
+                });
+            }
+        }
+        let digest = ModuleDigest::of(&bytes).to_string();
+        let version = ModuleVersion {
+            name: manifest.name.clone(),
+            version: manifest.version.to_string(),
+            digest: digest.clone(),
+            size,
+            uploaded_at: unix_millis(SystemTime::now()),
+            imports,
+            manifest,
+        };
+        let keys = RegistryKeys::new(self.queue.prefix(), tenant);
+        let versions = keys.versions(&version.name);
+        let json = serde_json::to_string(&version).map_err(anyhow::Error::from)?;
+        let reference = format!("{tenant}/{}@{}", version.name, version.version);
+        // Store the bytes first: a version never points at bytes that are not there.
+        let mut conn = self.queue.connection();
+        redis::pipe()
+            .set(module_bytes_key(self.queue.prefix(), &digest), &bytes)
+            .ignore()
+            .sadd(module_refs_key(self.queue.prefix(), &digest), &reference)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        let created: bool = conn.hset_nx(&versions, &version.version, &json).await?;
+        if !created {
+            let existing = self
+                .version(tenant, &version.name, &version.version)
+                .await?;
+            if existing.digest != digest {
+                return Err(RegistryError::VersionExists {
+                    name: version.name,
+                    version: version.version,
+                    digest: existing.digest,
+                });
+            }
+            return Ok(Published {
+                module: existing,
+                created: false,
+            });
+        }
+        let () = conn.sadd(keys.names(), &version.name).await?;
+        Ok(Published {
+            module: version,
+            created: true,
+        })
+    }
+
+    /// Compiles the component (at most so many at once, within the time cap) and returns its
+    /// imports. A compile that runs out of time goes on in the background but is not waited
+    /// for; it holds its place among the concurrent compiles until it ends.
+    async fn compile(&self, bytes: Vec<u8>) -> Result<Vec<String>, RegistryError> {
+        let permit = Arc::clone(&self.compiles)
+            .acquire_owned()
+            .await
+            .map_err(anyhow::Error::from)?;
+        let runtime = Arc::clone(&self.runtime);
+        let compiling = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            runtime.load(&bytes).map(|module| module.imports().to_vec())
+        });
+        match tokio::time::timeout(self.compile_timeout, compiling).await {
+            Err(_elapsed) => Err(RegistryError::CompileTimeout(self.compile_timeout)),
+            Ok(joined) => match joined.map_err(anyhow::Error::from)? {
+                Ok(imports) => Ok(imports),
+                Err(JobError::MissingImport { name }) => {
+                    Err(RegistryError::UnknownImport { import: name })
+                }
+                Err(err) => Err(RegistryError::Invalid(err.to_string())),
+            },
+        }
+    }
+
+    /// The names of `tenant`'s modules, each with its versions, highest first.
+    pub async fn list(&self, tenant: &str) -> Result<Vec<ModuleSummary>, RegistryError> {
+        let keys = RegistryKeys::new(self.queue.prefix(), tenant);
+        let mut names: Vec<String> = self.queue.connection().smembers(keys.names()).await?;
+        names.sort();
+        let mut modules = Vec::with_capacity(names.len());
+        for name in names {
+            let versions = self.versions(tenant, &name).await?;
+            if let Some(latest) = versions.first() {
+                modules.push(ModuleSummary {
+                    latest: latest.version.clone(),
+                    digest: latest.digest.clone(),
+                    tasks: latest.manifest.tasks.keys().cloned().collect(),
+                    versions: versions.iter().map(|v| v.version.clone()).collect(),
+                    name,
+                });
+            }
+        }
+        Ok(modules)
+    }
+
+    /// Every version of module `name`, highest first (empty when there is none).
+    pub async fn versions(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<ModuleVersion>, RegistryError> {
+        let keys = RegistryKeys::new(self.queue.prefix(), tenant);
+        let stored: Vec<(String, String)> =
+            self.queue.connection().hgetall(keys.versions(name)).await?;
+        let mut versions: Vec<ModuleVersion> = stored
+            .into_iter()
+            .filter_map(|(_, json)| serde_json::from_str(&json).ok())
+            .collect();
+        versions.sort_by(|a, b| semver_of(&b.version).cmp(&semver_of(&a.version)));
+        Ok(versions)
+    }
+
+    /// Module `name` at `version`, or its highest version when `version` is `None`.
+    pub async fn resolve(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<ModuleVersion, RegistryError> {
+        resolve(&self.queue, tenant, name, version).await
+    }
+
+    async fn version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<ModuleVersion, RegistryError> {
+        resolve(&self.queue, tenant, name, Some(version)).await
+    }
+
+    /// Deletes `name@version`. Refused while jobs for it are queued, unless `force`.
+    pub async fn delete(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        force: bool,
+    ) -> Result<(), RegistryError> {
+        let module = self.version(tenant, name, version).await?;
+        if !force {
+            let jobs = self
+                .queue
+                .unfinished_jobs_of(tenant, &module.name, &module.version)
+                .await?;
+            if jobs > 0 {
+                return Err(RegistryError::InUse {
+                    name: module.name,
+                    version: module.version,
+                    jobs,
+                });
+            }
+        }
+        let prefix = self.queue.prefix();
+        let keys = RegistryKeys::new(prefix, tenant);
+        let reference = format!("{tenant}/{name}@{}", module.version);
+        let mut conn = self.queue.connection();
+        let (_, _, left, versions): ((), (), usize, usize) = redis::pipe()
+            .atomic()
+            .hdel(keys.versions(name), &module.version)
+            .srem(module_refs_key(prefix, &module.digest), &reference)
+            .scard(module_refs_key(prefix, &module.digest))
+            .hlen(keys.versions(name))
+            .query_async(&mut conn)
+            .await?;
+        if left == 0 {
+            let () = conn.del(module_bytes_key(prefix, &module.digest)).await?;
+        }
+        if versions == 0 {
+            let () = conn.srem(keys.names(), name).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A module in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ModuleSummary {
+    /// Its name.
+    pub name: String,
+    /// Its highest version.
+    pub latest: String,
+    /// The digest of the highest version.
+    pub digest: String,
+    /// The tasks of the highest version.
+    pub tasks: Vec<String>,
+    /// All its versions, highest first.
+    pub versions: Vec<String>,
+}
+
+/// Module `name` of `tenant` at `version`, or its highest version.
+pub(crate) async fn resolve(
+    queue: &Queue,
+    tenant: &str,
+    name: &str,
+    version: Option<&str>,
+) -> Result<ModuleVersion, RegistryError> {
+    if !is_plain_name(name) {
+        return Err(RegistryError::NotFound(format!(
+            "invalid module name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    let keys = RegistryKeys::new(queue.prefix(), tenant);
+    let mut conn = queue.connection();
+    let json: Option<String> = match version {
+        Some(version) => conn.hget(keys.versions(name), version).await?,
+        None => {
+            let versions: Vec<String> = conn.hkeys(keys.versions(name)).await?;
+            match versions.iter().max_by_key(|v| semver_of(v)) {
+                Some(latest) => conn.hget(keys.versions(name), latest).await?,
+                None => None,
+            }
+        }
+    };
+    let json = json.ok_or_else(|| {
+        RegistryError::NotFound(match version {
+            Some(version) => format!("there is no module {name}@{version}"),
+            None => format!("there is no module named `{name}`: push it first"),
+        })
+    })?;
+    serde_json::from_str(&json)
+        .map_err(|err| RegistryError::Redis(anyhow::anyhow!("stored module {name}: {err}")))
+}
+
+fn semver_of(version: &str) -> semver::Version {
+    version.parse().unwrap_or(semver::Version::new(0, 0, 0))
+}
+
+/// The bytes of a module.
+pub(crate) fn module_bytes_key(prefix: &str, digest: &str) -> String {
+    format!("{prefix}module:{digest}")
+}
+
+fn module_refs_key(prefix: &str, digest: &str) -> String {
+    format!("{prefix}module-refs:{digest}")
+}
+
+/// The registry keys of one tenant.
+struct RegistryKeys {
+    base: String,
+}
+
+impl RegistryKeys {
+    fn new(prefix: &str, tenant: &str) -> Self {
+        Self {
+            base: format!("{prefix}t:{tenant}:"),
+        }
+    }
+
+    fn names(&self) -> String {
+        format!("{}modules", self.base)
+    }
+
+    fn versions(&self, name: &str) -> String {
+        format!("{}module:{name}", self.base)
+    }
+}
