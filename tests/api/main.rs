@@ -1,0 +1,671 @@
+//! The HTTP API over real HTTP: a real server on a free port, a real `redis-server`, a worker
+//! running real compiled guests, and the `taskbox` CLI as a client.
+
+#[path = "../support/guests.rs"]
+mod guests;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use taskbox::api::{ApiConfig, router};
+use taskbox::auth::{Role, Tokens};
+use taskbox::manifest::Policy;
+use taskbox::queue::Queue;
+use taskbox::redis_server::{RedisOptions, RedisServer};
+use taskbox::registry::{Registry, RegistryConfig};
+use taskbox::worker::{Worker, WorkerConfig};
+use taskbox_runtime::{Runtime, RuntimeConfig};
+
+static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
+    std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
+
+const ADMIN: &str = "test-admin-token";
+
+fn manifest(name: &str) -> String {
+    let path = format!(
+        "{}/../../guests/{name}/taskbox.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
+struct Server {
+    _redis: RedisServer,
+    url: String,
+    queue: Queue,
+    http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        Self::with(ApiConfig::default(), Policy::default()).await
+    }
+
+    /// An API with `config` and a worker, on a fresh Redis; the admin token is [`ADMIN`].
+    async fn with(config: ApiConfig, policy: Policy) -> Self {
+        let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
+            .await
+            .unwrap()
+            .expect("starting redis-server");
+        let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let registry = Registry::new(
+            queue.clone(),
+            Arc::clone(&RUNTIME),
+            RegistryConfig {
+                policy,
+                max_module_size: 16 << 20,
+                ..RegistryConfig::default()
+            },
+        );
+        let config = ApiConfig {
+            admin_token: Some(ADMIN.into()),
+            ..config
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(queue.clone(), registry, config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(
+            queue.clone(),
+            Arc::clone(&RUNTIME),
+            WorkerConfig::new(format!("api-test-{}", rand_suffix())),
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = axum::serve(listener, app) => {}
+                _ = worker.run(std::future::pending()) => {}
+                _ = stopped => {}
+            }
+        });
+        Self {
+            _redis: redis,
+            url,
+            queue,
+            http: reqwest::Client::new(),
+            _stop: stop,
+        }
+    }
+
+    fn request(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.url));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends `request`, returning the status and the JSON body (`null` when not JSON).
+    async fn call(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn upload(
+        &self,
+        token: &str,
+        manifest: String,
+        component: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let form = reqwest::multipart::Form::new()
+            .text("manifest", manifest)
+            .part("component", reqwest::multipart::Part::bytes(component));
+        self.call(
+            self.request(Method::POST, "/v1/modules", Some(token))
+                .multipart(form),
+        )
+        .await
+    }
+
+    async fn enqueue(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            self.request(Method::POST, "/v1/jobs", Some(token))
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn token(&self, tenant: &str, role: Role) -> String {
+        Tokens::new(self.queue.clone())
+            .create(tenant, role)
+            .await
+            .unwrap()
+    }
+
+    /// The server still answers, and `tenant`'s module list is still `modules`.
+    async fn assert_up_with_modules(&self, token: &str, modules: usize) {
+        let (status, _) = self
+            .call(self.request(Method::GET, "/v1/healthz", None))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = self
+            .call(self.request(Method::GET, "/v1/modules", Some(token)))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["modules"].as_array().unwrap().len(), modules, "{body}");
+    }
+}
+
+fn rand_suffix() -> u32 {
+    rand::random()
+}
+
+fn hello() -> Vec<u8> {
+    std::fs::read(guests::wasm("hello")).unwrap()
+}
+
+/// Asserts a typed error answer.
+fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str, mentions: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(mentions),
+        "`{message}` should mention `{mentions}`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_enqueue_and_get_the_result_over_http() {
+    let server = Server::start().await;
+    let (status, module) = server.upload(ADMIN, manifest("hello"), hello()).await;
+    assert_eq!(status, StatusCode::CREATED, "{module}");
+    assert_eq!(
+        (module["name"].as_str(), module["version"].as_str()),
+        (Some("hello"), Some("0.1.0"))
+    );
+
+    let (status, enqueued) = server
+        .enqueue(
+            ADMIN,
+            json!({"module": "hello", "task": "greet", "input": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{enqueued}");
+    let id = enqueued["id"].as_str().unwrap();
+    let (status, job) = server
+        .call(server.request(Method::GET, &format!("/v1/jobs/{id}?wait=20s"), Some(ADMIN)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["result"], json!({"message": "Hello, Ada!"}));
+    assert_eq!(job["version"], "0.1.0");
+
+    let response = server
+        .request(Method::GET, &format!("/v1/jobs/{id}/logs"), Some(ADMIN))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.text().await.unwrap().contains("greeting Ada"));
+
+    let (_, queues) = server
+        .call(server.request(Method::GET, "/v1/queues", Some(ADMIN)))
+        .await;
+    assert_eq!(queues["queues"][0]["name"], "default", "{queues}");
+    let (_, workers) = server
+        .call(server.request(Method::GET, "/v1/workers", Some(ADMIN)))
+        .await;
+    assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "{workers}");
+
+    let (status, document) = server
+        .call(server.request(Method::GET, "/v1/openapi.json", None))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(document["paths"]["/v1/jobs/{id}"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pushes_enqueues_and_waits_through_the_api() {
+    let server = Server::start().await;
+    let url = server.url.clone();
+    let taskbox = move |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_taskbox"))
+            .args(args)
+            .env("TASKBOX_URL", &url)
+            .env("TASKBOX_TOKEN", ADMIN)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "taskbox {args:?} failed\n--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let guests_hello = format!("{}/../../guests/hello", env!("CARGO_MANIFEST_DIR"));
+    guests::wasm("hello");
+    let pushed = tokio::task::spawn_blocking(move || {
+        let pushed = taskbox(&["module", "push", &guests_hello]);
+        let result = taskbox(&[
+            "job",
+            "enqueue",
+            "hello/add",
+            "--input",
+            r#"{"numbers":[2,3]}"#,
+            "--wait",
+        ]);
+        let listed = taskbox(&["job", "ls", "--output", "json"]);
+        (pushed, result, listed)
+    })
+    .await
+    .unwrap();
+    assert!(pushed.0.starts_with("hello@0.1.0 "), "{}", pushed.0);
+    assert_eq!(pushed.1.trim(), r#"{"sum":5}"#);
+    let listed: Value = serde_json::from_str(&pushed.2).unwrap();
+    assert_eq!(listed["jobs"][0]["task"], "add");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
+    let server = Server::start().await;
+    let post = || server.request(Method::POST, "/v1/jobs", Some(ADMIN));
+
+    let malformed = server
+        .call(
+            post()
+                .header("content-type", "application/json")
+                .body("{\"module\": "),
+        )
+        .await;
+    assert_error(&malformed, StatusCode::BAD_REQUEST, "malformed_json", "");
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let nested = server
+        .call(
+            post()
+                .header("content-type", "application/json")
+                .body(nested),
+        )
+        .await;
+    assert!(nested.0.is_client_error(), "{nested:?}");
+    let wrong_type = server.call(post().body("module=hello")).await;
+    assert_error(
+        &wrong_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "JSON",
+    );
+    let unknown_field = server
+        .call(post().json(&json!({"module": "hello", "task": "greet", "colour": "red"})))
+        .await;
+    assert_error(
+        &unknown_field,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        "colour",
+    );
+    let huge = "x".repeat(3 << 20);
+    let too_big = server
+        .call(post().json(&json!({"module": "hello", "task": "greet", "input": huge})))
+        .await;
+    assert_error(
+        &too_big,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "",
+    );
+    let bad_duration = server
+        .call(post().json(&json!({"module": "hello", "task": "greet", "delay": "soon"})))
+        .await;
+    assert_error(
+        &bad_duration,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        "delay",
+    );
+
+    let random: Vec<u8> = (0..4096).map(|_| rand::random()).collect();
+    let answer = server.upload(ADMIN, manifest("hello"), random).await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "invalid_module",
+        "not a WebAssembly binary",
+    );
+    let core = b"\0asm\x01\0\0\0".to_vec();
+    let answer = server.upload(ADMIN, manifest("hello"), core).await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "invalid_module",
+        "core WebAssembly module",
+    );
+    let unknown = std::fs::read(guests::wasm("fixtures_unknown_import")).unwrap();
+    let answer = server.upload(ADMIN, manifest("hello"), unknown).await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "missing_import",
+        "acme:vault/secrets",
+    );
+    let filesystem = std::fs::read(guests::wasm("fixtures_filesystem")).unwrap();
+    let answer = server.upload(ADMIN, manifest("hello"), filesystem).await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "missing_import",
+        "wasi:filesystem",
+    );
+
+    let traversal = manifest("hello").replace("name = \"hello\"", "name = \"../x\"");
+    let answer = server.upload(ADMIN, traversal, hello()).await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "invalid_manifest",
+        "invalid module name `../x`",
+    );
+    let not_semver = manifest("hello").replace("version = \"0.1.0\"", "version = \"1.0\"");
+    let answer = server.upload(ADMIN, not_semver, hello()).await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "invalid_manifest",
+        "taskbox.toml:4: field `version`",
+    );
+
+    for path in [
+        "/v1/modules/..%2Fx",
+        "/v1/jobs/..%2Fx",
+        "/v1/jobs/default-zz",
+        "/v1/nope",
+    ] {
+        let answer = server
+            .call(server.request(Method::GET, path, Some(ADMIN)))
+            .await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found", "");
+    }
+    server.assert_up_with_modules(ADMIN, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_and_touches_only_its_own_things() {
+    let server = Server::start().await;
+    let alice = server.token("alice", Role::Admin).await;
+    let bob = server.token("bob", Role::Admin).await;
+    let viewer = server.token("alice", Role::Viewer).await;
+    assert_eq!(
+        server.upload(&alice, manifest("hello"), hello()).await.0,
+        StatusCode::CREATED
+    );
+    let (_, job) = server
+        .enqueue(
+            &alice,
+            json!({"module": "hello", "task": "greet", "input": {"name": "A"}}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // Bob's view: no module, no job; every id answers 404.
+    let answer = server
+        .enqueue(
+            &bob,
+            json!({"module": "hello", "task": "greet", "input": {"name": "B"}}),
+        )
+        .await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "not_found", "hello");
+    for (method, path) in [
+        (Method::GET, format!("/v1/jobs/{id}")),
+        (Method::GET, format!("/v1/jobs/{id}/logs")),
+        (Method::POST, format!("/v1/jobs/{id}/cancel")),
+        (Method::POST, format!("/v1/jobs/{id}/retry")),
+        (Method::POST, format!("/v1/dead/{id}/retry")),
+        (Method::GET, "/v1/modules/hello".to_owned()),
+        (Method::DELETE, "/v1/modules/hello/0.1.0".to_owned()),
+    ] {
+        let answer = server
+            .call(server.request(method.clone(), &path, Some(&bob)))
+            .await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found", "");
+    }
+    let (_, jobs) = server
+        .call(server.request(Method::GET, "/v1/jobs", Some(&bob)))
+        .await;
+    assert_eq!(jobs["jobs"], json!([]));
+    server.assert_up_with_modules(&bob, 0).await;
+    server.assert_up_with_modules(&alice, 1).await;
+
+    // Roles and tokens.
+    let answer = server
+        .enqueue(&viewer, json!({"module": "hello", "task": "greet"}))
+        .await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "forbidden", "operator");
+    let (status, _) = server
+        .call(server.request(Method::GET, &format!("/v1/jobs/{id}"), Some(&viewer)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer = server
+        .call(server.request(Method::GET, "/v1/jobs", None))
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized", "token");
+    let answer = server
+        .call(server.request(Method::GET, "/v1/jobs", Some("tbx_forged")))
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "not valid",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_immutable_and_the_name_alone_means_the_latest() {
+    let server = Server::start().await;
+    assert_eq!(
+        server.upload(ADMIN, manifest("hello"), hello()).await.0,
+        StatusCode::CREATED
+    );
+    let again = server.upload(ADMIN, manifest("hello"), hello()).await;
+    assert_eq!(
+        again.0,
+        StatusCode::OK,
+        "the same bytes again are accepted as they are"
+    );
+    let other = std::fs::read(guests::wasm("fixtures")).unwrap();
+    let answer = server.upload(ADMIN, manifest("hello"), other).await;
+    assert_error(
+        &answer,
+        StatusCode::CONFLICT,
+        "version_exists",
+        "hello@0.1.0",
+    );
+    let newer = manifest("hello").replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    assert_eq!(
+        server.upload(ADMIN, newer, hello()).await.0,
+        StatusCode::CREATED
+    );
+
+    // No worker serves `parked`, so the job stays queued.
+    let (_, job) = server
+        .enqueue(
+            ADMIN,
+            json!({"module": "hello", "task": "greet", "queue": "parked"}),
+        )
+        .await;
+    let (_, job) = server
+        .call(server.request(
+            Method::GET,
+            &format!("/v1/jobs/{}", job["id"].as_str().unwrap()),
+            Some(ADMIN),
+        ))
+        .await;
+    assert_eq!(job["version"], "0.2.0");
+    let answer = server
+        .enqueue(ADMIN, json!({"module": "hello", "task": "nope"}))
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_job",
+        "has no task `nope`",
+    );
+
+    let answer = server
+        .call(server.request(Method::DELETE, "/v1/modules/hello/0.2.0", Some(ADMIN)))
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::CONFLICT,
+        "module_in_use",
+        "1 queued job",
+    );
+    let (status, _) = server
+        .call(server.request(
+            Method::DELETE,
+            "/v1/modules/hello/0.2.0?force=true",
+            Some(ADMIN),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, shown) = server
+        .call(server.request(Method::GET, "/v1/modules/hello", Some(ADMIN)))
+        .await;
+    assert_eq!(shown["versions"].as_array().unwrap().len(), 1, "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_413_and_429_and_policy_names_the_field() {
+    let config = ApiConfig {
+        max_input: 1024,
+        enqueue_rate: 0.5,
+        enqueue_burst: 2.0,
+        ..ApiConfig::default()
+    };
+    let policy = Policy {
+        max_memory: 64 << 20,
+        ..Policy::default()
+    };
+    let server = Server::with(config, policy).await;
+    let greedy = manifest("hello").replace(
+        "[tasks.greet]",
+        "[limits]\nmemory = \"128MiB\"\n\n[tasks.greet]",
+    );
+    let answer = server.upload(ADMIN, greedy, hello()).await;
+    assert_error(
+        &answer,
+        StatusCode::FORBIDDEN,
+        "policy_exceeded",
+        "limits.memory",
+    );
+    assert_eq!(
+        server.upload(ADMIN, manifest("hello"), hello()).await.0,
+        StatusCode::CREATED
+    );
+
+    let answer = server
+        .enqueue(
+            ADMIN,
+            json!({"module": "hello", "task": "greet", "input": "x".repeat(2000)}),
+        )
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "input_too_large",
+        "input",
+    );
+
+    for _ in 0..2 {
+        let (status, _) = server
+            .enqueue(
+                ADMIN,
+                json!({"module": "hello", "task": "greet", "input": {"name": "r"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let response = server
+        .request(Method::POST, "/v1/jobs", Some(ADMIN))
+        .json(&json!({"module": "hello", "task": "greet"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_with_cursors_without_gaps_or_repeats() {
+    let server = Server::start().await;
+    server.upload(ADMIN, manifest("hello"), hello()).await;
+    let mut enqueued = Vec::new();
+    for (i, queue) in ["a", "b", "a", "c", "b", "a", "c"].iter().enumerate() {
+        let (_, job) = server
+            .enqueue(ADMIN, json!({"module": "hello", "task": "greet", "queue": queue, "input": {"name": i.to_string()}}))
+            .await;
+        enqueued.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/jobs?limit=3&cursor={cursor}"),
+            None => "/v1/jobs?limit=3".to_owned(),
+        };
+        let (status, page) = server
+            .call(server.request(Method::GET, &path, Some(ADMIN)))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let jobs = page["jobs"].as_array().unwrap();
+        assert!(jobs.len() <= 3);
+        seen.extend(
+            jobs.iter()
+                .map(|job| job["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut expected = enqueued.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "every job once");
+    let (_, only_b) = server
+        .call(server.request(Method::GET, "/v1/jobs?queue=b", Some(ADMIN)))
+        .await;
+    assert_eq!(only_b["jobs"].as_array().unwrap().len(), 2);
+    let answer = server
+        .call(server.request(Method::GET, "/v1/jobs?cursor=bogus", Some(ADMIN)))
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_query", "cursor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_to_listen_off_loopback_without_an_admin_token() {
+    let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let registry = Registry::new(
+        queue.clone(),
+        Arc::clone(&RUNTIME),
+        RegistryConfig::default(),
+    );
+    let config = ApiConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..ApiConfig::default()
+    };
+    let err = taskbox::api::serve(queue, registry, config, std::future::ready(()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("without an admin token"), "{err}");
+}
