@@ -346,7 +346,7 @@ impl Registry {
             .into_iter()
             .filter_map(|(_, json)| serde_json::from_str(&json).ok())
             .collect();
-        versions.sort_by(|a, b| semver_of(&b.version).cmp(&semver_of(&a.version)));
+        versions.sort_by_key(|v| std::cmp::Reverse(semver_of(&v.version)));
         Ok(versions)
     }
 

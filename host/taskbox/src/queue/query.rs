@@ -251,6 +251,9 @@ impl Queue {
         let mut cursor = None;
         loop {
             let page = self.list(tenant, &filter, cursor.as_deref(), 500).await?;
+            if page.jobs.is_empty() {
+                return Ok(purged);
+            }
             let mut pipe = redis::pipe();
             for job in &page.jobs {
                 let keys = self.keys(&job.queue);
