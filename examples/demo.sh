@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart demo: builds taskbox and the example task modules, runs jobs in the sandbox
-# directly, then starts `taskbox dev` (a worker with its own private redis-server) and sends it
-# jobs through the queue: a result, a retry, a cancel, a dead letter.
+# directly, then starts `taskbox dev` (the HTTP API and a worker, with a private redis-server)
+# and sends it jobs over HTTP, with curl and with the CLI: a result, a retry, a cancel, a dead
+# letter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,18 +35,25 @@ show run "$hello" countdown --input '{"steps":4}'
 show run "$fixtures" spin --timeout 1s
 show run "$fixtures" hog --memory 32MiB
 
-echo; echo "== Through the queue: taskbox dev runs a worker and a private redis-server"
+echo; echo "== Through the queue: taskbox dev runs the API, a worker and a private redis-server"
 log=$(mktemp)
-"$taskbox" dev --module "$hello" --module "$fixtures" >"$log" 2>&1 &
+"$taskbox" dev --module guests/hello --module guests/fixtures >"$log" 2>&1 &
 dev=$!
 trap 'kill -TERM $dev 2>/dev/null; wait $dev 2>/dev/null; rm -f "$log"' EXIT
 for _ in $(seq 1 300); do
-    grep -q "worker running" "$log" && break
+    grep -q "API on" "$log" && break
     kill -0 $dev 2>/dev/null || { cat "$log"; exit 1; }
     sleep 0.1
 done
 cat "$log"
 
+show module ls
+printf '\n$ curl -s -X POST localhost:7878/v1/jobs -H "content-type: application/json" -d ...\n'
+id=$(curl -s -X POST localhost:7878/v1/jobs -H 'content-type: application/json' \
+    -d '{"module": "hello", "task": "greet", "input": {"name": "curl"}}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
+echo "$id"
+printf '$ curl -s "localhost:7878/v1/jobs/%s?wait=10s"\n' "$id"
+curl -s "localhost:7878/v1/jobs/$id?wait=10s"; echo
 show job enqueue hello/greet --input '{"name":"Ada"}' --wait
 show job enqueue hello/flaky --input '{"succeed_on":2}' --wait
 id=$("$taskbox" job enqueue fixtures/spin)
@@ -56,3 +64,5 @@ until "$taskbox" job get "$id" | grep -q '"status": "running"'; do sleep 0.1; do
 show job enqueue fixtures/panic --wait
 show dead ls
 show job ls
+show queues
+show workers
