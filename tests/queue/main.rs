@@ -50,9 +50,16 @@ impl Harness {
         let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
             .await
             .unwrap();
-        // Publishing compiles, so no test's timing includes compiling.
+        let h = Self { redis, queue };
+        h.publish_guests().await;
+        h
+    }
+
+    /// Publishes the `hello` and `fixtures` guests. Publishing compiles, so no test's timing
+    /// includes compiling.
+    async fn publish_guests(&self) {
         let registry = Registry::new(
-            queue.clone(),
+            self.queue.clone(),
             Arc::clone(&RUNTIME),
             RegistryConfig::default(),
         );
@@ -66,7 +73,61 @@ impl Harness {
                 Manifest::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
             registry.publish(TENANT, manifest, bytes).await.unwrap();
         }
-        Self { redis, queue }
+    }
+
+    /// A connection of the test's own, for looking at Redis the way an operator would.
+    async fn redis_connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Entries in the default queue's dead-letter stream.
+    async fn dead_letter_entries(&self) -> usize {
+        redis::cmd("XLEN")
+            .arg("tb:{default}:dead")
+            .query_async(&mut self.redis_connection().await)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `count` workers are idle: blocked in their read of new entries.
+    async fn wait_for_idle_workers(&self, count: usize) {
+        let mut conn = self.redis_connection().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let blocked = clients
+                .lines()
+                .filter(|client| client.contains(" flags=b ") && client.contains("cmd=xreadgroup"))
+                .count();
+            if blocked == count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{blocked} workers idle, not {count}:\n{clients}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until Redis answers again after a restart.
+    async fn wait_for_redis(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(err) = self.queue.ping().await {
+            assert!(
+                Instant::now() < deadline,
+                "Redis did not come back: {err:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Starts a worker in this process; it stops (gracefully) when the handle drops.
@@ -175,6 +236,28 @@ impl Harness {
 struct WorkerProcess(Child);
 
 impl WorkerProcess {
+    /// Reads the process's stderr (it must be piped) to its end; the receiver says once a
+    /// line contains `marker`. Reading on keeps the pipe from filling up.
+    fn watch_stderr(&mut self, marker: &'static str) -> oneshot::Receiver<()> {
+        use std::io::BufRead as _;
+        let stderr = self.0.stderr.take().expect("stderr is piped");
+        let (seen, said) = oneshot::channel();
+        std::thread::spawn(move || {
+            let mut seen = Some(seen);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains(marker)
+                    && let Some(seen) = seen.take()
+                {
+                    let _ = seen.send(());
+                }
+            }
+        });
+        said
+    }
+
     fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -354,6 +437,7 @@ async fn deterministic_failures_go_straight_to_dead_letters_and_can_be_retried()
         (job.status, job.attempt, job.error_kind()),
         (JobStatus::Dead, 1, Some("trap"))
     );
+    assert_eq!(h.dead_letter_entries().await, 1);
 
     assert!(h.queue.retry_dead(&id).await.unwrap());
     let job = h
@@ -366,8 +450,14 @@ async fn deterministic_failures_go_straight_to_dead_letters_and_can_be_retried()
         "a retried dead job starts a new series of attempts"
     );
     assert_eq!(h.dead_letters().await.len(), 1);
+    assert_eq!(
+        h.dead_letter_entries().await,
+        1,
+        "one dead letter per dead job, not one per death"
+    );
     assert_eq!(h.queue.purge_dead(TENANT, None).await.unwrap(), 1);
     assert!(h.dead_letters().await.is_empty());
+    assert_eq!(h.dead_letter_entries().await, 0);
     assert!(
         h.queue.job(&id).await.unwrap().is_none(),
         "purged with its dead letter"
@@ -730,5 +820,275 @@ async fn a_redis_restart_loses_nothing() {
             }
         };
         assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_the_visibility_timeout_on_a_full_worker_runs_once() {
+    let h = Harness::start().await;
+    let short = |config: &mut WorkerConfig| {
+        config.concurrency = 1;
+        config.visibility_timeout = Duration::from_secs(1);
+    };
+    let workers = [h.worker(short), h.worker(short)];
+    // Idle, so the job is taken by a blocking read; the worker that takes it is then full.
+    h.wait_for_idle_workers(2).await;
+    let id = h
+        .enqueue(
+            "fixtures",
+            "sleep",
+            json!({"ms": 3500}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (job.status, job.attempt),
+        (JobStatus::Completed, 1),
+        "{job:?}"
+    );
+    let count = |counter: fn(&WorkerStats) -> &std::sync::atomic::AtomicU64| {
+        workers
+            .iter()
+            .map(|worker| counter(&worker.stats).load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    assert_eq!(count(|stats| &stats.completed), 1);
+    assert_eq!(count(|stats| &stats.stale_rejected), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_leaves_no_job_marked_running() {
+    let h = Harness::start().await;
+    let jobs = (0..500)
+        .map(|i| NewJob {
+            module: "hello".into(),
+            task: "add".into(),
+            input: json!({"numbers": [i, 1]}).to_string().into_bytes(),
+            options: EnqueueOptions::default(),
+        })
+        .collect();
+    let enqueued = h.queue.enqueue_batch(TENANT, jobs).await.unwrap();
+    let worker = h.worker(|config| config.concurrency = 16);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while worker.stats.completed.load(Ordering::Relaxed) < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker completed too few jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Stopping while jobs are being taken: every job the worker marked running, it runs.
+    worker.shutdown().await;
+    for job in &enqueued {
+        let job = h.job(&job.id).await;
+        assert!(
+            matches!(
+                (job.status, job.attempt),
+                (JobStatus::Completed, 1) | (JobStatus::Pending, 0)
+            ),
+            "{job:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_last_attempt_dies_at_once_and_its_worker_cannot_finish_the_retried_job() {
+    let h = Harness::start().await;
+    let mut stalled = h.worker_process("1s", 1, true);
+    let refused = stalled.watch_stderr("outcome refused: a newer attempt owns the job");
+    // Once it has compiled the module, the stalled worker's attempt is all sleep.
+    let warm_up = h
+        .enqueue("fixtures", "noop", Value::Null, EnqueueOptions::default())
+        .await;
+    h.wait(&warm_up, Duration::from_secs(30)).await;
+    let options = EnqueueOptions {
+        max_retries: Some(0),
+        ..EnqueueOptions::default()
+    };
+    let id = h
+        .enqueue("fixtures", "sleep", json!({"ms": 5000}), options)
+        .await;
+    let first = h
+        .wait_until(&id, Duration::from_secs(30), |job| {
+            job.status == JobStatus::Running
+        })
+        .await;
+    stalled.signal("-STOP");
+    let worker = h.worker(|config| {
+        config.concurrency = 1;
+        config.visibility_timeout = Duration::from_secs(1);
+    });
+    // The other worker finds the only attempt lost: the job is dead, and whoever waits for
+    // it hears so at once rather than at the end of their timeout.
+    let waited = Instant::now();
+    let dead = h
+        .queue
+        .wait(&id, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        waited.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        waited.elapsed()
+    );
+    assert_eq!(
+        (dead.status, dead.attempt, dead.error_kind()),
+        (JobStatus::Dead, 1, Some("worker_lost"))
+    );
+    assert_eq!(h.dead_letter_entries().await, 1);
+
+    // Retried, attempt 1 of the new series runs on the other worker...
+    assert!(h.queue.retry_dead(&id).await.unwrap());
+    assert_eq!(
+        h.dead_letter_entries().await,
+        0,
+        "retrying takes the dead letter away"
+    );
+    let retried = h
+        .wait_until(&id, Duration::from_secs(30), |job| {
+            job.status == JobStatus::Running && job.dead_retries == 1
+        })
+        .await;
+    assert_eq!(retried.attempt, 1);
+    assert_ne!(retried.worker, first.worker);
+    // ...while the stalled worker wakes up and finishes its own attempt 1: it is refused.
+    stalled.signal("-CONT");
+    tokio::time::timeout(Duration::from_secs(20), refused)
+        .await
+        .expect("the stalled worker's outcome was not refused")
+        .unwrap();
+    let during = h.job(&id).await;
+    assert_eq!(
+        (during.status, &during.worker),
+        (JobStatus::Running, &retried.worker),
+        "{during:?}"
+    );
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (job.status, job.attempt),
+        (JobStatus::Completed, 1),
+        "{job:?}"
+    );
+    assert_eq!(worker.stats.completed.load(Ordering::Relaxed), 1);
+    assert_eq!(worker.stats.stale_rejected.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_while_its_worker_is_gone_ends_cancelled_not_rerun() {
+    let h = Harness::start().await;
+    let mut lost = h.worker_process("1s", 1, false);
+    let id = h
+        .enqueue("fixtures", "spin", Value::Null, EnqueueOptions::default())
+        .await;
+    h.wait_until(&id, Duration::from_secs(30), |job| {
+        job.status == JobStatus::Running
+    })
+    .await;
+    lost.kill();
+    assert_eq!(
+        h.queue.cancel(&id).await.unwrap(),
+        Some(CancelOutcome::Cancelling)
+    );
+    let _worker = h.worker(|config| config.visibility_timeout = Duration::from_secs(1));
+    let job = h.wait(&id, Duration::from_secs(20)).await;
+    assert_eq!(
+        (job.status, job.attempt, job.error_kind()),
+        (JobStatus::Cancelled, 1, Some("cancelled")),
+        "{job:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_finished_while_redis_is_down_is_stored_when_it_is_back() {
+    let mut h = Harness::with(RedisOptions {
+        appendonly: true,
+        ..RedisOptions::default()
+    })
+    .await;
+    let mut worker = h.worker_process("2s", 1, true);
+    let retrying = worker.watch_stderr("storing the outcome");
+    let id = h
+        .enqueue(
+            "fixtures",
+            "sleep",
+            json!({"ms": 300}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    h.wait_until(&id, Duration::from_secs(30), |job| {
+        job.status == JobStatus::Running
+    })
+    .await;
+    tokio::task::block_in_place(|| h.redis.kill());
+    tokio::time::timeout(Duration::from_secs(20), retrying)
+        .await
+        .expect("the worker did not try to store the outcome")
+        .unwrap();
+    tokio::task::block_in_place(|| h.redis.restart()).unwrap();
+    h.wait_for_redis().await;
+    let job = h.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (job.status, job.attempt),
+        (JobStatus::Completed, 1),
+        "the job ran again: {job:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_keeps_working_after_redis_loses_its_data() {
+    let mut h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let before = h
+        .enqueue(
+            "hello",
+            "greet",
+            json!({"name": "before"}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    h.wait(&before, Duration::from_secs(30)).await;
+    // No persistence: the restarted Redis is empty, consumer groups and modules included.
+    tokio::task::block_in_place(|| h.redis.restart()).unwrap();
+    h.wait_for_redis().await;
+    h.publish_guests().await;
+    let after = h
+        .enqueue(
+            "hello",
+            "greet",
+            json!({"name": "after"}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    let job = h.wait(&after, Duration::from_secs(30)).await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    assert_eq!(result_json(&job), json!({"message": "Hello, after!"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_every_queue_it_is_given() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|config| {
+        config.queues = vec!["default".into(), "emails".into()];
+    });
+    h.wait_for_idle_workers(1).await;
+    let mut ids = Vec::new();
+    for queue in ["emails", "default"] {
+        let options = EnqueueOptions {
+            queue: Some(queue.into()),
+            ..EnqueueOptions::default()
+        };
+        ids.push(
+            h.enqueue("hello", "greet", json!({"name": queue}), options)
+                .await,
+        );
+    }
+    for (id, queue) in ids.iter().zip(["emails", "default"]) {
+        let job = h.wait(id, Duration::from_secs(30)).await;
+        assert_eq!(
+            (job.status, job.queue.as_str()),
+            (JobStatus::Completed, queue)
+        );
     }
 }

@@ -4,9 +4,15 @@
 //! stores its outcome. While a worker holds entries it heartbeats them (XCLAIM to itself
 //! resets their idle time); entries idle past the visibility timeout belong to a worker that
 //! died and are taken over (XAUTOCLAIM) by any other worker. Every outcome write is fenced by
-//! the attempt number, so a worker that was presumed dead cannot overwrite a newer attempt.
+//! the attempt number and the stream entry, so a worker that was presumed dead cannot
+//! overwrite a newer attempt, not even one of a new series after a retry from the dead
+//! letters.
+//!
+//! One task per worker takes jobs (`fetch`), always with free slots in hand, so it never
+//! holds an entry it cannot start; another (`maintain`) heartbeats and promotes delayed jobs
+//! and never waits for a slot.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +24,7 @@ use redis::{AsyncCommands as _, AsyncConnectionConfig};
 use taskbox_runtime::{
     CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime, TaskModule,
 };
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys, WorkerInfo, unix_millis};
 
@@ -27,6 +33,12 @@ const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The most entries one call takes.
 const MAX_BATCH: usize = 256;
+
+/// The first wait before trying Redis again after a failure; it doubles up to [`RETRY_MOST`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest wait between tries.
+const RETRY_MOST: Duration = Duration::from_secs(5);
 
 /// Environment variable for the number of jobs a worker runs at once.
 pub const ENV_CONCURRENCY: &str = "TASKBOX_CONCURRENCY";
@@ -82,13 +94,15 @@ pub struct Worker {
     /// one compile instead of each compiling it.
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>>,
     running: Mutex<RunningJobs>,
-    /// Stream entries being processed, by stream: only these are heartbeated, so an entry
-    /// whose outcome could not be stored (Redis was down) goes idle and is run again.
+    /// Stream entries this worker holds, by stream: those of its running jobs, from their
+    /// start until their outcome is stored, and those read but waiting for a slot. Only these
+    /// are heartbeated; an entry let go goes idle and is taken over by another worker.
     in_flight: Mutex<HashMap<String, HashSet<String>>>,
+    /// Set when the grace period of a shutdown is over: running jobs are handed back.
     releasing: AtomicBool,
     started_at: SystemTime,
     progress: mpsc::UnboundedSender<(QueueKeys, String, Progress)>,
-    outcomes: mpsc::UnboundedSender<Outcome>,
+    outcomes: mpsc::UnboundedSender<(Outcome, Stored)>,
 }
 
 /// Cancel handles of the jobs this worker runs. A job's handle exists from just after its
@@ -134,8 +148,7 @@ impl RunningJobs {
 }
 
 /// An attempt's outcome on its way to Redis. The writer stores whatever outcomes are ready
-/// with one script call per queue, and answers each with the job's new status, or `None`
-/// when the attempt was stale and refused.
+/// with one script call per queue, and answers each through its [`Stored`].
 struct Outcome {
     queue: String,
     priority: Priority,
@@ -148,34 +161,41 @@ struct Outcome {
     retry_delay: i64,
     log: String,
     stats: String,
-    stored: oneshot::Sender<anyhow::Result<Option<String>>>,
+}
+
+/// The writer's answer to one outcome: the job's new status (`None` when the attempt was
+/// stale and refused), or the outcome handed back because Redis did not take it.
+type Stored = oneshot::Sender<Result<Option<String>, NotStored>>;
+
+/// An outcome Redis did not take, handed back to be sent again.
+struct NotStored {
+    outcome: Outcome,
+    error: anyhow::Error,
 }
 
 /// Stores outcomes in batches: while one batch is being written, the next one gathers.
-async fn store_outcomes(queue: Queue, mut outcomes: mpsc::UnboundedReceiver<Outcome>) {
+async fn store_outcomes(queue: Queue, mut outcomes: mpsc::UnboundedReceiver<(Outcome, Stored)>) {
     const MOST: usize = 512;
     let mut batch = Vec::with_capacity(MOST);
     while outcomes.recv_many(&mut batch, MOST).await > 0 {
-        let mut by_queue: HashMap<String, Vec<Outcome>> = HashMap::new();
-        for outcome in batch.drain(..) {
-            by_queue
-                .entry(outcome.queue.clone())
-                .or_default()
-                .push(outcome);
+        let mut by_queue: HashMap<String, (Vec<Outcome>, Vec<Stored>)> = HashMap::new();
+        for (outcome, stored) in batch.drain(..) {
+            let (outcomes, answers) = by_queue.entry(outcome.queue.clone()).or_default();
+            outcomes.push(outcome);
+            answers.push(stored);
         }
-        for (name, outcomes) in by_queue {
+        for (name, (outcomes, answers)) in by_queue {
             match finish_batch(&queue, &name, &outcomes).await {
                 Ok(statuses) => {
                     count_outcomes(&queue, &name, &statuses).await;
-                    for (outcome, status) in outcomes.into_iter().zip(statuses) {
-                        let _ = outcome.stored.send(Ok(status));
+                    for (stored, status) in answers.into_iter().zip(statuses) {
+                        let _ = stored.send(Ok(status));
                     }
                 }
                 Err(err) => {
-                    for outcome in outcomes {
-                        let _ = outcome
-                            .stored
-                            .send(Err(anyhow::anyhow!("storing the outcome: {err:#}")));
+                    for (outcome, stored) in outcomes.into_iter().zip(answers) {
+                        let error = anyhow::anyhow!("storing the outcome failed: {err:#}");
+                        let _ = stored.send(Err(NotStored { outcome, error }));
                     }
                 }
             }
@@ -212,6 +232,7 @@ async fn count_outcomes(queue: &Queue, name: &str, statuses: &[Option<String>]) 
     }
 }
 
+/// Stores `outcomes`, all of queue `name`, with one script call; one status per outcome.
 async fn finish_batch(
     queue: &Queue,
     name: &str,
@@ -321,13 +342,20 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let background = [
             tokio::spawn(Arc::clone(&self).listen_for_cancels()),
-            tokio::spawn(Arc::clone(&self).maintain(Arc::clone(&slots))),
+            tokio::spawn(Arc::clone(&self).maintain()),
         ];
-        tokio::select! {
-            () = shutdown => {}
-            result = Arc::clone(&self).fetch(Arc::clone(&slots)) => result?,
-        }
-        tracing::info!(worker = %self.config.id, "shutting down: no new jobs");
+        // Fetching is told to stop rather than dropped: a script call under way may have
+        // marked jobs running, and those must be run.
+        let (stop, stopping) = watch::channel(false);
+        let stop_at_shutdown = async {
+            shutdown.await;
+            tracing::info!(worker = %self.config.id, "shutting down: no new jobs");
+            let _ = stop.send(true);
+        };
+        tokio::join!(
+            Arc::clone(&self).fetch(Arc::clone(&slots), stopping),
+            stop_at_shutdown
+        );
         let all = self.config.concurrency as u32;
         if tokio::time::timeout(self.config.grace, slots.acquire_many(all))
             .await
@@ -344,6 +372,8 @@ impl Worker {
         Ok(())
     }
 
+    /// Creates the consumer group of each of the queue's streams (and the streams), unless
+    /// it exists.
     async fn create_groups(&self, queue: &str) -> anyhow::Result<()> {
         let mut conn = self.queue.connection();
         for stream in self.queue.keys(queue).streams() {
@@ -370,151 +400,225 @@ impl Worker {
             .await?)
     }
 
-    /// Takes entries from the streams in batches, as many as there are free slots.
-    async fn fetch(self: Arc<Self>, slots: Arc<Semaphore>) -> anyhow::Result<()> {
-        let mut conn: Option<MultiplexedConnection> = None;
-        let mut backoff = Duration::from_millis(100);
+    /// Takes jobs and starts them, as many at a time as there are free slots, until `stop`
+    /// turns true. A round under way when it does is finished, never cut short.
+    async fn fetch(self: Arc<Self>, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
+        let mut conn = None;
+        // Entries a blocking read took beyond the free slots: held, and started first.
+        let mut backlog = VecDeque::new();
+        let mut retry_in = RETRY_FIRST;
+        let takeover_every = self.config.visibility_timeout / 3;
+        let mut next_takeover = tokio::time::Instant::now();
         loop {
-            // Take the free slots, waiting for one at least.
-            let mut permits = vec![Arc::clone(&slots).acquire_owned().await?];
-            while permits.len() < MAX_BATCH {
-                match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
-            // While there is work: read and start in one script call per queue.
-            let mut started = 0;
-            for queue in &self.config.queues {
-                match self.start_batch(queue, permits.len(), &[]).await {
-                    Ok(taken) => started += self.launch(taken, &mut permits),
-                    Err(err) => {
-                        tracing::warn!("taking jobs failed ({err:#}); retrying in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-                if permits.is_empty() {
-                    break;
-                }
-            }
-            if started > 0 || permits.is_empty() {
-                backoff = Duration::from_millis(100);
-                continue;
-            }
-            // Idle: block until entries arrive, then start them.
-            drop(permits);
-            let connection = match &mut conn {
-                Some(connection) => connection,
-                None => match self.fetch_connection().await {
-                    Ok(connection) => conn.insert(connection),
-                    Err(err) => {
-                        tracing::warn!("Redis unreachable ({err:#}); retrying in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
+            let permits = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
+                permits = free_slots(&slots) => permits,
             };
-            let free = slots.available_permits().max(1);
-            match self.read(connection, free).await {
-                Ok(deliveries) => {
-                    backoff = Duration::from_millis(100);
-                    self.dispatch(deliveries, &slots).await?;
-                }
-                Err(err) => {
-                    tracing::warn!("reading jobs failed ({err:#}); retrying in {backoff:?}");
-                    conn = None;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            let take_over = tokio::time::Instant::now() >= next_takeover;
+            if take_over {
+                next_takeover = tokio::time::Instant::now() + takeover_every;
+            }
+            let round = self
+                .fetch_round(permits, &mut backlog, &mut conn, take_over)
+                .await;
+            let Err(err) = round else {
+                retry_in = RETRY_FIRST;
+                continue;
+            };
+            tracing::warn!("taking jobs failed ({err:#}); trying again in {retry_in:?}");
+            if lost_group(&err) {
+                // Redis lost its data (or a stream was deleted): make the groups again.
+                for queue in &self.config.queues {
+                    if let Err(err) = self.create_groups(queue).await {
+                        tracing::warn!("{err:#}");
+                    }
                 }
             }
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
+                () = tokio::time::sleep(retry_in) => {}
+            }
+            retry_in = (retry_in * 2).min(RETRY_MOST);
         }
+        // Not started: another worker takes them over once they are idle.
+        backlog.iter().for_each(|delivery| self.unhold(delivery));
     }
 
-    /// One blocking read of up to `count` new entries per stream, most urgent first.
+    /// One round of taking jobs for the slots of `permits`: first entries read before and
+    /// waiting for a slot, then, when `take_over`, entries of workers that stopped
+    /// heartbeating, then new entries, read and started in one script call per queue. When
+    /// there are none, blocks (a second at most) until new entries arrive and starts them.
+    async fn fetch_round(
+        self: &Arc<Self>,
+        mut permits: Vec<OwnedSemaphorePermit>,
+        backlog: &mut VecDeque<Delivery>,
+        conn: &mut Option<MultiplexedConnection>,
+        take_over: bool,
+    ) -> anyhow::Result<()> {
+        let mut started = 0;
+        if !backlog.is_empty() {
+            let waited = backlog.drain(..permits.len().min(backlog.len())).collect();
+            started += self.start_taken(waited, &mut permits).await?;
+        }
+        if take_over {
+            started += self.take_over(&mut permits).await?;
+        }
+        for queue in &self.config.queues {
+            if permits.is_empty() {
+                return Ok(());
+            }
+            let taken = self.start_batch(queue, permits.len(), &[]).await?;
+            started += self.launch(taken, &mut permits);
+        }
+        if started > 0 || permits.is_empty() {
+            return Ok(());
+        }
+        let connection = match conn {
+            Some(connection) => connection,
+            None => conn.insert(self.fetch_connection().await?),
+        };
+        let mut read = match self.read(connection, permits.len()).await {
+            Ok(read) => read,
+            Err(err) => {
+                *conn = None;
+                return Err(err);
+            }
+        };
+        // Each stream may give as many entries as there are slots: the rest wait, held.
+        let waiting = read.split_off(permits.len().min(read.len()));
+        waiting.iter().for_each(|delivery| self.hold(delivery));
+        backlog.extend(waiting);
+        self.start_taken(read, &mut permits).await?;
+        Ok(())
+    }
+
+    /// One blocking read (a second at most) of up to `count` new entries per stream, over
+    /// every stream of every queue served, most urgent first.
     async fn read(
         &self,
         conn: &mut MultiplexedConnection,
         count: usize,
     ) -> anyhow::Result<Vec<Delivery>> {
+        let streams: Vec<(String, &String, Priority)> = self
+            .config
+            .queues
+            .iter()
+            .flat_map(|queue| {
+                let keys = self.queue.keys(queue);
+                Priority::ALL.map(|priority| (keys.stream(priority), queue, priority))
+            })
+            .collect();
+        let names: Vec<&str> = streams.iter().map(|(name, ..)| name.as_str()).collect();
+        let options = StreamReadOptions::default()
+            .group(GROUP, &self.config.id)
+            .count(count)
+            .block(1000);
+        let reply: Option<StreamReadReply> = conn
+            .xread_options(&names, &vec![">"; names.len()], &options)
+            .await?;
         let mut deliveries = Vec::new();
-        for queue in &self.config.queues {
-            let keys = self.queue.keys(queue);
-            let streams = keys.streams();
-            let options = StreamReadOptions::default()
-                .group(GROUP, &self.config.id)
-                .count(count)
-                .block(1000);
-            let reply: Option<StreamReadReply> = conn
-                .xread_options(&streams, &[">", ">", ">"], &options)
-                .await?;
-            for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
-                let priority = Priority::ALL
-                    .into_iter()
-                    .find(|priority| keys.stream(*priority) == stream.key)
-                    .unwrap_or_default();
-                for entry in stream.ids {
-                    let job = entry.get::<String>("id").unwrap_or_default();
-                    deliveries.push(Delivery {
-                        queue: queue.clone(),
-                        priority,
-                        entry: entry.id,
-                        job,
-                    });
-                }
+        for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
+            let Some((_, queue, priority)) = streams.iter().find(|(name, ..)| *name == stream.key)
+            else {
+                continue;
+            };
+            for entry in stream.ids {
+                deliveries.push(Delivery {
+                    queue: (*queue).clone(),
+                    priority: *priority,
+                    job: entry.get::<String>("id").unwrap_or_default(),
+                    entry: entry.id,
+                });
             }
         }
         deliveries.sort_by_key(|delivery| delivery.priority.rank());
         Ok(deliveries)
     }
 
-    /// Starts deliveries with one script call per queue and runs those that may run. A Redis
-    /// error is logged: the entries stay pending and are run again after the visibility
-    /// timeout.
-    /// Starts entries this worker was given (by a blocking read or a takeover), as many at a
-    /// time as there are free slots. A Redis error is logged: the entries stay pending and
-    /// are run again after the visibility timeout.
-    async fn dispatch(
+    /// Starts entries this worker already took (by a blocking read or a takeover), no more
+    /// than `permits`, with one script call per queue, and runs those that may run; returns
+    /// how many. On a Redis error the entries are let go: they stay pending and are taken
+    /// over once idle.
+    async fn start_taken(
         self: &Arc<Self>,
-        deliveries: Vec<Delivery>,
-        slots: &Arc<Semaphore>,
-    ) -> anyhow::Result<()> {
+        taken: Vec<Delivery>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+    ) -> anyhow::Result<usize> {
         let mut by_queue: HashMap<String, Vec<Delivery>> = HashMap::new();
-        for delivery in deliveries {
+        for delivery in taken {
             by_queue
                 .entry(delivery.queue.clone())
                 .or_default()
                 .push(delivery);
         }
+        let mut started = 0;
+        let mut failed = None;
         for (queue, deliveries) in by_queue {
-            // Heartbeated while they wait for a slot.
-            deliveries.iter().for_each(|delivery| self.hold(delivery));
-            let mut waiting = std::collections::VecDeque::from(deliveries);
-            while !waiting.is_empty() {
-                let mut permits = vec![Arc::clone(slots).acquire_owned().await?];
-                while permits.len() < waiting.len() {
-                    match Arc::clone(slots).try_acquire_owned() {
-                        Ok(permit) => permits.push(permit),
-                        Err(_) => break,
-                    }
+            match self.start_batch(&queue, 0, &deliveries).await {
+                Ok(taken) => started += self.launch(taken, permits),
+                Err(err) => {
+                    deliveries.iter().for_each(|delivery| self.unhold(delivery));
+                    failed = Some(err);
                 }
-                let chunk: Vec<Delivery> = waiting.drain(..permits.len()).collect();
-                match self.start_batch(&queue, 0, &chunk).await {
-                    Ok(taken) => {
-                        self.launch(taken, &mut permits);
-                    }
-                    Err(err) => {
-                        tracing::warn!("starting jobs failed, they will run again: {err:#}")
-                    }
-                }
-                chunk.iter().for_each(|delivery| self.unhold(delivery));
             }
         }
-        Ok(())
+        match failed {
+            Some(err) => Err(err.context("starting jobs failed, they will run again")),
+            None => Ok(started),
+        }
     }
 
-    /// Runs each started job in a task of its own, with one of `permits`; returns how many.
+    /// Takes over entries idle past the visibility timeout (their worker stopped
+    /// heartbeating), no more than `permits`, and starts them; returns how many ran.
+    async fn take_over(
+        self: &Arc<Self>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+    ) -> anyhow::Result<usize> {
+        let mut conn = self.queue.connection();
+        let mut started = 0;
+        for queue in &self.config.queues {
+            for priority in Priority::ALL {
+                if permits.is_empty() {
+                    return Ok(started);
+                }
+                let claimed: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                    .arg(self.queue.keys(queue).stream(priority))
+                    .arg(GROUP)
+                    .arg(&self.config.id)
+                    .arg(self.config.visibility_timeout.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(permits.len())
+                    .query_async(&mut conn)
+                    .await?;
+                let deliveries: Vec<Delivery> = claimed
+                    .claimed
+                    .into_iter()
+                    .map(|entry| Delivery {
+                        queue: queue.clone(),
+                        priority,
+                        job: entry.get::<String>("id").unwrap_or_default(),
+                        entry: entry.id,
+                    })
+                    // Entries this worker holds went idle only because Redis was away longer
+                    // than the visibility timeout: their jobs are still running here.
+                    .filter(|delivery| !self.holds(delivery))
+                    .inspect(|delivery| {
+                        tracing::info!(entry = %delivery.entry, "taking over a job of a worker that stopped");
+                    })
+                    .collect();
+                if !deliveries.is_empty() {
+                    started += self.start_taken(deliveries, permits).await?;
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Runs each started job in a task of its own, with one of `permits`, holding its entry
+    /// until its outcome is stored; lets go of the entries of the rest. Returns how many ran.
     fn launch(
         self: &Arc<Self>,
         taken: Vec<(Delivery, Option<Started>)>,
@@ -523,6 +627,7 @@ impl Worker {
         let mut launched = 0;
         for (delivery, started) in taken {
             let (Some(started), Some(permit)) = (started, permits.pop()) else {
+                self.unhold(&delivery);
                 continue;
             };
             self.hold(&delivery);
@@ -541,7 +646,9 @@ impl Worker {
         launched
     }
 
-    /// Starts jobs: `read` new entries read by the script itself, then the `given` ones.
+    /// Starts jobs with one script call: `read` new entries read by the script itself, then
+    /// the `given` ones. Returns each entry with what its job needs to run, or `None` when it
+    /// must not run (the script has dealt with it).
     async fn start_batch(
         &self,
         queue: &str,
@@ -559,6 +666,7 @@ impl Worker {
             .arg(GROUP)
             .arg(self.queue.retention().as_secs())
             .arg(keys.job_prefix())
+            .arg(keys.done_channel())
             .arg(read);
         for delivery in given {
             invocation
@@ -596,6 +704,16 @@ impl Worker {
             .insert(delivery.entry.clone());
     }
 
+    /// Whether the delivery's entry is held by this worker.
+    fn holds(&self, delivery: &Delivery) -> bool {
+        let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
+        self.in_flight()
+            .get(&stream)
+            .is_some_and(|entries| entries.contains(&delivery.entry))
+    }
+
+    /// Stops heartbeating the delivery's entry: if it is still pending, it goes idle and
+    /// another worker takes it over.
     fn unhold(&self, delivery: &Delivery) {
         let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
         if let Some(entries) = self.in_flight().get_mut(&stream) {
@@ -609,6 +727,7 @@ impl Worker {
         self.running().register(job)
     }
 
+    /// Runs one attempt in a fresh sandbox and stores its outcome.
     async fn run_job(
         &self,
         delivery: &Delivery,
@@ -664,6 +783,9 @@ impl Worker {
         self.finish(delivery, attempt, report, &backoff).await
     }
 
+    /// Stores an attempt's outcome. While Redis fails it tries again with capped backoff,
+    /// the entry still held, so that no other worker runs the job again; it gives up only
+    /// when handing jobs back after a shutdown's grace period.
     async fn finish(
         &self,
         delivery: &Delivery,
@@ -691,8 +813,7 @@ impl Worker {
                 ("failed", error_json(err), err.kind().to_owned(), delay)
             }
         };
-        let (stored, status) = oneshot::channel();
-        let outcome = Outcome {
+        let mut outcome = Outcome {
             queue: delivery.queue.clone(),
             priority: delivery.priority,
             entry: delivery.entry.clone(),
@@ -704,20 +825,34 @@ impl Worker {
             retry_delay,
             log: report.log,
             stats: serde_json::to_string(&report.stats)?,
-            stored,
         };
-        self.outcomes
-            .send(outcome)
-            .map_err(|_| anyhow::anyhow!("the outcome writer stopped"))?;
-        let status = status.await??;
-        let counter = match (status.as_deref(), name) {
-            (None, _) => {
+        let mut retry_in = RETRY_FIRST;
+        let status = loop {
+            let (stored, status) = oneshot::channel();
+            self.outcomes
+                .send((outcome, stored))
+                .map_err(|_| anyhow::anyhow!("the outcome writer stopped"))?;
+            match status.await? {
+                Ok(status) => break status,
+                Err(not_stored) if self.releasing.load(Ordering::SeqCst) => {
+                    return Err(not_stored.error);
+                }
+                Err(not_stored) => {
+                    tracing::warn!(job = %delivery.job, attempt, "{:#}; trying again in {retry_in:?}", not_stored.error);
+                    outcome = not_stored.outcome;
+                    tokio::time::sleep(retry_in).await;
+                    retry_in = (retry_in * 2).min(RETRY_MOST);
+                }
+            }
+        };
+        let counter = match status.as_deref() {
+            None => {
                 tracing::warn!(job = %delivery.job, attempt, "outcome refused: a newer attempt owns the job");
                 &self.stats.stale_rejected
             }
-            (_, "completed") => &self.stats.completed,
-            (_, "released") => &self.stats.released,
-            _ => &self.stats.failed,
+            Some("completed") => &self.stats.completed,
+            Some("pending") => &self.stats.released,
+            Some(_) => &self.stats.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -779,9 +914,9 @@ impl Worker {
         anyhow::bail!("the subscription ended")
     }
 
-    /// Promotes due delayed jobs, heartbeats held entries and takes over those of dead
-    /// workers, forever.
-    async fn maintain(self: Arc<Self>, slots: Arc<Semaphore>) {
+    /// Promotes due delayed jobs and heartbeats held entries, forever. Never waits for a
+    /// slot: a worker busy with long jobs keeps them.
+    async fn maintain(self: Arc<Self>) {
         let heartbeat_every = self.config.visibility_timeout / 3;
         // The first round reports the worker and heartbeats at once.
         let mut last_heartbeat = tokio::time::Instant::now()
@@ -801,7 +936,7 @@ impl Worker {
                     tracing::warn!("reporting this worker failed: {err:#}");
                 }
                 for queue in &self.config.queues {
-                    if let Err(err) = self.heartbeat_and_reclaim(queue, &slots).await {
+                    if let Err(err) = self.heartbeat(queue).await {
                         tracing::warn!("heartbeat of {queue} failed: {err:#}");
                     }
                 }
@@ -809,6 +944,7 @@ impl Worker {
         }
     }
 
+    /// Moves the queue's due delayed jobs and retries onto its streams.
     async fn promote(&self, queue: &str) -> anyhow::Result<()> {
         let keys = self.queue.keys(queue);
         let [high, normal, low] = keys.streams();
@@ -826,61 +962,27 @@ impl Worker {
         Ok(())
     }
 
-    async fn heartbeat_and_reclaim(
-        self: &Arc<Self>,
-        queue: &str,
-        slots: &Arc<Semaphore>,
-    ) -> anyhow::Result<()> {
-        let keys = self.queue.keys(queue);
+    /// Re-claims the held entries of the queue's streams, which resets their idle time.
+    async fn heartbeat(&self, queue: &str) -> anyhow::Result<()> {
         let mut conn = self.queue.connection();
-        for priority in Priority::ALL {
-            let stream = keys.stream(priority);
-            // Heartbeat: re-claiming the entries we are working on resets their idle time.
+        for stream in self.queue.keys(queue).streams() {
             let ids: Vec<String> = self
                 .in_flight()
                 .get(&stream)
                 .map(|entries| entries.iter().cloned().collect())
                 .unwrap_or_default();
-            if !ids.is_empty() {
-                let _: redis::Value = redis::cmd("XCLAIM")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(&self.config.id)
-                    .arg(0)
-                    .arg(&ids)
-                    .arg("JUSTID")
-                    .query_async(&mut conn)
-                    .await?;
-            }
-            // Take over entries of workers that stopped heartbeating.
-            let free = slots.available_permits();
-            if free == 0 {
+            if ids.is_empty() {
                 continue;
             }
-            let claimed: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            let _: redis::Value = redis::cmd("XCLAIM")
                 .arg(&stream)
                 .arg(GROUP)
                 .arg(&self.config.id)
-                .arg(self.config.visibility_timeout.as_millis() as u64)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(free)
+                .arg(0)
+                .arg(&ids)
+                .arg("JUSTID")
                 .query_async(&mut conn)
                 .await?;
-            let deliveries = claimed
-                .claimed
-                .into_iter()
-                .map(|entry| {
-                    tracing::info!(entry = %entry.id, "taking over a job of a worker that stopped");
-                    Delivery {
-                        queue: queue.to_owned(),
-                        priority,
-                        job: entry.get::<String>("id").unwrap_or_default(),
-                        entry: entry.id,
-                    }
-                })
-                .collect();
-            self.dispatch(deliveries, slots).await?;
         }
         Ok(())
     }
@@ -914,6 +1016,29 @@ impl Worker {
     ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>> {
         self.modules.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The free slots, no more than [`MAX_BATCH`]; waits until there is one at least.
+async fn free_slots(slots: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
+    let first = Arc::clone(slots).acquire_owned().await;
+    let mut permits = vec![first.expect("the slots are never closed")];
+    while permits.len() < MAX_BATCH {
+        match Arc::clone(slots).try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
+        }
+    }
+    permits
+}
+
+/// Whether Redis refused a read because a consumer group is gone: it lost its data, or a
+/// stream was deleted. Reads fail so until the groups are made again.
+fn lost_group(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<redis::RedisError>()
+            .is_some_and(|err| err.code() == Some("NOGROUP"))
+    })
 }
 
 /// Writes progress reports to their jobs, in order, and publishes them on `job:{id}`.

@@ -429,7 +429,8 @@ impl Queue {
         }))
     }
 
-    /// Gives dead job `id` a new series of attempts; false when it is not dead.
+    /// Gives dead job `id` a new series of attempts and removes its dead letter; false when it
+    /// is not dead.
     pub async fn retry_dead(&self, id: &str) -> anyhow::Result<bool> {
         let Some(job) = self.job(id).await? else {
             return Ok(false);
@@ -440,6 +441,7 @@ impl Queue {
             .retry_dead
             .key(keys.job(id))
             .key(keys.stream(job.priority))
+            .key(keys.dead())
             .arg(id)
             .invoke_async(&mut self.connection())
             .await?;

@@ -1,5 +1,6 @@
 -- finish_batch: stores the outcomes of attempts, each only if that attempt is still its
--- job's current one.
+-- job's current one. A job whose cancel was asked for while it ran is cancelled when its
+-- attempt failed or was handed back, rather than retried.
 -- KEYS[1] the queue's delayed set
 -- KEYS[2] the queue's dead-letter stream
 -- KEYS[3], KEYS[4], KEYS[5] the queue's high, normal and low streams
@@ -11,7 +12,8 @@
 --   the result (completed) or the error as JSON; the error kind ('' when completed);
 --   the retry delay in ms, or -1 for no retry (failed only); the job log; run stats as JSON
 -- Returns one reply per outcome, in order: the job's new status, or 0 when the attempt is
--- stale (a newer attempt owns the job) and nothing was written.
+-- stale (the job is not running that attempt from that entry: a newer attempt owns it) and
+-- nothing was written.
 local time = redis.call('TIME')
 -- Milliseconds as a string: Lua numbers are doubles, and formatting them is slow.
 local now = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
@@ -22,11 +24,15 @@ for i = 5, #ARGV, 10 do
   local entry, stream, id, attempt = ARGV[i], KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
   local outcome, payload, kind, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
   local key = ARGV[4] .. id
-  local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind')
+  local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind',
+    'entry', 'cancel_requested')
   local status = 0
-  if current[1] == attempt and current[2] == 'running' then
+  if current[1] == attempt and current[2] == 'running' and current[6] == entry then
     done[stream] = done[stream] or {}
     table.insert(done[stream], entry)
+    if current[7] and (outcome == 'failed' or outcome == 'released') then
+      outcome, payload, kind = 'cancelled', '{"kind":"cancelled"}', 'cancelled'
+    end
     if outcome == 'released' then
       redis.call('HSET', key, 'status', 'pending', 'attempt', tonumber(attempt) - 1)
       redis.call('XADD', stream, '*', 'id', id)
@@ -48,8 +54,9 @@ for i = 5, #ARGV, 10 do
       redis.call('ZADD', KEYS[1], run_at, id)
     else
       status = 'dead'
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', current[4],
-        'error', payload, 'error_kind', kind, 'tries', attempt, 'failed_at', now)
+      local dead = redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', id, 'task',
+        current[4], 'error', payload, 'error_kind', kind, 'tries', attempt, 'failed_at', now)
+      redis.call('HSET', key, 'dead_entry', dead)
     end
     if status == 'cancelled' or status == 'dead' then
       redis.call('HSET', key, 'status', status, 'error', payload, 'error_kind', kind,

@@ -3,18 +3,21 @@
 -- KEYS[1] the queue's dead-letter stream
 -- KEYS[2], KEYS[3], KEYS[4] the queue's high, normal and low streams
 -- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the retention of finished jobs,
--- in seconds; ARGV[4] the prefix of the queue's job keys
--- ARGV[5] how many new entries to read (XREADGROUP, high before normal before low); 0 = none
--- ARGV[6..] per given entry, three values: the entry id, the job id, the stream's index
+-- in seconds; ARGV[4] the prefix of the queue's job keys; ARGV[5] the channel that announces
+-- finished jobs
+-- ARGV[6] how many new entries to read (XREADGROUP, high before normal before low); 0 = none
+-- ARGV[7..] per given entry, three values: the entry id, the job id, the stream's index
 -- (1 = high)
 -- Returns one reply per entry, read ones first: {entry id, stream index, job id, start}, where
--- start is 0 when the job must not run (gone, cancelled, finished, or out of attempts after
--- its worker was lost: then it is dead), and the entry is acknowledged and deleted; otherwise
+-- start is 0 when the job must not run, and the entry is acknowledged and deleted: the job is
+-- gone or finished, or its worker was lost and it now finishes here (cancelled when a cancel
+-- was asked for, else dead when that was its last attempt). Otherwise start is
 -- {attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff, fuel, memory}
--- (timeout_ms, fuel and memory '' when the job has none). The attempt
--- number fences every later write.
+-- (timeout_ms, fuel and memory '' when the job has none). The attempt number and the entry
+-- id, stored as the job's `entry`, fence every later write: after a retry from the dead
+-- letters the attempt numbers start again, the entry ids do not.
 local entries = {}
-local want = tonumber(ARGV[5])
+local want = tonumber(ARGV[6])
 for index = 1, 3 do
   if want <= 0 then
     break
@@ -28,7 +31,7 @@ for index = 1, 3 do
     end
   end
 end
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1]}
 end
 local time = redis.call('TIME')
@@ -39,21 +42,28 @@ for _, taken in ipairs(entries) do
   local entry, id, stream = taken[1], taken[3], KEYS[1 + taken[2]]
   local key = ARGV[4] .. id
   local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task', 'digest',
-    'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory')
+    'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory', 'cancel_requested')
   local status = job[1]
   local reply = 0
-  if status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
+  if status == 'running' and job[12] then
+    -- A cancel was asked for while the worker that ran it was lost.
+    redis.call('HSET', key, 'status', 'cancelled', 'error', '{"kind":"cancelled"}',
+      'error_kind', 'cancelled', 'finished_at', now)
+    redis.call('EXPIRE', key, ARGV[3])
+    redis.call('PUBLISH', ARGV[5], id)
+  elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
     local error = '{"kind":"worker_lost","message":"the worker running the last attempt stopped responding"}'
-    redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
-      'finished_at', now)
-    redis.call('EXPIRE', key, ARGV[3])
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', job[4],
+    local dead = redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', job[4],
       'error', error, 'error_kind', 'worker_lost', 'tries', job[2], 'failed_at', now)
+    redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
+      'finished_at', now, 'dead_entry', dead)
+    redis.call('EXPIRE', key, ARGV[3])
+    redis.call('PUBLISH', ARGV[5], id)
   elseif status == 'pending' or status == 'running' then
     local attempt = tostring(tonumber(job[2]) + 1)
-    redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'worker', ARGV[1],
-      'started_at', now)
+    redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'entry', entry,
+      'worker', ARGV[1], 'started_at', now)
     reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[8], job[9], job[10] or '',
       job[11] or ''}
   end
