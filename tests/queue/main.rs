@@ -299,6 +299,16 @@ impl Drop for WorkerHandle {
     }
 }
 
+/// Waits until `count` reaches `expected` (a worker counts an outcome just after Redis has
+/// stored it, so just after a waiter hears of it), then checks it went no further.
+async fn assert_counted(what: &str, count: impl Fn() -> u64, expected: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(count(), expected, "{what}");
+}
+
 fn rand_suffix() -> u32 {
     rand::random()
 }
@@ -596,7 +606,12 @@ async fn a_cancelled_queued_job_never_starts() {
             "{job:?}"
         );
     }
-    assert_eq!(worker.stats.completed.load(Ordering::Relaxed), 1);
+    assert_counted(
+        "completed",
+        || worker.stats.completed.load(Ordering::Relaxed),
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -853,7 +868,7 @@ async fn a_job_longer_than_the_visibility_timeout_on_a_full_worker_runs_once() {
             .map(|worker| counter(&worker.stats).load(Ordering::Relaxed))
             .sum::<u64>()
     };
-    assert_eq!(count(|stats| &stats.completed), 1);
+    assert_counted("completed", || count(|stats| &stats.completed), 1).await;
     assert_eq!(count(|stats| &stats.stale_rejected), 0);
 }
 
@@ -971,7 +986,12 @@ async fn a_lost_last_attempt_dies_at_once_and_its_worker_cannot_finish_the_retri
         (JobStatus::Completed, 1),
         "{job:?}"
     );
-    assert_eq!(worker.stats.completed.load(Ordering::Relaxed), 1);
+    assert_counted(
+        "completed",
+        || worker.stats.completed.load(Ordering::Relaxed),
+        1,
+    )
+    .await;
     assert_eq!(worker.stats.stale_rejected.load(Ordering::Relaxed), 0);
 }
 
