@@ -275,10 +275,11 @@ impl Queue {
             validate_name("queue", &queue).map_err(|err| EnqueueError::Invalid(err.to_string()))?;
             let keys = self.keys(&queue);
             let id = new_job_id(&queue);
-            let run_at = match (options.run_at, options.delay) {
-                (Some(at), _) => unix_millis(at),
-                (None, Some(delay)) => unix_millis(SystemTime::now() + delay),
-                (None, None) => 0,
+            // A delay counts from the job's creation, which Redis's clock dates.
+            let (run_at, delay) = match (options.run_at, options.delay) {
+                (Some(at), _) => (unix_millis(at), 0),
+                (None, Some(delay)) => (0, delay.as_millis() as u64),
+                (None, None) => (0, 0),
             };
             let priority = options.priority.or(task.priority).unwrap_or_default();
             let backoff = options
@@ -300,6 +301,7 @@ impl Queue {
                 .key(keys.tenant_index(tenant))
                 .arg(&id)
                 .arg(run_at)
+                .arg(delay)
                 .arg(&idempotency)
                 .arg(self.retention.as_secs())
                 .arg("tenant")

@@ -2,26 +2,30 @@
 -- KEYS[1] the job hash
 -- KEYS[2] the stream of the job's priority
 -- KEYS[3] the queue's delayed set
--- KEYS[4] the idempotency key (any key of the queue when ARGV[3] is '')
+-- KEYS[4] the idempotency key (any key of the queue when ARGV[4] is '')
 -- KEYS[5] the index of the tenant's jobs on the queue
 -- ARGV[1] the job id
--- ARGV[2] run at, in ms since the epoch; '0' runs now
--- ARGV[3] the idempotency key's value ('' = none); ARGV[4] its lifetime in seconds
--- ARGV[5..] field, value pairs of the job hash
+-- ARGV[2] run at, in ms since the epoch ('0' = none)
+-- ARGV[3] run this many ms after now, when ARGV[2] is '0' ('0' runs now)
+-- ARGV[4] the idempotency key's value ('' = none); ARGV[5] its lifetime in seconds
+-- ARGV[6..] field, value pairs of the job hash
 -- Returns {job id, 1} for a new job, or {existing job id, 0} when the idempotency key was
 -- used before.
-if ARGV[3] ~= '' then
+if ARGV[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then
     return {existing, 0}
   end
-  redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4])
+  redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[5])
 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local run_at = tonumber(ARGV[2])
+if run_at == 0 then
+  run_at = now + tonumber(ARGV[3])
+end
 local fields = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], 'created_at', now, 'attempt', 0, unpack(fields))
