@@ -8,6 +8,13 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "task",
     exports: { default: async },
+    imports: {
+        "taskbox:task/events.publish": async,
+        "taskbox:task/jobs.enqueue": async,
+        "taskbox:task/sql.query": async,
+        "taskbox:task/sql.execute": async,
+        "taskbox:task/sql.batch": async,
+    },
     with: {
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,

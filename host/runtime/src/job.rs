@@ -1,5 +1,6 @@
 //! One job = one Store: the per-job state and the code that runs a task to its outcome.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::ResourceTable;
@@ -8,9 +9,15 @@ use wasmtime_wasi::WasiCtx;
 
 use crate::bindings;
 use crate::cancel::CancelHandle;
+use crate::capabilities::config::{self, ConfigValues};
+use crate::capabilities::events::JobEvents;
+use crate::capabilities::http::JobHttp;
+use crate::capabilities::jobs::JobJobs;
 use crate::capabilities::log::JobLog;
 use crate::capabilities::progress::{JobProgress, ProgressSink};
+use crate::capabilities::sql::JobSql;
 use crate::capabilities::wasi;
+use crate::capabilities::{Caller, Capabilities};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::module::TaskModule;
 use crate::outcome::{JobError, JobReport, RunStats};
@@ -24,6 +31,9 @@ const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 pub struct JobInfo {
     /// The job id.
     pub id: String,
+    /// The name of the module the job runs (empty for a module run by hand, which then
+    /// cannot enqueue its own tasks by their plain name).
+    pub module: String,
     /// Which attempt this is, from 1.
     pub attempt: u32,
     /// Attempts allowed in all.
@@ -39,6 +49,7 @@ impl JobInfo {
     pub fn adhoc(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
+            module: String::new(),
             attempt: 1,
             max_attempts: 1,
             queue: "default".into(),
@@ -61,6 +72,8 @@ pub struct JobRequest {
     pub cancel: CancelHandle,
     /// Receives progress reports as they happen.
     pub progress: Option<ProgressSink>,
+    /// What the job may reach beyond its sandbox.
+    pub capabilities: Capabilities,
 }
 
 impl JobRequest {
@@ -73,6 +86,7 @@ impl JobRequest {
             limits: Limits::default(),
             cancel: CancelHandle::new(),
             progress: None,
+            capabilities: Capabilities::default(),
         }
     }
 }
@@ -84,6 +98,7 @@ impl std::fmt::Debug for JobRequest {
             .field("input_bytes", &self.input.len())
             .field("info", &self.info)
             .field("limits", &self.limits)
+            .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +110,11 @@ pub(crate) struct JobState {
     pub(crate) table: ResourceTable,
     pub(crate) log: JobLog,
     pub(crate) progress: JobProgress,
+    pub(crate) http: JobHttp,
+    pub(crate) sql: JobSql,
+    pub(crate) events: JobEvents,
+    pub(crate) jobs: JobJobs,
+    pub(crate) config: Arc<ConfigValues>,
     limiter: MemoryLimiter,
     cancel: CancelHandle,
     deadline: Instant,
@@ -133,10 +153,17 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
         limits,
         cancel,
         progress,
+        capabilities,
     } = request;
     let started = Instant::now();
     let deadline = started + limits.timeout;
     let log = JobLog::new(limits.log_bytes);
+    let caller = Caller {
+        job: info.id.clone(),
+        module: info.module.clone(),
+        deadline,
+        log: log.clone(),
+    };
     let state = JobState {
         wasi: wasi::context(&log),
         table: ResourceTable::new(),
@@ -145,6 +172,11 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
             latest: None,
             sink: progress,
         },
+        http: JobHttp::new(capabilities.http, caller.clone()),
+        sql: JobSql::new(capabilities.sql, caller.clone()),
+        events: JobEvents::new(capabilities.events, caller.clone()),
+        jobs: JobJobs::new(capabilities.jobs, caller),
+        config: capabilities.config,
         limiter: MemoryLimiter::new(limits.memory),
         cancel: cancel.clone(),
         deadline,
@@ -219,7 +251,7 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
             wall_time: started.elapsed(),
             peak_memory: state.limiter.peak(),
         },
-        log: state.log.finish(),
+        log: config::redact(state.log.finish(), &state.config),
         progress: state.progress.latest.clone(),
     }
 }

@@ -31,7 +31,9 @@ mod outcome;
 mod runtime;
 
 pub use cancel::CancelHandle;
+pub use capabilities::Capabilities;
 pub use capabilities::progress::ProgressSink;
+pub use capabilities::{config, events, http, jobs, sql};
 pub use job::{JobInfo, JobRequest};
 pub use limits::Limits;
 pub use module::{ModuleDigest, TaskModule};

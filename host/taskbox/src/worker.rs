@@ -22,7 +22,8 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands as _, AsyncConnectionConfig};
 use taskbox_runtime::{
-    CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime, TaskModule,
+    CancelHandle, Capabilities, JobError, JobInfo, JobReport, JobRequest, Limits, Progress,
+    Runtime, TaskModule,
 };
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
@@ -754,6 +755,7 @@ impl Worker {
                     input,
                     info: JobInfo {
                         id: delivery.job.clone(),
+                        module: String::new(),
                         attempt,
                         max_attempts,
                         queue: delivery.queue.clone(),
@@ -769,6 +771,7 @@ impl Worker {
                     },
                     cancel,
                     progress: Some(self.progress_sink(keys.clone(), delivery.job.clone())),
+                    capabilities: Capabilities::default(),
                 };
                 self.runtime.run(&module, request).await
             }

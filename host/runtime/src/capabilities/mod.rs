@@ -1,19 +1,73 @@
 //! Host capabilities: the only doors out of the sandbox.
 //!
-//! Each capability is one module with the same small shape: its per-job state (kept in the
-//! job's [`Store`](wasmtime::Store)) and an `add_to_linker` that links its interface. Adding a
-//! capability touches no other capability. The `taskbox:task` interfaces that no module here
-//! links yet (`sql`, `events`, `jobs`, `config`, `wasi:http`) are absent from the linker on
-//! purpose, so a component importing one fails to load with an error that names the import.
+//! Each capability is one module with the same small shape: its grant (what the operator and
+//! the module's manifest allow, and what backs it), its per-job state (kept in the job's
+//! [`Store`](wasmtime::Store)) and an `add_to_linker` that links its interface. Adding a
+//! capability touches no other capability. A job starts with [`Capabilities::default`]: every
+//! door shut, so each call answers `denied`. Interfaces no module here provides (like
+//! `wasi:filesystem` or `wasi:sockets`) are absent from the linker on purpose, so a component
+//! importing one fails to load with an error that names the import.
 
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod jobs;
 pub(crate) mod log;
 pub(crate) mod progress;
+pub mod sql;
 pub(crate) mod wasi;
+
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::types;
 use crate::job::JobState;
+
+/// What one job may reach beyond its sandbox, capability by capability. The default grants
+/// nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// Outbound HTTP (`wasi:http/outgoing-handler`).
+    pub http: Option<Arc<http::HttpGrant>>,
+    /// SQL databases (`taskbox:task/sql`).
+    pub sql: Option<Arc<sql::SqlGrant>>,
+    /// Event channels (`taskbox:task/events`).
+    pub events: Option<Arc<events::EventGrant>>,
+    /// Enqueueing further jobs (`taskbox:task/jobs`).
+    pub jobs: Option<Arc<jobs::JobGrant>>,
+    /// The module's settings (`taskbox:task/config`).
+    pub config: Arc<config::ConfigValues>,
+}
+
+/// Who is calling, for denials and deadlines: the same for every capability of a job.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The job id.
+    pub(crate) job: String,
+    /// The module's name.
+    pub(crate) module: String,
+    /// When the job's attempt ends.
+    pub(crate) deadline: std::time::Instant,
+    /// The job's log, where denials are written for the task's author to see.
+    pub(crate) log: log::JobLog,
+}
+
+impl Caller {
+    /// Records that `capability` refused `target`: in the host's log with module, job and
+    /// target, and in the job's log.
+    pub(crate) fn denied(&self, capability: &str, target: &str, reason: &str) {
+        tracing::warn!(
+            module = %self.module,
+            job = %self.job,
+            capability,
+            target,
+            "capability denied: {reason}"
+        );
+        self.log
+            .append(format!("[taskbox] {capability} denied for {target}: {reason}\n").as_bytes());
+    }
+}
 
 /// Links every capability this host provides.
 pub(crate) fn add_to_linker(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
@@ -21,8 +75,52 @@ pub(crate) fn add_to_linker(linker: &mut Linker<JobState>) -> wasmtime::Result<(
     types::add_to_linker::<JobState, HasSelf<JobState>>(linker, |state| state)?;
     log::add_to_linker(linker)?;
     progress::add_to_linker(linker)?;
+    http::add_to_linker(linker)?;
+    sql::add_to_linker(linker)?;
+    events::add_to_linker(linker)?;
+    jobs::add_to_linker(linker)?;
+    config::add_to_linker(linker)?;
     Ok(())
 }
 
 /// `taskbox:task/types` defines only types; linking it lets components name them.
 impl types::Host for JobState {}
+
+/// Whether `name` matches `pattern`, where `*` in the pattern stands for any run of
+/// characters (including none). Grants of event channels and enqueue targets use it.
+pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn globs_match_runs_of_any_characters() {
+        assert!(glob_matches("upload:*", "upload:42"));
+        assert!(glob_matches("upload:*", "upload:"));
+        assert!(!glob_matches("upload:*", "uploads:42"));
+        assert!(glob_matches("*", "anything"));
+        assert!(glob_matches("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_matches("a*b*c", "a-x-c-y-b"));
+        assert!(glob_matches("thumbs/*", "thumbs/resize"));
+        assert!(!glob_matches("thumbs/resize", "thumbs/resize2"));
+        assert!(!glob_matches("a*a", "a"));
+    }
+}
