@@ -9,14 +9,26 @@
 //! [api]
 //! max_input = "512KiB"
 //! enqueue_rate = 200
+//!
+//! [jobs]
+//! max_chain_depth = 5
+//!
+//! [modules.webhook]   # module `webhook` of the default tenant; "acme/webhook" for tenant acme
+//! config = { endpoint = "https://hooks.example.com/in" }
+//! secrets = { token = "s3cr3t" }
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use taskbox_runtime::events::EventGrant;
+use taskbox_runtime::jobs::JobGrant;
+
+use crate::grants::{DEFAULT_MAX_CHAIN_DEPTH, HostCapabilities, ModuleSettings};
 use crate::manifest::{Policy, duration, size};
 use crate::registry::{DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_MODULE_SIZE, RegistryConfig};
 
@@ -30,6 +42,48 @@ pub struct HostConfig {
     pub registry: RegistrySettings,
     /// API limits.
     pub api: ApiSettings,
+    /// Events tasks publish.
+    pub events: EventSettings,
+    /// Jobs tasks enqueue.
+    pub jobs: JobSettings,
+    /// Settings of modules, by `name` (default tenant) or `tenant/name`.
+    pub modules: BTreeMap<String, ModuleSettings>,
+}
+
+/// Events tasks publish.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// The largest event, name and data together (`"64KiB"`).
+    #[serde(with = "size")]
+    pub max_event_size: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            max_event_size: EventGrant::DEFAULT_MAX_EVENT_BYTES as u64,
+        }
+    }
+}
+
+/// Jobs tasks enqueue.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// How many jobs one job may enqueue.
+    pub max_enqueues: u32,
+    /// How deep a chain of jobs enqueueing jobs may grow.
+    pub max_chain_depth: u32,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            max_enqueues: JobGrant::DEFAULT_MAX_ENQUEUES,
+            max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
+        }
+    }
 }
 
 /// How uploads are checked.
@@ -100,6 +154,17 @@ impl HostConfig {
                 err.message().trim_end()
             )
         })
+    }
+
+    /// What workers offer the modules' capabilities.
+    pub fn capabilities(&self) -> HostCapabilities {
+        HostCapabilities {
+            policy: self.policy.clone(),
+            max_event_bytes: usize::try_from(self.events.max_event_size).unwrap_or(usize::MAX),
+            max_enqueues: self.jobs.max_enqueues,
+            max_chain_depth: self.jobs.max_chain_depth,
+            modules: self.modules.clone(),
+        }
     }
 
     /// The registry's part.

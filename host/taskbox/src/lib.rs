@@ -7,6 +7,8 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod events;
+pub mod grants;
 pub mod manifest;
 pub mod queue;
 pub mod redis_server;

@@ -21,12 +21,14 @@ use anyhow::Context as _;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands as _, AsyncConnectionConfig};
+use taskbox_runtime::events::HOST_CHANNEL_PREFIX;
 use taskbox_runtime::{
-    CancelHandle, Capabilities, JobError, JobInfo, JobReport, JobRequest, Limits, Progress,
-    Runtime, TaskModule,
+    CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime, TaskModule,
 };
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
+use crate::events::Events;
+use crate::grants::{Grants, HostCapabilities, JobContext};
 use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys, WorkerInfo, unix_millis};
 
 /// How long per-minute throughput counters are kept.
@@ -57,6 +59,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// This worker's name in the consumer groups.
     pub id: String,
+    /// What the host offers the modules' capabilities.
+    pub capabilities: HostCapabilities,
 }
 
 impl WorkerConfig {
@@ -68,6 +72,7 @@ impl WorkerConfig {
             visibility_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(25),
             id: id.into(),
+            capabilities: HostCapabilities::default(),
         }
     }
 }
@@ -102,7 +107,8 @@ pub struct Worker {
     /// Set when the grace period of a shutdown is over: running jobs are handed back.
     releasing: AtomicBool,
     started_at: SystemTime,
-    progress: mpsc::UnboundedSender<(QueueKeys, String, Progress)>,
+    grants: Grants,
+    progress: mpsc::UnboundedSender<(ProgressUpdate, Progress)>,
     outcomes: mpsc::UnboundedSender<(Outcome, Stored)>,
 }
 
@@ -284,8 +290,9 @@ impl std::fmt::Debug for Worker {
 }
 
 /// What `start_batch.lua` returns for a job that may run: attempt, max attempts, task,
-/// module digest, input, timeout in ms, enqueue time, backoff as JSON, fuel, and memory in
-/// bytes (timeout, fuel and memory '' for the default).
+/// module digest, input, timeout in ms, enqueue time, backoff as JSON, fuel, memory in
+/// bytes (timeout, fuel and memory '' for the default), and tenant, module name, version and
+/// chain depth ('' for 0).
 type Started = (
     u32,
     u32,
@@ -297,6 +304,7 @@ type Started = (
     String,
     String,
     String,
+    (String, String, String, String),
 );
 
 /// A stream entry: which queue and stream it came from and the job it names.
@@ -312,6 +320,7 @@ impl Worker {
     pub fn new(queue: Queue, runtime: Arc<Runtime>, config: WorkerConfig) -> Arc<Self> {
         let (progress, updates) = mpsc::unbounded_channel();
         tokio::spawn(store_progress(queue.clone(), updates));
+        let grants = Grants::new(config.capabilities.clone(), queue.clone());
         let (outcomes, to_store) = mpsc::unbounded_channel();
         tokio::spawn(store_outcomes(queue.clone(), to_store));
         Arc::new(Self {
@@ -323,6 +332,7 @@ impl Worker {
             running: Mutex::default(),
             in_flight: Mutex::default(),
             releasing: AtomicBool::new(false),
+            grants,
             started_at: SystemTime::now(),
             progress,
             outcomes,
@@ -746,16 +756,25 @@ impl Worker {
             backoff,
             fuel,
             memory,
+            (tenant, module_name, version, depth),
         ) = started;
         let keys = self.queue.keys(&delivery.queue);
         let report = match self.module(&digest).await {
             Ok(module) => {
+                let context = JobContext {
+                    id: delivery.job.clone(),
+                    tenant,
+                    module: module_name,
+                    version,
+                    depth: depth.parse().unwrap_or(0),
+                };
+                let capabilities = self.grants.for_job(&context).await;
                 let request = JobRequest {
                     task,
                     input,
                     info: JobInfo {
                         id: delivery.job.clone(),
-                        module: String::new(),
+                        module: context.module,
                         attempt,
                         max_attempts,
                         queue: delivery.queue.clone(),
@@ -770,8 +789,12 @@ impl Worker {
                         ..Limits::default()
                     },
                     cancel,
-                    progress: Some(self.progress_sink(keys.clone(), delivery.job.clone())),
-                    capabilities: Capabilities::default(),
+                    progress: Some(self.progress_sink(ProgressUpdate {
+                        keys: keys.clone(),
+                        job: delivery.job.clone(),
+                        tenant: context.tenant,
+                    })),
+                    capabilities,
                 };
                 self.runtime.run(&module, request).await
             }
@@ -884,10 +907,10 @@ impl Worker {
         Ok(Arc::clone(module))
     }
 
-    fn progress_sink(&self, keys: QueueKeys, job: String) -> Arc<dyn Fn(&Progress) + Send + Sync> {
+    fn progress_sink(&self, to: ProgressUpdate) -> Arc<dyn Fn(&Progress) + Send + Sync> {
         let updates = self.progress.clone();
         Arc::new(move |progress: &Progress| {
-            let _ = updates.send((keys.clone(), job.clone(), progress.clone()));
+            let _ = updates.send((to.clone(), progress.clone()));
         })
     }
 
@@ -1044,22 +1067,37 @@ fn lost_group(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Writes progress reports to their jobs, in order, and publishes them on `job:{id}`.
+/// Where a job's progress goes: its hash, and its tenant's channel `job:{id}`.
+#[derive(Clone)]
+struct ProgressUpdate {
+    keys: QueueKeys,
+    job: String,
+    tenant: String,
+}
+
+/// Writes progress reports to their jobs, in order, and publishes each as a `progress` event
+/// on the channel `job:{id}` of the job's tenant.
 async fn store_progress(
     queue: Queue,
-    mut updates: mpsc::UnboundedReceiver<(QueueKeys, String, Progress)>,
+    mut updates: mpsc::UnboundedReceiver<(ProgressUpdate, Progress)>,
 ) {
-    while let Some((keys, job, progress)) = updates.recv().await {
+    let events = Events::new(queue.clone());
+    while let Some((to, progress)) = updates.recv().await {
         let json = serde_json::to_string(&progress).unwrap_or_default();
-        let written: redis::RedisResult<()> = redis::pipe()
-            .hset(keys.job(&job), "progress", &json)
-            .ignore()
-            .publish(format!("job:{job}"), &json)
-            .ignore()
-            .query_async(&mut queue.connection())
+        let stored: redis::RedisResult<()> = queue
+            .connection()
+            .hset(to.keys.job(&to.job), "progress", &json)
             .await;
-        if let Err(err) = written {
-            tracing::warn!(%job, "storing progress failed: {err}");
+        let channel = format!("{HOST_CHANNEL_PREFIX}{}", to.job);
+        let published = match stored {
+            Ok(()) => events
+                .publish(&to.tenant, &channel, "progress", &json)
+                .await
+                .map(drop),
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = published {
+            tracing::warn!(job = %to.job, "storing progress failed: {err:#}");
         }
     }
 }

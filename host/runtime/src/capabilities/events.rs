@@ -68,6 +68,28 @@ pub fn invalid_channel(channel: &str) -> Option<String> {
     None
 }
 
+/// Channels under this prefix are the host's: `job:{id}` carries a job's progress.
+pub const HOST_CHANNEL_PREFIX: &str = "job:";
+/// The longest event name.
+pub const MAX_EVENT_NAME_LEN: usize = 100;
+
+/// Why `event` is not a valid event name, if it is not: longer than [`MAX_EVENT_NAME_LEN`]
+/// bytes, or with control characters or whitespace (an empty name is the default, `message`).
+pub fn invalid_event(event: &str) -> Option<String> {
+    if event.len() > MAX_EVENT_NAME_LEN {
+        return Some(format!(
+            "the event name is {} bytes, longer than {MAX_EVENT_NAME_LEN}",
+            event.len()
+        ));
+    }
+    if event.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Some(format!(
+            "the event name {event:?} has whitespace or control characters"
+        ));
+    }
+    None
+}
+
 /// Per-job event state.
 #[derive(Debug)]
 pub(crate) struct JobEvents {
@@ -85,6 +107,14 @@ impl events::Host for JobEvents {
     async fn publish(&mut self, channel: String, event: String, data: String) -> Result<(), Error> {
         if let Some(reason) = invalid_channel(&channel) {
             return Err(Error::InvalidChannel(reason));
+        }
+        if channel.starts_with(HOST_CHANNEL_PREFIX) {
+            return Err(Error::InvalidChannel(format!(
+                "channels `{HOST_CHANNEL_PREFIX}*` are the host's"
+            )));
+        }
+        if let Some(reason) = invalid_event(&event) {
+            return Err(Error::InvalidEvent(reason));
         }
         let grant = match &self.grant {
             Some(grant) if grant.allows(&channel) => grant,

@@ -152,6 +152,7 @@ impl EnqueueRequest {
                 backoff: None,
                 idempotency_key: self.idempotency_key,
                 metadata: self.metadata,
+                parent: None,
             },
         })
     }

@@ -1,11 +1,13 @@
-//! The HTTP API under `/v1`: modules, jobs, dead letters, queues and workers, with an
-//! OpenAPI document at `/v1/openapi.json`.
+//! The HTTP API under `/v1`: modules, jobs, dead letters, queues, workers and events (SSE),
+//! with an OpenAPI document at `/v1/openapi.json`.
 //!
 //! Every error is JSON, `{"error": {"code": ..., "message": ...}}`, with the status code that
 //! says what happened. Callers present a bearer token; a token belongs to one tenant, and a
-//! tenant sees only its own modules, jobs and dead letters: another tenant's ids answer 404.
+//! tenant sees only its own modules, jobs, dead letters and event channels: another
+//! tenant's ids answer 404.
 
 mod error;
+mod events;
 mod jobs;
 mod modules;
 mod openapi;
@@ -74,6 +76,7 @@ impl Default for ApiConfig {
 pub(crate) struct AppState {
     pub(crate) queue: Queue,
     pub(crate) registry: Registry,
+    pub(crate) events: crate::events::Events,
     tokens: Tokens,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<rate::RateLimiter>,
@@ -124,6 +127,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
             config.enqueue_burst,
         )),
         config: Arc::new(config),
+        events: crate::events::Events::new(queue.clone()),
         queue,
         registry,
     };
@@ -146,6 +150,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/dead/{id}/retry", post(jobs::retry))
         .route("/queues", get(system::queues))
         .route("/workers", get(system::workers))
+        .route("/events/{channel}", get(events::stream))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{error, jobs, modules, system};
+use crate::api::{error, events, jobs, modules, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use crate::api::{error, jobs, modules, system};
         jobs::enqueue, jobs::enqueue_batch, jobs::show, jobs::logs, jobs::cancel, jobs::retry,
         jobs::list, jobs::dead_letters, jobs::purge_dead,
         system::queues, system::workers, system::healthz, system::readyz,
+        events::stream,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),

@@ -17,6 +17,7 @@ use crate::auth::{DEFAULT_TENANT, Role, Tokens};
 use crate::cli::client::{Client, ClientArgs, Output, print};
 use crate::cli::redis_url::{RedisArgs, dev_url_file};
 use crate::config::HostConfig;
+use crate::grants::HostCapabilities;
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::queue::{DEFAULT_QUEUE, Queue, validate_name};
 use crate::registry::Registry;
@@ -189,7 +190,8 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         "taskbox dev: API on http://{}/v1, worker running {} jobs at once; try `taskbox job enqueue MODULE/TASK --input JSON --wait`",
         api.listen, args.worker.concurrency
     );
-    let result = run_roles(queue, registry, runtime, Some(api), Some(&args.worker)).await;
+    let worker = Some((&args.worker, host.capabilities()));
+    let result = run_roles(queue, registry, runtime, Some(api), worker).await;
     let _ = std::fs::remove_file(dev_url_file());
     result
 }
@@ -214,7 +216,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         registry,
         runtime,
         api,
-        worker.then_some(&args.worker),
+        worker.then(|| (&args.worker, host.capabilities())),
     )
     .await
 }
@@ -377,7 +379,7 @@ async fn run_roles(
     registry: Registry,
     runtime: Arc<Runtime>,
     api: Option<ApiConfig>,
-    worker: Option<&WorkerArgs>,
+    worker: Option<(&WorkerArgs, HostCapabilities)>,
 ) -> anyhow::Result<ExitCode> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = tokio::spawn(async move {
@@ -393,7 +395,10 @@ async fn run_roles(
         tokio::spawn(crate::api::serve(queue, registry, config, stop))
     });
     let worker_result = match worker {
-        Some(args) => run_worker(queue, runtime, args, wait_for_stop(stopped.clone())).await,
+        Some((args, capabilities)) => {
+            let stop = wait_for_stop(stopped.clone());
+            run_worker(queue, runtime, args, capabilities, stop).await
+        }
         None => Ok(()),
     };
     if let Some(api) = api {
@@ -410,6 +415,7 @@ async fn run_worker(
     queue: Queue,
     runtime: Arc<Runtime>,
     args: &WorkerArgs,
+    capabilities: HostCapabilities,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     for name in &args.queues {
@@ -420,6 +426,7 @@ async fn run_worker(
         concurrency: args.concurrency.max(1),
         visibility_timeout: args.visibility_timeout,
         grace: args.grace,
+        capabilities,
         ..WorkerConfig::new(default_worker_id())
     };
     Worker::new(queue, runtime, config).run(shutdown).await

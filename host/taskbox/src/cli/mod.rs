@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod dev;
+mod events;
 mod job;
 pub(crate) mod redis_url;
 mod run;
@@ -35,6 +36,7 @@ enum Command {
     /// Show the workers that are alive.
     Workers(job::StatusArgs),
     Token(dev::TokenArgs),
+    Events(events::EventsArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -56,6 +58,7 @@ impl Cli {
             Command::Queues(args) => runtime()?.block_on(job::queues(args)),
             Command::Workers(args) => runtime()?.block_on(job::workers(args)),
             Command::Token(args) => runtime()?.block_on(dev::token(args)),
+            Command::Events(args) => runtime()?.block_on(events::events(args)),
             Command::Bench(args) => runtime()?.block_on(bench::bench(args)),
         }
     }

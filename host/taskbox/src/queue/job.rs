@@ -205,6 +205,10 @@ pub struct JobRecord {
     pub finished_at: Option<u64>,
     /// The worker of its last attempt.
     pub worker: Option<String>,
+    /// The job that enqueued it, if a job did.
+    pub parent: Option<String>,
+    /// How many jobs up its chain goes: 0 for a job enqueued from outside.
+    pub depth: u32,
     /// Its entry in the dead-letter stream, while it is dead.
     #[serde(skip)]
     pub dead_entry: Option<String>,
@@ -249,6 +253,8 @@ impl JobRecord {
             started_at: number(text("started_at")),
             finished_at: number(text("finished_at")),
             worker: text("worker"),
+            parent: text("parent"),
+            depth: number(text("depth")).unwrap_or(0) as u32,
             dead_entry: text("dead_entry"),
         };
         Some(Self {

@@ -57,6 +57,17 @@ pub struct EnqueueOptions {
     pub idempotency_key: Option<String>,
     /// Stored with the job as given.
     pub metadata: Option<serde_json::Value>,
+    /// The job that enqueued this one.
+    pub parent: Option<Parent>,
+}
+
+/// The job that enqueued a job, as the child records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    /// The parent's id.
+    pub id: String,
+    /// The child's depth in its chain: 1 for a job enqueued by a job enqueued from outside.
+    pub depth: u32,
 }
 
 /// A job to enqueue.
@@ -333,6 +344,13 @@ impl Queue {
             }
             if let Some(metadata) = &options.metadata {
                 invocation.arg("metadata").arg(metadata.to_string());
+            }
+            if let Some(parent) = &options.parent {
+                invocation
+                    .arg("parent")
+                    .arg(&parent.id)
+                    .arg("depth")
+                    .arg(parent.depth);
             }
             pipe.invoke_script(&invocation);
             queues.push(queue);

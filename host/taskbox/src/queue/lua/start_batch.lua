@@ -12,8 +12,9 @@
 -- start is 0 when the job must not run, and the entry is acknowledged and deleted: the job is
 -- gone or finished, or its worker was lost and it now finishes here (cancelled when a cancel
 -- was asked for, else dead when that was its last attempt). Otherwise start is
--- {attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff, fuel, memory}
--- (timeout_ms, fuel and memory '' when the job has none). The attempt number and the entry
+-- {attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff, fuel, memory,
+-- {tenant, module, version, depth}} (timeout_ms, fuel, memory and depth '' when the job has
+-- none). The attempt number and the entry
 -- id, stored as the job's `entry`, fence every later write: after a retry from the dead
 -- letters the attempt numbers start again, the entry ids do not.
 local entries = {}
@@ -42,7 +43,8 @@ for _, taken in ipairs(entries) do
   local entry, id, stream = taken[1], taken[3], KEYS[1 + taken[2]]
   local key = ARGV[4] .. id
   local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task', 'digest',
-    'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory', 'cancel_requested')
+    'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory', 'cancel_requested',
+    'tenant', 'module', 'version', 'depth')
   local status = job[1]
   local reply = 0
   if status == 'running' and job[12] then
@@ -65,7 +67,7 @@ for _, taken in ipairs(entries) do
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'entry', entry,
       'worker', ARGV[1], 'started_at', now)
     reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[8], job[9], job[10] or '',
-      job[11] or ''}
+      job[11] or '', {job[13] or '', job[14] or '', job[15] or '', job[16] or ''}}
   end
   if reply == 0 then
     redis.call('XACK', stream, ARGV[2], entry)

@@ -1,0 +1,259 @@
+//! What a job may reach: its module's manifest, within the operator's policy and host
+//! config, turned into the sandbox's capability grants.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Deserialize;
+use taskbox_runtime::Capabilities;
+use taskbox_runtime::config::ConfigValues;
+use taskbox_runtime::events::EventGrant;
+use taskbox_runtime::jobs::{ChildJob, ChildPriority, JobGrant, JobSpawner, SpawnError};
+
+use crate::auth::DEFAULT_TENANT;
+use crate::events::Events;
+use crate::manifest::{Manifest, Policy};
+use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Parent, Priority, Queue};
+
+/// The operator's side of every capability: what the host offers modules.
+#[derive(Debug, Clone)]
+pub struct HostCapabilities {
+    /// The cap on manifests, checked again when a job runs (the policy may have tightened
+    /// since the upload).
+    pub policy: Policy,
+    /// The largest event a task may publish, in bytes.
+    pub max_event_bytes: usize,
+    /// How many jobs one job may enqueue.
+    pub max_enqueues: u32,
+    /// How deep a chain of jobs enqueueing jobs may grow.
+    pub max_chain_depth: u32,
+    /// Settings by module: `tenant/name`, or `name` for the default tenant.
+    pub modules: BTreeMap<String, ModuleSettings>,
+}
+
+impl Default for HostCapabilities {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            max_event_bytes: EventGrant::DEFAULT_MAX_EVENT_BYTES,
+            max_enqueues: JobGrant::DEFAULT_MAX_ENQUEUES,
+            max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
+            modules: BTreeMap::new(),
+        }
+    }
+}
+
+/// How deep a chain of jobs may grow by default: a job enqueued by a job enqueued by ... ten
+/// times.
+pub const DEFAULT_MAX_CHAIN_DEPTH: u32 = 10;
+
+/// One module's settings, which its tasks read with `config.get`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModuleSettings {
+    /// Plain values.
+    pub config: BTreeMap<String, String>,
+    /// Secret values: handed to the task, never logged or stored with a job.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ModuleSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleSettings")
+            .field("config", &self.config)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What a running job is, as far as its grants go.
+#[derive(Debug, Clone)]
+pub(crate) struct JobContext {
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) module: String,
+    pub(crate) version: String,
+    /// How many jobs up its chain goes: 0 for a job enqueued from outside.
+    pub(crate) depth: u32,
+}
+
+/// A module version's grants, the same for all its jobs.
+struct ModuleGrants {
+    capabilities: Capabilities,
+    enqueue: Vec<String>,
+}
+
+/// Turns jobs into their grants, keeping each module version's (versions are immutable).
+pub(crate) struct Grants {
+    host: HostCapabilities,
+    queue: Queue,
+    events: Events,
+    modules: Mutex<HashMap<(String, String, String), Arc<ModuleGrants>>>,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grants {
+    pub(crate) fn new(host: HostCapabilities, queue: Queue) -> Self {
+        Self {
+            host,
+            events: Events::new(queue.clone()),
+            queue,
+            modules: Mutex::default(),
+        }
+    }
+
+    /// The capabilities of `job`. A module whose manifest cannot be read, or asks for more
+    /// than the policy now allows, gets none: each call it makes is denied.
+    pub(crate) async fn for_job(&self, job: &JobContext) -> Capabilities {
+        let key = (job.tenant.clone(), job.module.clone(), job.version.clone());
+        let cached = self.cache().get(&key).cloned();
+        let module = match cached {
+            Some(module) => module,
+            None => {
+                let module = Arc::new(self.module_grants(job).await);
+                self.cache().insert(key, Arc::clone(&module));
+                module
+            }
+        };
+        let mut capabilities = module.capabilities.clone();
+        if !module.enqueue.is_empty() {
+            capabilities.jobs = Some(Arc::new(JobGrant {
+                targets: module.enqueue.clone(),
+                max_enqueues: self.host.max_enqueues,
+                spawner: Arc::new(Spawner {
+                    queue: self.queue.clone(),
+                    tenant: job.tenant.clone(),
+                    parent: job.id.clone(),
+                    depth: job.depth,
+                    max_depth: self.host.max_chain_depth,
+                }),
+            }));
+        }
+        capabilities
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), Arc<ModuleGrants>>> {
+        self.modules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn module_grants(&self, job: &JobContext) -> ModuleGrants {
+        let none = ModuleGrants {
+            capabilities: Capabilities::default(),
+            enqueue: Vec::new(),
+        };
+        let manifest = match crate::registry::resolve(
+            &self.queue,
+            &job.tenant,
+            &job.module,
+            Some(&job.version),
+        )
+        .await
+        {
+            Ok(module) => module.manifest,
+            Err(err) => {
+                tracing::warn!(job = %job.id, module = %job.module, "no manifest, so no capabilities: {err}");
+                return none;
+            }
+        };
+        if let Err(violation) = self.host.policy.check(&manifest) {
+            tracing::warn!(job = %job.id, module = %job.module, "the manifest exceeds the policy, so no capabilities: {violation}");
+            return none;
+        }
+        ModuleGrants {
+            capabilities: self.capabilities(&job.tenant, &manifest),
+            enqueue: manifest.capabilities.enqueue.clone(),
+        }
+    }
+
+    fn capabilities(&self, tenant: &str, manifest: &Manifest) -> Capabilities {
+        let requested = &manifest.capabilities;
+        let events = (!requested.event_channels.is_empty()).then(|| {
+            Arc::new(EventGrant {
+                channels: requested.event_channels.clone(),
+                max_event_bytes: self.host.max_event_bytes,
+                bus: Arc::new(self.events.bus(tenant)),
+            })
+        });
+        let settings = match tenant {
+            DEFAULT_TENANT => self
+                .host
+                .modules
+                .get(&format!("{tenant}/{}", manifest.name))
+                .or_else(|| self.host.modules.get(&manifest.name)),
+            _ => self
+                .host
+                .modules
+                .get(&format!("{tenant}/{}", manifest.name)),
+        };
+        let config = settings.map_or_else(ConfigValues::default, |settings| {
+            ConfigValues::new(settings.config.clone(), settings.secrets.clone())
+        });
+        Capabilities {
+            events,
+            config: Arc::new(config),
+            ..Capabilities::default()
+        }
+    }
+}
+
+/// Enqueues the children of one job.
+#[derive(Debug)]
+struct Spawner {
+    queue: Queue,
+    tenant: String,
+    parent: String,
+    depth: u32,
+    max_depth: u32,
+}
+
+impl JobSpawner for Spawner {
+    fn enqueue(
+        &self,
+        child: ChildJob,
+    ) -> Pin<Box<dyn Future<Output = Result<String, SpawnError>> + Send + '_>> {
+        Box::pin(async move {
+            if self.depth >= self.max_depth {
+                return Err(SpawnError::Limit(format!(
+                    "this job is {} jobs deep in its chain, the deepest a job may enqueue from",
+                    self.depth
+                )));
+            }
+            let job = NewJob {
+                module: child.module,
+                task: child.task,
+                input: child.input,
+                options: EnqueueOptions {
+                    queue: child.queue,
+                    priority: child.priority.map(|priority| match priority {
+                        ChildPriority::High => Priority::High,
+                        ChildPriority::Normal => Priority::Normal,
+                        ChildPriority::Low => Priority::Low,
+                    }),
+                    delay: child.delay,
+                    max_retries: child.max_retries,
+                    idempotency_key: child.idempotency_key,
+                    parent: Some(Parent {
+                        id: self.parent.clone(),
+                        depth: self.depth + 1,
+                    }),
+                    ..EnqueueOptions::default()
+                },
+            };
+            match self.queue.enqueue(&self.tenant, job).await {
+                Ok(enqueued) => Ok(enqueued.id),
+                Err(EnqueueError::Redis(err)) => Err(SpawnError::Unavailable(format!("{err:#}"))),
+                Err(err) => Err(SpawnError::Invalid(err.to_string())),
+            }
+        })
+    }
+}
