@@ -208,6 +208,10 @@ impl Output for Bytes {
     }
 }
 
+pub mod config;
+pub mod events;
+pub mod jobs;
+
 /// Writes to the job's log, which the host keeps with the job. Plain `println!` and
 /// `eprintln!` go there too.
 pub mod log {

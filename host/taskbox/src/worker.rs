@@ -168,6 +168,7 @@ struct Outcome {
     retry_delay: i64,
     log: String,
     stats: String,
+    progress: String,
 }
 
 /// The writer's answer to one outcome: the job's new status (`None` when the attempt was
@@ -269,7 +270,8 @@ async fn finish_batch(
             .arg(&outcome.kind)
             .arg(outcome.retry_delay)
             .arg(&outcome.log)
-            .arg(&outcome.stats);
+            .arg(&outcome.stats)
+            .arg(&outcome.progress);
     }
     let replies: Vec<redis::Value> = invocation.invoke_async(&mut queue.connection()).await?;
     replies
@@ -851,6 +853,10 @@ impl Worker {
             retry_delay,
             log: report.log,
             stats: serde_json::to_string(&report.stats)?,
+            progress: match &report.progress {
+                Some(progress) => serde_json::to_string(progress)?,
+                None => String::new(),
+            },
         };
         let mut retry_in = RETRY_FIRST;
         let status = loop {

@@ -6,11 +6,13 @@
 -- KEYS[3], KEYS[4], KEYS[5] the queue's high, normal and low streams
 -- ARGV[1] the consumer group; ARGV[2] the retention of finished jobs, in seconds
 -- ARGV[3] the channel that announces finished jobs; ARGV[4] the prefix of the job keys
--- ARGV[5..] per outcome, ten values:
+-- ARGV[5..] per outcome, eleven values:
 --   the entry id; the stream's index (1 = high); the job id; the attempt;
 --   the outcome: 'completed', 'cancelled', 'failed' or 'released' (handed back at shutdown);
 --   the result (completed) or the error as JSON; the error kind ('' when completed);
---   the retry delay in ms, or -1 for no retry (failed only); the job log; run stats as JSON
+--   the retry delay in ms, or -1 for no retry (failed only); the job log; run stats as JSON;
+--   the last progress report as JSON ('' for none), so that a finished job shows its last
+--   report even when the report's own write is still on its way
 -- Returns one reply per outcome, in order: the job's new status, or 0 when the attempt is
 -- stale (the job is not running that attempt from that entry: a newer attempt owns it) and
 -- nothing was written.
@@ -20,7 +22,7 @@ local now = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000
 local replies = {}
 -- Entries to acknowledge and delete, by stream: one XACK and one XDEL per stream at the end.
 local done = {}
-for i = 5, #ARGV, 10 do
+for i = 5, #ARGV, 11 do
   local entry, stream, id, attempt = ARGV[i], KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
   local outcome, payload, kind, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
   local key = ARGV[4] .. id
@@ -32,6 +34,9 @@ for i = 5, #ARGV, 10 do
     table.insert(done[stream], entry)
     if current[7] and (outcome == 'failed' or outcome == 'released') then
       outcome, payload, kind = 'cancelled', '{"kind":"cancelled"}', 'cancelled'
+    end
+    if ARGV[i + 10] ~= '' and outcome ~= 'released' then
+      redis.call('HSET', key, 'progress', ARGV[i + 10])
     end
     if outcome == 'released' then
       redis.call('HSET', key, 'status', 'pending', 'attempt', tonumber(attempt) - 1)

@@ -1,0 +1,479 @@
+//! Host capabilities end to end: real compiled guests run by a real worker against a real
+//! `redis-server`, events read back over real SSE from the API, and the `taskbox` CLI.
+
+#[path = "../support/guests.rs"]
+mod guests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use taskbox::api::{ApiConfig, router};
+use taskbox::auth::{Role, Tokens};
+use taskbox::events::Events;
+use taskbox::grants::{HostCapabilities, ModuleSettings};
+use taskbox::manifest::Manifest;
+use taskbox::queue::{EnqueueOptions, JobRecord, JobStatus, NewJob, Queue};
+use taskbox::redis_server::{RedisOptions, RedisServer};
+use taskbox::registry::{Registry, RegistryConfig};
+use taskbox::worker::{Worker, WorkerConfig};
+use taskbox_runtime::{Runtime, RuntimeConfig};
+
+static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
+    std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
+
+const ADMIN: &str = "test-admin-token";
+const TENANT: &str = "default";
+
+/// Redis, the guests published, a worker with `host`'s capabilities, and the API.
+struct Host {
+    _redis: RedisServer,
+    queue: Queue,
+    url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Host {
+    async fn start(host: HostCapabilities) -> Self {
+        let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
+            .await
+            .unwrap()
+            .expect("starting redis-server");
+        let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let registry = Registry::new(
+            queue.clone(),
+            Arc::clone(&RUNTIME),
+            RegistryConfig::default(),
+        );
+        for tenant in [TENANT, "acme"] {
+            for name in ["fixtures-grants", "hello", "uploads"] {
+                let file = name.replace('-', "_");
+                let bytes = std::fs::read(guests::wasm(&file)).unwrap();
+                let path = format!(
+                    "{}/../../guests/{name}/taskbox.toml",
+                    env!("CARGO_MANIFEST_DIR")
+                );
+                let manifest =
+                    Manifest::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+                registry.publish(tenant, manifest, bytes).await.unwrap();
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let config = ApiConfig {
+            admin_token: Some(ADMIN.into()),
+            ..ApiConfig::default()
+        };
+        let app = router(queue.clone(), registry, config);
+        let worker = Worker::new(
+            queue.clone(),
+            Arc::clone(&RUNTIME),
+            WorkerConfig {
+                capabilities: host,
+                ..WorkerConfig::new(format!("capabilities-test-{}", std::process::id()))
+            },
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = axum::serve(listener, app) => {}
+                _ = worker.run(std::future::pending()) => {}
+                _ = stopped => {}
+            }
+        });
+        Self {
+            _redis: redis,
+            queue,
+            url,
+            _stop: stop,
+        }
+    }
+
+    async fn run_as(&self, tenant: &str, module: &str, task: &str, input: Value) -> JobRecord {
+        let id = self.enqueue_as(tenant, module, task, input).await;
+        self.wait(&id).await
+    }
+
+    async fn run(&self, module: &str, task: &str, input: Value) -> JobRecord {
+        self.run_as(TENANT, module, task, input).await
+    }
+
+    async fn enqueue_as(&self, tenant: &str, module: &str, task: &str, input: Value) -> String {
+        let job = NewJob {
+            module: module.into(),
+            task: task.into(),
+            input: input.to_string().into_bytes(),
+            options: EnqueueOptions::default(),
+        };
+        self.queue.enqueue(tenant, job).await.unwrap().id
+    }
+
+    async fn wait(&self, id: &str) -> JobRecord {
+        let job = self
+            .queue
+            .wait(id, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .expect("the job exists");
+        assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+        job
+    }
+
+    /// Opens the SSE stream of `channel`; it is subscribed once this returns.
+    async fn sse(&self, token: &str, channel: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut request = reqwest::Client::new()
+            .get(format!("{}/v1/events/{channel}", self.url))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        SseReader {
+            body: Box::pin(
+                response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map(|bytes| bytes.to_vec())),
+            ),
+            pending: String::new(),
+        }
+    }
+}
+
+fn result(job: &JobRecord) -> Value {
+    serde_json::from_slice(job.result.as_deref().unwrap_or(b"null")).unwrap()
+}
+
+/// Reads events off an SSE response.
+struct SseReader {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Vec<u8>>> + Send>>,
+    pending: String,
+}
+
+/// One SSE event: id, name, data.
+type Received = (String, String, String);
+
+impl SseReader {
+    /// The next event (keep-alives skipped), failing after 20 s.
+    async fn next(&mut self) -> Received {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
+                for line in block.lines() {
+                    match line.split_once(':') {
+                        Some(("id", value)) => id = value.trim_start().to_owned(),
+                        Some(("event", value)) => event = value.trim_start().to_owned(),
+                        Some(("data", value)) => data.push(value.trim_start().to_owned()),
+                        _ => {}
+                    }
+                }
+                if !data.is_empty() {
+                    return (id, event, data.join("\n"));
+                }
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.body.next())
+                .await
+                .expect("no event within 20 s")
+                .expect("the stream ended")
+                .unwrap();
+            self.pending.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_sse_clients_live_and_are_replayed_after_last_event_id() {
+    let host = Host::start(HostCapabilities::default()).await;
+    let mut live = host.sse(ADMIN, "allowed:room", None).await;
+    for data in ["one", "two"] {
+        let job = host
+            .run(
+                "fixtures-grants",
+                "publish",
+                json!({"channel": "allowed:room", "event": "said", "data": data}),
+            )
+            .await;
+        assert_eq!(result(&job), json!({"ok": true}));
+    }
+    let (first, event, data) = live.next().await;
+    assert_eq!((event.as_str(), data.as_str()), ("said", "one"));
+    let (second, _, data) = live.next().await;
+    assert_eq!(data, "two");
+    drop(live);
+
+    // Published while nobody listened: a client coming back with the last id it saw gets it.
+    host.run(
+        "fixtures-grants",
+        "publish",
+        json!({"channel": "allowed:room", "event": "said", "data": "three"}),
+    )
+    .await;
+    let mut resumed = host.sse(ADMIN, "allowed:room", Some(&second)).await;
+    let (third, _, data) = resumed.next().await;
+    assert_eq!(data, "three");
+    assert!(third > second && second > first, "{first} {second} {third}");
+    let mut from_first = host.sse(ADMIN, "allowed:room", Some(&first)).await;
+    assert_eq!(from_first.next().await.2, "two");
+    assert_eq!(from_first.next().await.2, "three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_publish_only_where_granted_and_within_the_size_cap() {
+    let host = Host::start(HostCapabilities {
+        max_event_bytes: 1024,
+        ..HostCapabilities::default()
+    })
+    .await;
+    let cases = [
+        (
+            json!({"channel": "other:x", "data": "d"}),
+            "Denied(\"other:x\")",
+        ),
+        (
+            json!({"channel": "job:default-0", "data": "d"}),
+            "InvalidChannel",
+        ),
+        (
+            json!({"channel": "allowed: x", "data": "d"}),
+            "InvalidChannel",
+        ),
+        (json!({"channel": "", "data": "d"}), "InvalidChannel"),
+        (
+            json!({"channel": "allowed:x", "event": "a\nb", "data": "d"}),
+            "InvalidEvent",
+        ),
+        (
+            json!({"channel": "allowed:x", "data": "x".repeat(2000)}),
+            "TooLarge(1024)",
+        ),
+    ];
+    for (input, expected) in cases {
+        let job = host.run("fixtures-grants", "publish", input.clone()).await;
+        let error = result(&job)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(error.starts_with(expected), "{input}: {error}");
+    }
+    let denied = host
+        .run(
+            "fixtures-grants",
+            "publish",
+            json!({"channel": "other:x", "data": "d"}),
+        )
+        .await;
+    assert!(
+        denied
+            .log
+            .as_deref()
+            .unwrap_or_default()
+            .contains("events denied for other:x"),
+        "{:?}",
+        denied.log
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_hears_only_its_own_channels() {
+    let host = Host::start(HostCapabilities::default()).await;
+    let acme = Tokens::new(host.queue.clone())
+        .create("acme", Role::Viewer)
+        .await
+        .unwrap();
+    let mut default_stream = host.sse(ADMIN, "allowed:shared", None).await;
+    let mut acme_stream = host.sse(&acme, "allowed:shared", None).await;
+    for tenant in [TENANT, "acme"] {
+        let input = json!({"channel": "allowed:shared", "data": tenant});
+        host.run_as(tenant, "fixtures-grants", "publish", input)
+            .await;
+    }
+    assert_eq!(default_stream.next().await.2, TENANT);
+    assert_eq!(acme_stream.next().await.2, "acme");
+    let events = Events::new(host.queue.clone());
+    let acme_events = events
+        .replay("acme", "allowed:shared", "0-0")
+        .await
+        .unwrap();
+    assert_eq!(acme_events.len(), 1, "{acme_events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_stored_on_the_job_and_streamed_on_its_channel() {
+    let host = Host::start(HostCapabilities::default()).await;
+    let job = host
+        .run("fixtures-grants", "progress", json!({"steps": 3}))
+        .await;
+    assert_eq!(job.progress.as_ref().unwrap()["percent"], 100);
+    let mut stream = host
+        .sse(ADMIN, &format!("job:{}", job.id), Some("0-0"))
+        .await;
+    let mut percents = Vec::new();
+    for _ in 0..3 {
+        let (_, event, data) = stream.next().await;
+        assert_eq!(event, "progress");
+        let data: Value = serde_json::from_str(&data).unwrap();
+        percents.push(data["percent"].as_u64().unwrap());
+    }
+    assert_eq!(percents, [33, 66, 100]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_enqueue_granted_targets_up_to_the_cap_and_children_know_their_parent() {
+    let host = Host::start(HostCapabilities {
+        max_enqueues: 3,
+        ..HostCapabilities::default()
+    })
+    .await;
+    let enqueue = |target: &str, input: Value| json!({"target": target, "input": input});
+    let parent = host
+        .run(
+            "fixtures-grants",
+            "enqueue",
+            enqueue("hello/greet", json!({"name": "child"})),
+        )
+        .await;
+    let child_id = result(&parent)["id"].as_str().unwrap().to_owned();
+    let child = host.wait(&child_id).await;
+    assert_eq!(
+        (child.parent.as_deref(), child.depth),
+        (Some(parent.id.as_str()), 1)
+    );
+    assert_eq!(result(&child)["message"], "Hello, child!");
+
+    let cases = [
+        (
+            enqueue("hello/add", json!({"numbers": [1]})),
+            "Denied(\"hello/add\")",
+        ),
+        (enqueue("fixtures/noop", json!(null)), "Denied"),
+        (enqueue("no-such-task", json!(null)), "Invalid"),
+        (enqueue("a/b/c", json!(null)), "Invalid"),
+    ];
+    for (input, expected) in cases {
+        let job = host.run("fixtures-grants", "enqueue", input.clone()).await;
+        let error = result(&job)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(error.starts_with(expected), "{input}: {error}");
+    }
+    let fan_out = host
+        .run("fixtures-grants", "fan_out", json!({"count": 5}))
+        .await;
+    let answer = result(&fan_out);
+    assert_eq!(answer["enqueued"], 3, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("Limit"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_jobs_stops_at_the_depth_cap() {
+    let host = Host::start(HostCapabilities {
+        max_chain_depth: 3,
+        ..HostCapabilities::default()
+    })
+    .await;
+    let mut job = host.run("fixtures-grants", "chain", Value::Null).await;
+    let mut depths = vec![job.depth];
+    while let Some(child) = result(&job)["child"].as_str() {
+        let next = host.wait(child).await;
+        assert_eq!(next.parent.as_deref(), Some(job.id.as_str()));
+        depths.push(next.depth);
+        job = next;
+    }
+    assert_eq!(depths, [0, 1, 2, 3]);
+    let stopped = result(&job)["stopped"].as_str().unwrap().to_owned();
+    assert!(stopped.starts_with("Limit"), "{stopped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_settings_reach_their_tenant_only_and_secrets_stay_out_of_the_log() {
+    let settings = ModuleSettings {
+        config: BTreeMap::from([("region".to_owned(), "eu-west".to_owned())]),
+        secrets: BTreeMap::from([("token".to_owned(), "s3cr3t-value".to_owned())]),
+    };
+    let host = Host::start(HostCapabilities {
+        modules: BTreeMap::from([("fixtures-grants".to_owned(), settings)]),
+        ..HostCapabilities::default()
+    })
+    .await;
+    let region = host
+        .run("fixtures-grants", "config", json!({"key": "region"}))
+        .await;
+    assert_eq!(result(&region)["value"], "eu-west");
+    let token = host
+        .run("fixtures-grants", "config", json!({"key": "token"}))
+        .await;
+    assert_eq!(result(&token)["value"], "s3cr3t-value");
+    let log = token.log.clone().unwrap_or_default();
+    assert!(
+        log.contains("[secret]") && !log.contains("s3cr3t-value"),
+        "{log}"
+    );
+    // `fixtures-grants` of tenant acme is another module: the default tenant's settings are
+    // not its.
+    let other = host
+        .run_as(
+            "acme",
+            "fixtures-grants",
+            "config",
+            json!({"key": "region"}),
+        )
+        .await;
+    assert_eq!(result(&other)["value"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploads_example_reports_progress_broadcasts_parts_and_enqueues_its_index() {
+    let host = Host::start(HostCapabilities::default()).await;
+    let mut watch = host.sse(ADMIN, "upload:u1", None).await;
+    let input = json!({"id": "u1", "parts": ["a b c", "d e"]});
+    let job = host.run("uploads", "process", input).await;
+    let answer = result(&job);
+    assert_eq!(answer["words"], 5, "{answer}");
+    let index = host.wait(answer["index_job"].as_str().unwrap()).await;
+    assert_eq!(result(&index), "indexed upload u1 (5 words)");
+    let events: Vec<(String, String)> =
+        [watch.next().await, watch.next().await, watch.next().await]
+            .into_iter()
+            .map(|(_, event, data)| (event, data))
+            .collect();
+    assert_eq!(events[0], ("part".into(), r#"{"part":1,"words":3}"#.into()));
+    assert_eq!(events[1], ("part".into(), r#"{"part":2,"words":2}"#.into()));
+    assert_eq!(events[2].0, "done");
+    assert_eq!(job.progress.as_ref().unwrap()["percent"], 100);
+
+    // The CLI replays the channel from the start.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskbox"))
+        .args([
+            "events",
+            "upload:u1",
+            "--after",
+            "0-0",
+            "--count",
+            "3",
+            "--output",
+            "json",
+        ])
+        .args(["--server", &host.url, "--token", ADMIN])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["part", "part", "done"]);
+}
