@@ -1029,6 +1029,12 @@ async fn an_outcome_finished_while_redis_is_down_is_stored_when_it_is_back() {
     .await;
     let mut worker = h.worker_process("2s", 1, true);
     let retrying = worker.watch_stderr("storing the outcome");
+    // Once it has loaded the module (from Redis), the worker's next attempt needs Redis only
+    // to store its outcome.
+    let warm_up = h
+        .enqueue("fixtures", "noop", Value::Null, EnqueueOptions::default())
+        .await;
+    h.wait(&warm_up, Duration::from_secs(30)).await;
     let id = h
         .enqueue(
             "fixtures",

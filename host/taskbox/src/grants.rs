@@ -6,15 +6,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
-use taskbox_runtime::Capabilities;
 use taskbox_runtime::config::ConfigValues;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::jobs::{ChildJob, ChildPriority, JobGrant, JobSpawner, SpawnError};
+use taskbox_runtime::{Capabilities, JobError};
 
 use crate::auth::DEFAULT_TENANT;
 use crate::events::Events;
 use crate::manifest::{Manifest, Policy};
 use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Parent, Priority, Queue};
+use crate::registry::RegistryError;
 
 /// The operator's side of every capability: what the host offers modules.
 #[derive(Debug, Clone)]
@@ -110,15 +111,16 @@ impl Grants {
         }
     }
 
-    /// The capabilities of `job`. A module whose manifest cannot be read, or asks for more
-    /// than the policy now allows, gets none: each call it makes is denied.
-    pub(crate) async fn for_job(&self, job: &JobContext) -> Capabilities {
+    /// The capabilities of `job`. A module whose manifest is gone, or asks for more than the
+    /// policy now allows, gets none: each call it makes is denied. When the manifest cannot
+    /// be read now, the job fails with an internal (retryable) error.
+    pub(crate) async fn for_job(&self, job: &JobContext) -> Result<Capabilities, JobError> {
         let key = (job.tenant.clone(), job.module.clone(), job.version.clone());
         let cached = self.cache().get(&key).cloned();
         let module = match cached {
             Some(module) => module,
             None => {
-                let module = Arc::new(self.module_grants(job).await);
+                let module = Arc::new(self.module_grants(job).await?);
                 self.cache().insert(key, Arc::clone(&module));
                 module
             }
@@ -137,7 +139,7 @@ impl Grants {
                 }),
             }));
         }
-        capabilities
+        Ok(capabilities)
     }
 
     fn cache(
@@ -146,7 +148,8 @@ impl Grants {
         self.modules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn module_grants(&self, job: &JobContext) -> ModuleGrants {
+    /// The grants of the job's module version.
+    async fn module_grants(&self, job: &JobContext) -> Result<ModuleGrants, JobError> {
         let none = ModuleGrants {
             capabilities: Capabilities::default(),
             enqueue: Vec::new(),
@@ -160,19 +163,25 @@ impl Grants {
         .await
         {
             Ok(module) => module.manifest,
+            Err(RegistryError::NotFound(reason)) => {
+                tracing::warn!(job = %job.id, module = %job.module, "no manifest, so no capabilities: {reason}");
+                return Ok(none);
+            }
             Err(err) => {
-                tracing::warn!(job = %job.id, module = %job.module, "no manifest, so no capabilities: {err}");
-                return none;
+                return Err(JobError::Internal {
+                    message: format!("reading the manifest of {}: {err:#}", job.module),
+                });
             }
         };
         if let Err(violation) = self.host.policy.check(&manifest) {
             tracing::warn!(job = %job.id, module = %job.module, "the manifest exceeds the policy, so no capabilities: {violation}");
-            return none;
+            return Ok(none);
         }
-        ModuleGrants {
+        let grants = ModuleGrants {
             capabilities: self.capabilities(&job.tenant, &manifest),
             enqueue: manifest.capabilities.enqueue.clone(),
-        }
+        };
+        Ok(grants)
     }
 
     fn capabilities(&self, tenant: &str, manifest: &Manifest) -> Capabilities {

@@ -761,16 +761,23 @@ impl Worker {
             (tenant, module_name, version, depth),
         ) = started;
         let keys = self.queue.keys(&delivery.queue);
-        let report = match self.module(&digest).await {
-            Ok(module) => {
-                let context = JobContext {
-                    id: delivery.job.clone(),
-                    tenant,
-                    module: module_name,
-                    version,
-                    depth: depth.parse().unwrap_or(0),
-                };
-                let capabilities = self.grants.for_job(&context).await;
+        let context = JobContext {
+            id: delivery.job.clone(),
+            tenant,
+            module: module_name,
+            version,
+            depth: depth.parse().unwrap_or(0),
+        };
+        let loaded = match self.module(&digest).await {
+            Ok(module) => self
+                .grants
+                .for_job(&context)
+                .await
+                .map(|capabilities| (module, capabilities)),
+            Err(err) => Err(err),
+        };
+        let report = match loaded {
+            Ok((module, capabilities)) => {
                 let request = JobRequest {
                     task,
                     input,
@@ -1088,11 +1095,18 @@ async fn store_progress(
     mut updates: mpsc::UnboundedReceiver<(ProgressUpdate, Progress)>,
 ) {
     let events = Events::new(queue.clone());
+    // Only while the job runs: its outcome stores the last report itself, and a report
+    // arriving after that must not overwrite it.
+    let store = redis::Script::new(
+        "if redis.call('HGET', KEYS[1], 'status') == 'running' then \
+           redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end",
+    );
     while let Some((to, progress)) = updates.recv().await {
         let json = serde_json::to_string(&progress).unwrap_or_default();
-        let stored: redis::RedisResult<()> = queue
-            .connection()
-            .hset(to.keys.job(&to.job), "progress", &json)
+        let stored: redis::RedisResult<()> = store
+            .key(to.keys.job(&to.job))
+            .arg(&json)
+            .invoke_async(&mut queue.connection())
             .await;
         let channel = format!("{HOST_CHANNEL_PREFIX}{}", to.job);
         let published = match stored {
