@@ -420,6 +420,26 @@ async fn module_settings_reach_their_tenant_only_and_secrets_stay_out_of_the_log
         log.contains("[secret]") && !log.contains("s3cr3t-value"),
         "{log}"
     );
+    let id = host
+        .enqueue_as(
+            TENANT,
+            "fixtures-grants",
+            "config",
+            json!({"key": "token", "fail": true}),
+        )
+        .await;
+    let failed = host
+        .queue
+        .wait(&id, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, JobStatus::Dead);
+    let error = failed.error.unwrap().to_string();
+    assert!(
+        error.contains("[secret]") && !error.contains("s3cr3t-value"),
+        "{error}"
+    );
     // `fixtures-grants` of tenant acme is another module: the default tenant's settings are
     // not its.
     let other = host

@@ -66,12 +66,18 @@ fn fan_out(_job: &Job, input: FanOut) -> Result<Value, TaskError> {
 #[derive(Deserialize)]
 struct Key {
     key: String,
+    #[serde(default)]
+    fail: bool,
 }
 
-/// Answers the setting `key`, and writes it to the log (where a secret must not show).
+/// Answers the setting `key`, and writes it to the log (where a secret must not show); with
+/// `fail`, fails with it in the error message instead (where it must not show either).
 fn config(_job: &Job, input: Key) -> Result<Value, TaskError> {
     let value = config::get(&input.key);
     println!("the setting {} is {value:?}", input.key);
+    if input.fail {
+        return Err(TaskError::fatal(format!("failing with {value:?}")));
+    }
     Ok(json!({"value": value}))
 }
 

@@ -236,7 +236,18 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
             limit: limits.output_bytes as u64,
         }),
         Ok(Ok(output)) => Ok(output),
-        Ok(Err(task_error)) => Err(task_error.into()),
+        Ok(Err(task_error)) => Err(match JobError::from(task_error) {
+            JobError::TaskError {
+                retryable,
+                retry_after_ms,
+                message,
+            } => JobError::TaskError {
+                retryable,
+                retry_after_ms,
+                message: config::redact(message, &state.config),
+            },
+            other => other,
+        }),
         Err(Stopped::Deadline) => Err(timeout(&limits)),
         Err(Stopped::Cancelled) => Err(JobError::Cancelled),
         Err(Stopped::Failed(err)) => Err(classify(&err, &limits, state.limiter.limit_hit())),

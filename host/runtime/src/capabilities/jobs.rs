@@ -113,6 +113,11 @@ impl jobs::Host for JobJobs {
             Some((module, task)) => (module.to_owned(), task.to_owned()),
             None => (self.caller.module.clone(), target.clone()),
         };
+        if module.is_empty() && !target.contains('/') {
+            return Err(Error::Invalid(format!(
+                "this job was run by hand, outside any module: name the target as MODULE/{target}"
+            )));
+        }
         if module.is_empty() || task.is_empty() || task.contains('/') {
             return Err(Error::Invalid(format!(
                 "`{target}` is not TASK or MODULE/TASK"
