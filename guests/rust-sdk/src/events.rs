@@ -73,7 +73,6 @@ pub fn publish_json<T: Serialize + ?Sized>(
     event: &str,
     data: &T,
 ) -> Result<(), EventError> {
-    let data =
-        serde_json::to_string(data).map_err(|err| EventError::Serialize(err.to_string()))?;
+    let data = serde_json::to_string(data).map_err(|err| EventError::Serialize(err.to_string()))?;
     publish(channel, event, &data)
 }

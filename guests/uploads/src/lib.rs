@@ -37,7 +37,11 @@ fn process(job: &Job, upload: Upload) -> Result<Processed, TaskError> {
         events::publish_json(&channel, "part", &json!({"part": done + 1, "words": count}))?;
     }
     let index_job = jobs::enqueue("index", &json!({"upload": upload.id, "words": words}))?;
-    events::publish_json(&channel, "done", &json!({"words": words, "index_job": index_job}))?;
+    events::publish_json(
+        &channel,
+        "done",
+        &json!({"words": words, "index_job": index_job}),
+    )?;
     Ok(Processed {
         upload: upload.id,
         words,
@@ -53,7 +57,10 @@ struct Index {
 
 /// Stands in for indexing the processed upload.
 fn index(_job: &Job, input: Index) -> Result<String, TaskError> {
-    Ok(format!("indexed upload {} ({} words)", input.upload, input.words))
+    Ok(format!(
+        "indexed upload {} ({} words)",
+        input.upload, input.words
+    ))
 }
 
 taskbox_guest::tasks!(process, index);
