@@ -159,8 +159,8 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
     let deadline = started + limits.timeout;
     let log = JobLog::new(limits.log_bytes);
     let caller = Caller {
-        job: info.id.clone(),
-        module: info.module.clone(),
+        job: info.id.as_str().into(),
+        module: info.module.as_str().into(),
         deadline,
         log: log.clone(),
     };

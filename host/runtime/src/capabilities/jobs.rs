@@ -111,7 +111,7 @@ impl jobs::Host for JobJobs {
     ) -> Result<String, Error> {
         let (module, task) = match target.split_once('/') {
             Some((module, task)) => (module.to_owned(), task.to_owned()),
-            None => (self.caller.module.clone(), target.clone()),
+            None => (self.caller.module.to_string(), target.clone()),
         };
         if module.is_empty() && !target.contains('/') {
             return Err(Error::Invalid(format!(

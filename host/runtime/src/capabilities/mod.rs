@@ -43,10 +43,10 @@ pub struct Capabilities {
 /// Who is calling, for denials and deadlines: the same for every capability of a job.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    /// The job id.
-    pub(crate) job: String,
+    /// The job id (shared: every capability of the job holds a copy of the caller).
+    pub(crate) job: Arc<str>,
     /// The module's name.
-    pub(crate) module: String,
+    pub(crate) module: Arc<str>,
     /// When the job's attempt ends.
     pub(crate) deadline: std::time::Instant,
     /// The job's log, where denials are written for the task's author to see.
