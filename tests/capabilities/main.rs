@@ -404,6 +404,7 @@ async fn module_settings_reach_their_tenant_only_and_secrets_stay_out_of_the_log
     };
     let host = Host::start(HostCapabilities {
         modules: BTreeMap::from([("fixtures-grants".to_owned(), settings)]),
+        settings_refresh: Duration::ZERO,
         ..HostCapabilities::default()
     })
     .await;
@@ -496,4 +497,89 @@ async fn the_uploads_example_reports_progress_broadcasts_parts_and_enqueues_its_
         .collect();
     let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
     assert_eq!(names, ["part", "part", "done"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_set_over_the_api_reach_tasks_and_only_admins_set_them() {
+    let host = Host::start(HostCapabilities {
+        settings_refresh: Duration::ZERO,
+        ..HostCapabilities::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/modules/fixtures-grants/settings", host.url);
+    let operator = Tokens::new(host.queue.clone())
+        .create(TENANT, Role::Operator)
+        .await
+        .unwrap();
+    let body = json!({"config": {"region": "eu"}, "secrets": {"token": "api-s3cr3t"}});
+    let refused = http
+        .put(&url)
+        .bearer_auth(&operator)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let set = http
+        .put(&url)
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let shown: Value = http
+        .get(&url)
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        shown,
+        json!({"config": {"region": "eu"}, "secrets": ["token"]})
+    );
+    let token = host
+        .run("fixtures-grants", "config", json!({"key": "token"}))
+        .await;
+    assert_eq!(result(&token)["value"], "api-s3cr3t");
+    assert!(!token.log.unwrap_or_default().contains("api-s3cr3t"));
+
+    // The CLI replaces them all; another tenant's module of that name is not found.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskbox"))
+        .args([
+            "module",
+            "settings",
+            "fixtures-grants",
+            "--set",
+            "region=us",
+        ])
+        .args(["--server", &host.url, "--token", ADMIN])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "region = us\n");
+    let region = host
+        .run("fixtures-grants", "config", json!({"key": "region"}))
+        .await;
+    assert_eq!(result(&region)["value"], "us");
+    let gone = host
+        .run("fixtures-grants", "config", json!({"key": "token"}))
+        .await;
+    assert_eq!(result(&gone)["value"], Value::Null);
+    let acme = Tokens::new(host.queue.clone())
+        .create("acme", Role::Admin)
+        .await
+        .unwrap();
+    let other = http
+        .get(format!("{}/v1/modules/no-such-module/settings", host.url))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
 }

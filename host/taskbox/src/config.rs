@@ -164,6 +164,7 @@ impl HostConfig {
             max_enqueues: self.jobs.max_enqueues,
             max_chain_depth: self.jobs.max_chain_depth,
             modules: self.modules.clone(),
+            ..HostCapabilities::default()
         }
     }
 

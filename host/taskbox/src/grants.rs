@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 use taskbox_runtime::config::ConfigValues;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::jobs::{ChildJob, ChildPriority, JobGrant, JobSpawner, SpawnError};
@@ -31,6 +33,9 @@ pub struct HostCapabilities {
     pub max_chain_depth: u32,
     /// Settings by module: `tenant/name`, or `name` for the default tenant.
     pub modules: BTreeMap<String, ModuleSettings>,
+    /// How long a module's settings are used before they are read again, so that settings
+    /// changed over the API reach jobs within this.
+    pub settings_refresh: Duration,
 }
 
 impl Default for HostCapabilities {
@@ -41,6 +46,7 @@ impl Default for HostCapabilities {
             max_enqueues: JobGrant::DEFAULT_MAX_ENQUEUES,
             max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
             modules: BTreeMap::new(),
+            settings_refresh: SETTINGS_REFRESH,
         }
     }
 }
@@ -49,8 +55,11 @@ impl Default for HostCapabilities {
 /// times.
 pub const DEFAULT_MAX_CHAIN_DEPTH: u32 = 10;
 
+/// How long a worker uses a module's settings before it reads them again, by default.
+pub const SETTINGS_REFRESH: Duration = Duration::from_secs(5);
+
 /// One module's settings, which its tasks read with `config.get`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModuleSettings {
     /// Plain values.
@@ -91,6 +100,8 @@ pub(crate) struct Grants {
     queue: Queue,
     events: Events,
     modules: Mutex<HashMap<(String, String, String), Arc<ModuleGrants>>>,
+    /// Settings by tenant and module, with when they were read.
+    settings: Mutex<HashMap<(String, String), (Instant, Arc<ConfigValues>)>>,
 }
 
 impl std::fmt::Debug for Grants {
@@ -108,6 +119,7 @@ impl Grants {
             events: Events::new(queue.clone()),
             queue,
             modules: Mutex::default(),
+            settings: Mutex::default(),
         }
     }
 
@@ -126,6 +138,7 @@ impl Grants {
             }
         };
         let mut capabilities = module.capabilities.clone();
+        capabilities.config = self.settings(&job.tenant, &job.module).await?;
         if !module.enqueue.is_empty() {
             capabilities.jobs = Some(Arc::new(JobGrant {
                 targets: module.enqueue.clone(),
@@ -146,6 +159,57 @@ impl Grants {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), Arc<ModuleGrants>>> {
         self.modules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The module's settings: the host config's, overridden key by key by those set over the
+    /// API, read again after `settings_refresh`. While Redis cannot be read, the last ones
+    /// read serve.
+    async fn settings(&self, tenant: &str, module: &str) -> Result<Arc<ConfigValues>, JobError> {
+        let key = (tenant.to_owned(), module.to_owned());
+        let cached = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some((read_at, values)) = &cached
+            && read_at.elapsed() < self.host.settings_refresh
+        {
+            return Ok(Arc::clone(values));
+        }
+        let stored = match crate::registry::module_settings(&self.queue, tenant, module).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                return match cached {
+                    Some((_, values)) => Ok(values),
+                    None => Err(JobError::Internal {
+                        message: format!("reading the settings of {module}: {err:#}"),
+                    }),
+                };
+            }
+        };
+        let mut settings = self
+            .host_settings(tenant, module)
+            .cloned()
+            .unwrap_or_default();
+        settings.config.extend(stored.config);
+        settings.secrets.extend(stored.secrets);
+        let values = Arc::new(ConfigValues::new(settings.config, settings.secrets));
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (Instant::now(), Arc::clone(&values)));
+        Ok(values)
+    }
+
+    /// The host config's settings of `module` of `tenant`.
+    fn host_settings(&self, tenant: &str, module: &str) -> Option<&ModuleSettings> {
+        let modules = &self.host.modules;
+        let qualified = modules.get(&format!("{tenant}/{module}"));
+        match tenant {
+            DEFAULT_TENANT => qualified.or_else(|| modules.get(module)),
+            _ => qualified,
+        }
     }
 
     /// The grants of the job's module version.
@@ -193,23 +257,8 @@ impl Grants {
                 bus: Arc::new(self.events.bus(tenant)),
             })
         });
-        let settings = match tenant {
-            DEFAULT_TENANT => self
-                .host
-                .modules
-                .get(&format!("{tenant}/{}", manifest.name))
-                .or_else(|| self.host.modules.get(&manifest.name)),
-            _ => self
-                .host
-                .modules
-                .get(&format!("{tenant}/{}", manifest.name)),
-        };
-        let config = settings.map_or_else(ConfigValues::default, |settings| {
-            ConfigValues::new(settings.config.clone(), settings.secrets.clone())
-        });
         Capabilities {
             events,
-            config: Arc::new(config),
             ..Capabilities::default()
         }
     }

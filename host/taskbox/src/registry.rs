@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use taskbox_runtime::{JobError, ModuleDigest, Runtime};
 use tokio::sync::Semaphore;
 
+use crate::grants::ModuleSettings;
 use crate::manifest::{Manifest, ManifestError, Policy, PolicyViolation, is_plain_name};
 use crate::queue::{Queue, unix_millis};
 
@@ -360,6 +361,29 @@ impl Registry {
         resolve(&self.queue, tenant, name, version).await
     }
 
+    /// The settings of module `name` set over the API (empty when none are).
+    pub async fn settings(&self, tenant: &str, name: &str) -> anyhow::Result<ModuleSettings> {
+        module_settings(&self.queue, tenant, name).await
+    }
+
+    /// Replaces the settings of module `name`; workers use them within
+    /// [`SETTINGS_REFRESH`](crate::grants::SETTINGS_REFRESH) (by default).
+    pub async fn set_settings(
+        &self,
+        tenant: &str,
+        name: &str,
+        settings: &ModuleSettings,
+    ) -> anyhow::Result<()> {
+        let keys = RegistryKeys::new(self.queue.prefix(), tenant);
+        let json = serde_json::to_string(settings)?;
+        let () = self
+            .queue
+            .connection()
+            .set(keys.settings(name), json)
+            .await?;
+        Ok(())
+    }
+
     async fn version(
         &self,
         tenant: &str,
@@ -407,7 +431,12 @@ impl Registry {
             let () = conn.del(module_bytes_key(prefix, &module.digest)).await?;
         }
         if versions == 0 {
-            let () = conn.srem(keys.names(), name).await?;
+            // The module is gone, and its settings (secrets too) with it.
+            let () = redis::pipe()
+                .srem(keys.names(), name)
+                .del(keys.settings(name))
+                .query_async(&mut conn)
+                .await?;
         }
         Ok(())
     }
@@ -462,6 +491,21 @@ pub(crate) async fn resolve(
         .map_err(|err| RegistryError::Redis(anyhow::anyhow!("stored module {name}: {err}")))
 }
 
+/// The settings of module `name` of `tenant` set over the API.
+pub(crate) async fn module_settings(
+    queue: &Queue,
+    tenant: &str,
+    name: &str,
+) -> anyhow::Result<ModuleSettings> {
+    let keys = RegistryKeys::new(queue.prefix(), tenant);
+    let json: Option<String> = queue.connection().get(keys.settings(name)).await?;
+    Ok(match json {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|err| anyhow::anyhow!("stored settings of {name}: {err}"))?,
+        None => ModuleSettings::default(),
+    })
+}
+
 fn semver_of(version: &str) -> semver::Version {
     version.parse().unwrap_or(semver::Version::new(0, 0, 0))
 }
@@ -493,5 +537,9 @@ impl RegistryKeys {
 
     fn versions(&self, name: &str) -> String {
         format!("{}module:{name}", self.base)
+    }
+
+    fn settings(&self, name: &str) -> String {
+        format!("{}settings:{name}", self.base)
     }
 }

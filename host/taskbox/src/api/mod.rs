@@ -139,6 +139,10 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
                 .get(modules::list),
         )
         .route("/modules/{name}", get(modules::show))
+        .route(
+            "/modules/{name}/settings",
+            get(modules::settings).put(modules::set_settings),
+        )
         .route("/modules/{name}/{version}", delete(modules::remove))
         .route("/jobs", post(jobs::enqueue).get(jobs::list))
         .route("/jobs/batch", post(jobs::enqueue_batch))

@@ -1,4 +1,4 @@
-//! `/v1/modules`: upload, list, show and delete task modules.
+//! `/v1/modules`: upload, list, show and delete task modules, and set their settings.
 #![allow(
     unused_qualifications,
     reason = "utoipa's `path` macro qualifies the `IntoParams` types it is given"
@@ -12,6 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{Json, Path, Query};
 use crate::api::{ApiError, AppState, Caller};
+use crate::auth::Role;
+use crate::grants::ModuleSettings;
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::registry::{ModuleSummary, ModuleVersion};
 
@@ -182,4 +184,109 @@ pub(crate) async fn remove(
         .delete(&caller.tenant, &name, &version, options.force)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A module's settings as the API shows them: plain values, and the names of the secrets
+/// (their values are never shown).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SettingsView {
+    /// Plain values by key.
+    config: std::collections::BTreeMap<String, String>,
+    /// The keys of the secrets.
+    secrets: Vec<String>,
+}
+
+impl From<ModuleSettings> for SettingsView {
+    fn from(settings: ModuleSettings) -> Self {
+        Self {
+            config: settings.config,
+            secrets: settings.secrets.into_keys().collect(),
+        }
+    }
+}
+
+/// The most settings one module may have, and the longest key.
+const MAX_SETTINGS: usize = 256;
+const MAX_SETTING_KEY: usize = 128;
+
+/// Show the settings of a module set over the API (secrets by name only). Settings from the
+/// host config are not shown.
+#[utoipa::path(get, path = "/v1/modules/{name}/settings", tag = "modules",
+    params(("name" = String, Path, description = "the module's name")),
+    responses((status = 200, body = SettingsView), (status = 404, body = crate::api::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<SettingsView>, ApiError> {
+    existing(&state, &caller, &name).await?;
+    let settings = state
+        .registry
+        .settings(&caller.tenant, &name)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(settings.into()))
+}
+
+/// Replace the settings of a module (admin only): tasks read them with `config.get`, and
+/// workers pick them up within 5 seconds. Secret values are never shown again.
+#[utoipa::path(put, path = "/v1/modules/{name}/settings", tag = "modules",
+    params(("name" = String, Path, description = "the module's name")),
+    request_body = ModuleSettings,
+    responses(
+        (status = 200, body = SettingsView),
+        (status = 403, body = crate::api::error::ErrorBody),
+        (status = 404, body = crate::api::error::ErrorBody),
+        (status = 422, body = crate::api::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn set_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(settings): Json<ModuleSettings>,
+) -> Result<Json<SettingsView>, ApiError> {
+    if caller.role < Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "a {} token may not set module settings: it needs the admin role",
+            caller.role
+        )));
+    }
+    let count = settings.config.len() + settings.secrets.len();
+    if count > MAX_SETTINGS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("{count} settings given, at most {MAX_SETTINGS} allowed"),
+        ));
+    }
+    let keys = settings.config.keys().chain(settings.secrets.keys());
+    if let Some(key) = keys
+        .into_iter()
+        .find(|key| key.is_empty() || key.len() > MAX_SETTING_KEY)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("the setting key `{key}` must have 1 to {MAX_SETTING_KEY} bytes"),
+        ));
+    }
+    existing(&state, &caller, &name).await?;
+    state
+        .registry
+        .set_settings(&caller.tenant, &name, &settings)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(settings.into()))
+}
+
+/// 404 unless the caller's tenant has module `name`.
+async fn existing(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    let versions = state.registry.versions(&caller.tenant, name).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "there is no module named `{name}`"
+        )));
+    }
+    Ok(())
 }

@@ -13,7 +13,8 @@ use crate::api::{error, events, jobs, modules, system};
         description = "Run untrusted background jobs as sandboxed WebAssembly components."
     ),
     paths(
-        modules::upload, modules::list, modules::show, modules::remove,
+        modules::upload, modules::list, modules::show, modules::remove, modules::settings,
+        modules::set_settings,
         jobs::enqueue, jobs::enqueue_batch, jobs::show, jobs::logs, jobs::cancel, jobs::retry,
         jobs::list, jobs::dead_letters, jobs::purge_dead,
         system::queues, system::workers, system::healthz, system::readyz,

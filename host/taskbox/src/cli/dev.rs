@@ -135,6 +135,20 @@ enum ModuleCommand {
         /// The module's name.
         name: String,
     },
+    /// Show a module's settings, or replace them all with --set and --secret (admin).
+    Settings {
+        /// The module's name.
+        name: String,
+        /// A plain value, `KEY=VALUE` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        values: Vec<String>,
+        /// A secret value, `KEY=VALUE` (repeatable); never shown again.
+        #[arg(long = "secret", value_name = "KEY=VALUE")]
+        secrets: Vec<String>,
+        /// Remove every setting.
+        #[arg(long, conflicts_with_all = ["values", "secrets"])]
+        clear: bool,
+    },
     /// Delete a version: `NAME@VERSION`.
     Rm {
         /// `NAME@VERSION`.
@@ -247,6 +261,36 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
                 &rows,
                 &["name", "latest", "tasks", "versions"],
             );
+        }
+        ModuleCommand::Settings {
+            name,
+            values,
+            secrets,
+            clear,
+        } => {
+            let path = format!("/v1/modules/{name}/settings");
+            let reply = match (values.is_empty() && secrets.is_empty(), clear) {
+                (true, false) => client.get(&path).await?,
+                _ => {
+                    let body = serde_json::json!({
+                        "config": key_values(&values)?,
+                        "secrets": key_values(&secrets)?,
+                    });
+                    let request = client.request(reqwest::Method::PUT, &path).json(&body);
+                    client.send(request).await?
+                }
+            };
+            match output {
+                Output::Json => print(output, &reply, &[], &[]),
+                Output::Table => {
+                    for (key, value) in reply["config"].as_object().into_iter().flatten() {
+                        println!("{key} = {}", value.as_str().unwrap_or_default());
+                    }
+                    for key in reply["secrets"].as_array().into_iter().flatten() {
+                        println!("{} = [secret]", key.as_str().unwrap_or_default());
+                    }
+                }
+            }
         }
         ModuleCommand::Show { name } => {
             let reply = client.get(&format!("/v1/modules/{name}")).await?;
@@ -446,4 +490,17 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `KEY=VALUE` arguments as a JSON object; the error names the argument without `=`.
+fn key_values(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(index, pair)| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.into())),
+            // Not echoed: it may be a secret typed without its key.
+            _ => bail!("setting {} is not KEY=VALUE", index + 1),
+        })
+        .collect()
 }
