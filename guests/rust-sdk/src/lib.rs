@@ -210,6 +210,7 @@ impl Output for Bytes {
 
 pub mod config;
 pub mod events;
+pub mod http;
 pub mod jobs;
 
 /// Writes to the job's log, which the host keeps with the job. Plain `println!` and

@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use taskbox_runtime::events::EventGrant;
+use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::jobs::JobGrant;
 
 use crate::grants::{DEFAULT_MAX_CHAIN_DEPTH, HostCapabilities, ModuleSettings};
@@ -42,12 +43,69 @@ pub struct HostConfig {
     pub registry: RegistrySettings,
     /// API limits.
     pub api: ApiSettings,
+    /// Outbound HTTP of tasks.
+    pub http: HttpSettings,
     /// Events tasks publish.
     pub events: EventSettings,
     /// Jobs tasks enqueue.
     pub jobs: JobSettings,
     /// Settings of modules, by `name` (default tenant) or `tenant/name`.
     pub modules: BTreeMap<String, ModuleSettings>,
+}
+
+/// Outbound HTTP of tasks: where they may never go, and how much each job may do.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Let tasks reach loopback, private and link-local addresses (off: only for trusted
+    /// networks and tests).
+    pub allow_private_networks: bool,
+    /// Requests one job may have under way at once.
+    pub max_concurrent_requests: usize,
+    /// Requests one job may send.
+    pub max_requests: u32,
+    /// The longest wait for a connection (`"10s"`).
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// The longest one exchange may take, to the body's last byte (`"30s"`).
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// The largest response body (`"16MiB"`).
+    #[serde(with = "size")]
+    pub max_response_size: u64,
+    /// The largest response header section (`"64KiB"`).
+    #[serde(with = "size")]
+    pub max_header_size: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let limits = HttpLimits::default();
+        Self {
+            allow_private_networks: limits.allow_private_networks,
+            max_concurrent_requests: limits.max_concurrent_requests,
+            max_requests: limits.max_requests,
+            connect_timeout: limits.connect_timeout,
+            request_timeout: limits.request_timeout,
+            max_response_size: limits.max_response_bytes,
+            max_header_size: limits.max_header_bytes as u64,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The runtime's limits.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            allow_private_networks: self.allow_private_networks,
+            max_concurrent_requests: self.max_concurrent_requests.max(1),
+            max_requests: self.max_requests,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            max_response_bytes: self.max_response_size,
+            max_header_bytes: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// Events tasks publish.
@@ -160,6 +218,7 @@ impl HostConfig {
     pub fn capabilities(&self) -> HostCapabilities {
         HostCapabilities {
             policy: self.policy.clone(),
+            http: self.http.limits(),
             max_event_bytes: usize::try_from(self.events.max_event_size).unwrap_or(usize::MAX),
             max_enqueues: self.jobs.max_enqueues,
             max_chain_depth: self.jobs.max_chain_depth,

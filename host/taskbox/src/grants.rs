@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use taskbox_runtime::config::ConfigValues;
 use taskbox_runtime::events::EventGrant;
+use taskbox_runtime::http::{HttpGrant, HttpLimits};
 use taskbox_runtime::jobs::{ChildJob, ChildPriority, JobGrant, JobSpawner, SpawnError};
 use taskbox_runtime::{Capabilities, JobError};
 
@@ -25,6 +26,8 @@ pub struct HostCapabilities {
     /// The cap on manifests, checked again when a job runs (the policy may have tightened
     /// since the upload).
     pub policy: Policy,
+    /// What each job's outbound HTTP may do.
+    pub http: HttpLimits,
     /// The largest event a task may publish, in bytes.
     pub max_event_bytes: usize,
     /// How many jobs one job may enqueue.
@@ -42,6 +45,7 @@ impl Default for HostCapabilities {
     fn default() -> Self {
         Self {
             policy: Policy::default(),
+            http: HttpLimits::default(),
             max_event_bytes: EventGrant::DEFAULT_MAX_EVENT_BYTES,
             max_enqueues: JobGrant::DEFAULT_MAX_ENQUEUES,
             max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
@@ -257,7 +261,18 @@ impl Grants {
                 bus: Arc::new(self.events.bus(tenant)),
             })
         });
+        let http = (!requested.allowed_outbound_hosts.is_empty())
+            .then(|| HttpGrant::new(&requested.allowed_outbound_hosts, self.host.http.clone()))
+            .transpose()
+            .unwrap_or_else(|reason| {
+                // The registry parsed these at upload; a manifest stored before then gets no
+                // HTTP rather than a wider grant.
+                tracing::warn!(module = %manifest.name, "no outbound HTTP: {reason}");
+                None
+            })
+            .map(Arc::new);
         Capabilities {
+            http,
             events,
             ..Capabilities::default()
         }

@@ -26,6 +26,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use taskbox_runtime::http::HostPattern;
+
 use crate::queue::{Backoff, Priority};
 
 /// The manifest's usual file name.
@@ -265,6 +267,19 @@ impl Manifest {
                 }
             }
         }
+        for entry in &self.capabilities.allowed_outbound_hosts {
+            HostPattern::parse(entry)
+                .map_err(|reason| ("capabilities.allowed_outbound_hosts".to_owned(), reason))?;
+        }
+        for grant in &self.capabilities.sql {
+            let database = grant.strip_suffix(":read").unwrap_or(grant);
+            if !is_plain_name(database) {
+                return Err((
+                    "capabilities.sql".into(),
+                    format!("`{grant}` is not `self`, NAME or NAME:read"),
+                ));
+            }
+        }
         for (index, schedule) in self.schedules.iter().enumerate() {
             if !self.tasks.contains_key(&schedule.task) {
                 return Err((
@@ -423,56 +438,13 @@ impl Policy {
     }
 
     fn allows_host(&self, host: &str) -> bool {
-        let Some(wanted) = HostPattern::parse(host) else {
+        let Ok(wanted) = HostPattern::parse(host) else {
             return false;
         };
         self.allowed_outbound_hosts.iter().any(|allowed| {
-            if allowed == "*" {
-                return true;
-            }
-            HostPattern::parse(allowed).is_some_and(|allowed| allowed.covers(&wanted))
+            allowed == "*"
+                || HostPattern::parse(allowed).is_ok_and(|allowed| allowed.covers(&wanted))
         })
-    }
-}
-
-/// `scheme://host[:port]` as the policy compares it: lowercase, no trailing dot.
-struct HostPattern {
-    scheme: String,
-    host: String,
-    port: Option<String>,
-}
-
-impl HostPattern {
-    fn parse(text: &str) -> Option<Self> {
-        let text = text.to_ascii_lowercase();
-        let (scheme, rest) = text.split_once("://")?;
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if port == "*" || port.parse::<u16>().is_ok() => {
-                (host, Some(port.to_owned()))
-            }
-            _ => (rest, None),
-        };
-        Some(Self {
-            scheme: scheme.to_owned(),
-            host: host.trim_end_matches('.').to_owned(),
-            port,
-        })
-    }
-
-    /// Whether every address `other` allows is also allowed by `self`. A policy entry
-    /// without a port allows any port; `*.example.com` allows its subdomains.
-    fn covers(&self, other: &Self) -> bool {
-        let port = match (&self.port, &other.port) {
-            (None, _) => true,
-            (Some(any), _) if any == "*" => true,
-            (Some(mine), Some(theirs)) => mine == theirs,
-            (Some(_), None) => false,
-        };
-        let host = match self.host.strip_prefix("*.") {
-            Some(domain) => other.host.ends_with(&format!(".{domain}")),
-            None => self.host == other.host,
-        };
-        self.scheme == other.scheme && port && host
     }
 }
 
