@@ -3,6 +3,8 @@
 
 #[path = "../support/guests.rs"]
 mod guests;
+#[path = "../support/http_server.rs"]
+mod http_server;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,7 +52,7 @@ impl Host {
             RegistryConfig::default(),
         );
         for tenant in [TENANT, "acme"] {
-            for name in ["fixtures-grants", "hello", "uploads"] {
+            for name in ["fixtures-grants", "hello", "uploads", "webhook"] {
                 let file = name.replace('-', "_");
                 let bytes = std::fs::read(guests::wasm(&file)).unwrap();
                 let path = format!(
@@ -582,4 +584,70 @@ async fn settings_set_over_the_api_reach_tasks_and_only_admins_set_them() {
         .await
         .unwrap();
     assert_eq!(other.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_example_retries_a_5xx_and_delivers_with_its_secret() {
+    let receiver = http_server::Server::start().await;
+    let settings = ModuleSettings {
+        config: BTreeMap::from([("endpoint".to_owned(), receiver.url("/flaky"))]),
+        secrets: BTreeMap::from([("token".to_owned(), "hook-s3cr3t".to_owned())]),
+    };
+    let host = Host::start(HostCapabilities {
+        http: taskbox_runtime::http::HttpLimits {
+            allow_private_networks: true,
+            ..Default::default()
+        },
+        modules: BTreeMap::from([("webhook".to_owned(), settings)]),
+        ..HostCapabilities::default()
+    })
+    .await;
+    let input = json!({"event": "order.paid", "payload": {"order": 42}});
+    let job = host.run("webhook", "deliver", input).await;
+    assert_eq!(result(&job), json!({"status": 200, "attempt": 2}));
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let head = seen[1].head.to_ascii_lowercase();
+    assert!(head.starts_with("post /flaky http/1.1"), "{head}");
+    assert!(head.contains("authorization: bearer hook-s3cr3t"), "{head}");
+    assert!(head.contains("x-webhook-event: order.paid"), "{head}");
+    assert_eq!(seen[1].body, br#"{"order":42}"#);
+
+    // Without the operator's allow_private_networks, the loopback receiver is out of reach:
+    // the job fails for good (a denial is not worth retrying) and nothing more arrives.
+    let strict = Host::start(HostCapabilities {
+        modules: BTreeMap::from([(
+            "webhook".to_owned(),
+            ModuleSettings {
+                config: BTreeMap::from([("endpoint".to_owned(), receiver.url("/hello"))]),
+                ..ModuleSettings::default()
+            },
+        )]),
+        ..HostCapabilities::default()
+    })
+    .await;
+    let id = strict
+        .enqueue_as(
+            TENANT,
+            "webhook",
+            "deliver",
+            json!({"event": "e", "payload": {}}),
+        )
+        .await;
+    let denied = strict
+        .queue
+        .wait(&id, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(denied.status, JobStatus::Dead, "{denied:?}");
+    assert!(
+        denied
+            .error
+            .unwrap()
+            .to_string()
+            .contains("DestinationIpProhibited"),
+        "the error names the refusal"
+    );
+    assert_eq!(receiver.seen().len(), 2);
 }
