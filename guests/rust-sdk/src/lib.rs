@@ -212,6 +212,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod jobs;
+pub mod sql;
 
 /// Writes to the job's log, which the host keeps with the job. Plain `println!` and
 /// `eprintln!` go there too.

@@ -1,0 +1,309 @@
+//! `taskbox:task/sql`: parameterised SQL against the databases a module is granted.
+//!
+//! Backends: SQLite, embedded (`self` is a private database file per module, and the
+//! operator may name shared files), and PostgreSQL databases the operator names. The host
+//! binds parameters and never interpolates text into SQL. What a grant allows is enforced by
+//! the database engine, not by reading the SQL: SQLite's authorizer refuses `ATTACH`,
+//! `DETACH`, virtual tables, extension loading and every PRAGMA but a few that only read the
+//! schema, and a read grant opens the file read-only; PostgreSQL runs each call in a
+//! transaction that a read grant makes `READ ONLY`. Statements stop at the job's deadline (a
+//! SQLite progress handler, PostgreSQL's `statement_timeout`), and results are capped in
+//! rows and bytes.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::taskbox::task::sql::{self, Error, Rows, Statement, Value};
+use crate::capabilities::Caller;
+use crate::job::JobState;
+
+/// A database the operator names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// A SQLite file.
+    Sqlite {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A PostgreSQL database (`postgres://user:password@host:port/name`; no TLS).
+    Postgres {
+        /// Its connection URL.
+        url: String,
+    },
+}
+
+/// The host's databases and the caps on results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlConfig {
+    /// Where the modules' own SQLite files (`self`) live; none offers no `self`.
+    pub self_dir: Option<PathBuf>,
+    /// The named databases.
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// The most rows one query may return.
+    pub max_rows: usize,
+    /// The most bytes of values one query may return.
+    pub max_result_bytes: usize,
+    /// Connections kept to each PostgreSQL database, per process.
+    pub postgres_connections: usize,
+}
+
+impl Default for SqlConfig {
+    /// No databases; 10 000 rows and 16 MiB per query; 8 connections per PostgreSQL
+    /// database.
+    fn default() -> Self {
+        Self {
+            self_dir: None,
+            databases: BTreeMap::new(),
+            max_rows: 10_000,
+            max_result_bytes: 16 << 20,
+            postgres_connections: 8,
+        }
+    }
+}
+
+/// The databases of one process, opened once.
+#[derive(Debug)]
+pub struct SqlDatabases {
+    config: SqlConfig,
+    postgres: HashMap<String, Arc<postgres::Pool>>,
+}
+
+/// How one granted database is reached.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(PathBuf),
+    Postgres(Arc<postgres::Pool>),
+}
+
+#[derive(Debug, Clone)]
+struct Granted {
+    backend: Backend,
+    read_only: bool,
+}
+
+/// The databases one module may use, and how.
+#[derive(Debug, Clone)]
+pub struct SqlGrant {
+    databases: HashMap<String, Granted>,
+    max_rows: usize,
+    max_result_bytes: usize,
+}
+
+impl SqlDatabases {
+    /// The databases of `config`. PostgreSQL connections are made when first used.
+    pub fn new(config: SqlConfig) -> Result<Self, String> {
+        if let Some(dir) = &config.self_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|err| format!("creating {}: {err}", dir.display()))?;
+        }
+        let postgres = config
+            .databases
+            .iter()
+            .filter_map(|(name, database)| match database {
+                DatabaseConfig::Postgres { url } => Some((name, url)),
+                DatabaseConfig::Sqlite { .. } => None,
+            })
+            .map(|(name, url)| {
+                let pool = postgres::Pool::new(url, config.postgres_connections)
+                    .map_err(|err| format!("database `{name}`: {err}"))?;
+                Ok((name.clone(), Arc::new(pool)))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { config, postgres })
+    }
+
+    /// Whether `self` is offered.
+    pub fn offers_self(&self) -> bool {
+        self.config.self_dir.is_some()
+    }
+
+    /// The names of the databases offered besides `self`.
+    pub fn names(&self) -> Vec<String> {
+        self.config.databases.keys().cloned().collect()
+    }
+
+    /// The grant of `module` of `tenant` for its manifest's `grants` (`self`, `NAME`,
+    /// `NAME:read`); the error names a database this host does not offer.
+    pub fn grant(&self, tenant: &str, module: &str, grants: &[String]) -> Result<SqlGrant, String> {
+        let mut databases = HashMap::new();
+        for grant in grants {
+            let (name, read_only) = match grant.strip_suffix(":read") {
+                Some(name) => (name, true),
+                None => (grant.as_str(), false),
+            };
+            let backend = match (name, &self.config.self_dir) {
+                ("self", Some(dir)) => {
+                    if !is_safe_name(tenant) || !is_safe_name(module) {
+                        return Err(format!("no private database for {tenant}/{module}"));
+                    }
+                    Backend::Sqlite(dir.join(format!("{tenant}--{module}.sqlite")))
+                }
+                ("self", None) => return Err("this host offers no private databases".into()),
+                (name, _) => match self.config.databases.get(name) {
+                    Some(DatabaseConfig::Sqlite { path }) => Backend::Sqlite(path.clone()),
+                    Some(DatabaseConfig::Postgres { .. }) => {
+                        Backend::Postgres(Arc::clone(&self.postgres[name]))
+                    }
+                    None => return Err(format!("this host offers no database `{name}`")),
+                },
+            };
+            let entry = databases
+                .entry(name.to_owned())
+                .or_insert(Granted { backend, read_only });
+            // Both `x` and `x:read` granted: the wider one wins.
+            entry.read_only &= read_only;
+        }
+        Ok(SqlGrant {
+            databases,
+            max_rows: self.config.max_rows,
+            max_result_bytes: self.config.max_result_bytes,
+        })
+    }
+}
+
+fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// What one call may take and return.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallLimits {
+    pub(crate) read_only: bool,
+    pub(crate) deadline: Instant,
+    pub(crate) max_rows: usize,
+    pub(crate) max_result_bytes: usize,
+}
+
+/// Per-job SQL state.
+#[derive(Debug)]
+pub(crate) struct JobSql {
+    grant: Option<Arc<SqlGrant>>,
+    caller: Caller,
+}
+
+impl JobSql {
+    pub(crate) fn new(grant: Option<Arc<SqlGrant>>, caller: Caller) -> Self {
+        Self { grant, caller }
+    }
+
+    /// The granted database `db`, or `denied` (logged).
+    fn database(&self, db: &str) -> Result<(Backend, CallLimits), Error> {
+        let granted = self
+            .grant
+            .as_ref()
+            .and_then(|grant| Some((grant, grant.databases.get(db)?)));
+        let Some((grant, granted)) = granted else {
+            self.caller
+                .denied("sql", db, "the database is not in the module's sql grants");
+            return Err(Error::Denied(db.to_owned()));
+        };
+        let limits = CallLimits {
+            read_only: granted.read_only,
+            deadline: self.caller.deadline,
+            max_rows: grant.max_rows,
+            max_result_bytes: grant.max_result_bytes,
+        };
+        Ok((granted.backend.clone(), limits))
+    }
+}
+
+/// A write refused on a read grant is logged as a denial; other errors are the guest's own.
+fn note_denial(caller: &Caller, db: &str, result: &Result<impl Sized, Error>) {
+    if let Err(Error::Denied(reason)) = result {
+        caller.denied("sql", db, reason);
+    }
+}
+
+impl sql::Host for JobSql {
+    async fn query(&mut self, db: String, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
+        let (backend, limits) = self.database(&db)?;
+        let result = match backend {
+            Backend::Sqlite(path) => sqlite::query(path, sql, params, limits).await,
+            Backend::Postgres(pool) => pool.query(&sql, &params, limits).await,
+        };
+        note_denial(&self.caller, &db, &result);
+        result
+    }
+
+    async fn execute(&mut self, db: String, sql: String, params: Vec<Value>) -> Result<u64, Error> {
+        let (backend, limits) = self.database(&db)?;
+        let statements = vec![Statement { sql, params }];
+        let result = match backend {
+            Backend::Sqlite(path) => sqlite::batch(path, statements, limits).await,
+            Backend::Postgres(pool) => pool.batch(&statements, limits).await,
+        }
+        .map(|changed| changed.first().copied().unwrap_or(0));
+        note_denial(&self.caller, &db, &result);
+        result
+    }
+
+    async fn batch(&mut self, db: String, statements: Vec<Statement>) -> Result<Vec<u64>, Error> {
+        let (backend, limits) = self.database(&db)?;
+        let result = match backend {
+            Backend::Sqlite(path) => sqlite::batch(path, statements, limits).await,
+            Backend::Postgres(pool) => pool.batch(&statements, limits).await,
+        };
+        note_denial(&self.caller, &db, &result);
+        result
+    }
+}
+
+/// Counts a result against the caps as it is built.
+pub(crate) struct ResultBudget {
+    limits: CallLimits,
+    bytes: usize,
+    rows: usize,
+}
+
+impl ResultBudget {
+    pub(crate) fn new(limits: CallLimits) -> Self {
+        Self {
+            limits,
+            bytes: 0,
+            rows: 0,
+        }
+    }
+
+    /// Counts one more row of `values`; `too-large` past a cap.
+    pub(crate) fn take(&mut self, values: &[Value]) -> Result<(), Error> {
+        self.rows += 1;
+        if self.rows > self.limits.max_rows {
+            return Err(Error::TooLarge(format!(
+                "more than {} rows (the host's max_rows)",
+                self.limits.max_rows
+            )));
+        }
+        self.bytes += values.iter().map(value_size).sum::<usize>();
+        if self.bytes > self.limits.max_result_bytes {
+            return Err(Error::TooLarge(format!(
+                "more than {} bytes (the host's max_result_bytes)",
+                self.limits.max_result_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn value_size(value: &Value) -> usize {
+    match value {
+        Value::Null => 1,
+        Value::Integer(_) | Value::Real(_) => 8,
+        Value::Text(text) => text.len(),
+        Value::Blob(bytes) => bytes.len(),
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
+    sql::add_to_linker::<JobState, HasSelf<JobSql>>(linker, |state| &mut state.sql)
+}
