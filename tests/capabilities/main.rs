@@ -52,7 +52,7 @@ impl Host {
             RegistryConfig::default(),
         );
         for tenant in [TENANT, "acme"] {
-            for name in ["fixtures-grants", "hello", "uploads", "webhook"] {
+            for name in ["fixtures-grants", "hello", "report", "uploads", "webhook"] {
                 let file = name.replace('-', "_");
                 let bytes = std::fs::read(guests::wasm(&file)).unwrap();
                 let path = format!(
@@ -650,4 +650,35 @@ async fn the_webhook_example_retries_a_5xx_and_delivers_with_its_secret() {
         "the error names the refusal"
     );
     assert_eq!(receiver.seen().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_example_keeps_orders_in_its_own_database_across_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let databases = taskbox_runtime::sql::SqlDatabases::new(taskbox_runtime::sql::SqlConfig {
+        self_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .unwrap();
+    let host = Host::start(HostCapabilities {
+        sql: Some(Arc::new(databases)),
+        ..HostCapabilities::default()
+    })
+    .await;
+    let order = |id: &str, customer: &str, total: f64| json!({"id": id, "customer": customer, "total": total});
+    host.run("report", "record", order("o1", "ada", 10.0)).await;
+    host.run("report", "record", order("o2", "bob", 2.5)).await;
+    // Recording the same order again (a retried job) does not count it twice.
+    let again = host.run("report", "record", order("o2", "bob", 2.5)).await;
+    assert_eq!(
+        result(&again),
+        json!({"orders": 2, "revenue": 12.5, "customers": 2})
+    );
+    // Tenant acme's `report` has a database of its own.
+    let acme = host.run_as("acme", "report", "totals", Value::Null).await;
+    assert_eq!(
+        result(&acme),
+        json!({"orders": 0, "revenue": 0.0, "customers": 0})
+    );
+    assert!(dir.path().join("default--report.sqlite").exists());
 }

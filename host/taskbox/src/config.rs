@@ -19,7 +19,8 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::jobs::JobGrant;
+use taskbox_runtime::sql::{DatabaseConfig, SqlConfig, SqlDatabases};
 
 use crate::grants::{DEFAULT_MAX_CHAIN_DEPTH, HostCapabilities, ModuleSettings};
 use crate::manifest::{Policy, duration, size};
@@ -45,6 +47,8 @@ pub struct HostConfig {
     pub api: ApiSettings,
     /// Outbound HTTP of tasks.
     pub http: HttpSettings,
+    /// The databases tasks may use.
+    pub sql: SqlSettings,
     /// Events tasks publish.
     pub events: EventSettings,
     /// Jobs tasks enqueue.
@@ -104,6 +108,84 @@ impl HttpSettings {
             request_timeout: self.request_timeout,
             max_response_bytes: self.max_response_size,
             max_header_bytes: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// The databases tasks may use.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlSettings {
+    /// Where the modules' own SQLite databases (`self`) live, on each worker's disk.
+    pub self_dir: PathBuf,
+    /// Databases modules may ask for by name: `{ sqlite = "PATH" }` or
+    /// `{ postgres = "postgres://user:password@host/db" }`.
+    pub databases: BTreeMap<String, DatabaseSetting>,
+    /// The most rows one query may return.
+    pub max_rows: usize,
+    /// The most bytes of values one query may return (`"16MiB"`).
+    #[serde(with = "size")]
+    pub max_result_size: u64,
+    /// Connections each worker keeps to each PostgreSQL database.
+    pub postgres_connections: usize,
+}
+
+/// One database the operator names.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum DatabaseSetting {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
+/// Never shows a PostgreSQL URL, which may hold a password.
+impl std::fmt::Debug for DatabaseSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
+}
+
+impl Default for SqlSettings {
+    fn default() -> Self {
+        let defaults = SqlConfig::default();
+        Self {
+            self_dir: PathBuf::from("taskbox-data/sql"),
+            databases: BTreeMap::new(),
+            max_rows: defaults.max_rows,
+            max_result_size: defaults.max_result_bytes as u64,
+            postgres_connections: defaults.postgres_connections,
+        }
+    }
+}
+
+impl SqlSettings {
+    /// The runtime's configuration.
+    pub fn config(&self) -> SqlConfig {
+        SqlConfig {
+            self_dir: Some(self.self_dir.clone()),
+            databases: self
+                .databases
+                .iter()
+                .map(|(name, database)| {
+                    let database = match database {
+                        DatabaseSetting::Sqlite(path) => {
+                            DatabaseConfig::Sqlite { path: path.clone() }
+                        }
+                        DatabaseSetting::Postgres(url) => {
+                            DatabaseConfig::Postgres { url: url.clone() }
+                        }
+                    };
+                    (name.clone(), database)
+                })
+                .collect(),
+            max_rows: self.max_rows,
+            max_result_bytes: usize::try_from(self.max_result_size).unwrap_or(usize::MAX),
+            postgres_connections: self.postgres_connections,
         }
     }
 }
@@ -214,23 +296,35 @@ impl HostConfig {
         })
     }
 
-    /// What workers offer the modules' capabilities.
-    pub fn capabilities(&self) -> HostCapabilities {
-        HostCapabilities {
-            policy: self.policy.clone(),
+    /// The policy, with the databases the host offers.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            sql_databases: self.sql.databases.keys().cloned().collect(),
+            ..self.policy.clone()
+        }
+    }
+
+    /// What workers offer the modules' capabilities; opens the SQL databases (PostgreSQL
+    /// connections are made when first used).
+    pub fn capabilities(&self) -> anyhow::Result<HostCapabilities> {
+        let sql = SqlDatabases::new(self.sql.config())
+            .map_err(|err| anyhow::anyhow!("the host config's [sql]: {err}"))?;
+        Ok(HostCapabilities {
+            policy: self.policy(),
+            sql: Some(Arc::new(sql)),
             http: self.http.limits(),
             max_event_bytes: usize::try_from(self.events.max_event_size).unwrap_or(usize::MAX),
             max_enqueues: self.jobs.max_enqueues,
             max_chain_depth: self.jobs.max_chain_depth,
             modules: self.modules.clone(),
             ..HostCapabilities::default()
-        }
+        })
     }
 
     /// The registry's part.
     pub fn registry(&self) -> RegistryConfig {
         RegistryConfig {
-            policy: self.policy.clone(),
+            policy: self.policy(),
             max_module_size: self.registry.max_module_size,
             max_concurrent_compiles: self.registry.max_concurrent_compiles,
             compile_timeout: self.registry.compile_timeout,

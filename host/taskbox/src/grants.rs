@@ -12,6 +12,7 @@ use taskbox_runtime::config::ConfigValues;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::http::{HttpGrant, HttpLimits};
 use taskbox_runtime::jobs::{ChildJob, ChildPriority, JobGrant, JobSpawner, SpawnError};
+use taskbox_runtime::sql::SqlDatabases;
 use taskbox_runtime::{Capabilities, JobError};
 
 use crate::auth::DEFAULT_TENANT;
@@ -28,6 +29,8 @@ pub struct HostCapabilities {
     pub policy: Policy,
     /// What each job's outbound HTTP may do.
     pub http: HttpLimits,
+    /// The databases offered; none offers no SQL.
+    pub sql: Option<Arc<SqlDatabases>>,
     /// The largest event a task may publish, in bytes.
     pub max_event_bytes: usize,
     /// How many jobs one job may enqueue.
@@ -46,6 +49,7 @@ impl Default for HostCapabilities {
         Self {
             policy: Policy::default(),
             http: HttpLimits::default(),
+            sql: None,
             max_event_bytes: EventGrant::DEFAULT_MAX_EVENT_BYTES,
             max_enqueues: JobGrant::DEFAULT_MAX_ENQUEUES,
             max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
@@ -92,6 +96,9 @@ pub(crate) struct JobContext {
     pub(crate) depth: u32,
 }
 
+/// A module's settings and when they were read.
+type ReadSettings = (Instant, Arc<ConfigValues>);
+
 /// A module version's grants, the same for all its jobs.
 struct ModuleGrants {
     capabilities: Capabilities,
@@ -105,7 +112,7 @@ pub(crate) struct Grants {
     events: Events,
     modules: Mutex<HashMap<(String, String, String), Arc<ModuleGrants>>>,
     /// Settings by tenant and module, with when they were read.
-    settings: Mutex<HashMap<(String, String), (Instant, Arc<ConfigValues>)>>,
+    settings: Mutex<HashMap<(String, String), ReadSettings>>,
 }
 
 impl std::fmt::Debug for Grants {
@@ -271,8 +278,19 @@ impl Grants {
                 None
             })
             .map(Arc::new);
+        let sql = match (&self.host.sql, requested.sql.is_empty()) {
+            (Some(databases), false) => databases
+                .grant(tenant, &manifest.name, &requested.sql)
+                .inspect_err(|reason| {
+                    tracing::warn!(module = %manifest.name, "no SQL: {reason}");
+                })
+                .ok()
+                .map(Arc::new),
+            _ => None,
+        };
         Capabilities {
             http,
+            sql,
             events,
             ..Capabilities::default()
         }

@@ -324,7 +324,8 @@ pub struct Policy {
     pub allowed_outbound_hosts: Vec<String>,
     /// Whether modules may have a private SQLite database (`self`).
     pub sql_self: bool,
-    /// Databases the operator configured, which modules may ask for by name.
+    /// The databases modules may ask for by name: those of the host config's `[sql]`.
+    #[serde(skip)]
     pub sql_databases: Vec<String>,
 }
 

@@ -204,7 +204,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         "taskbox dev: API on http://{}/v1, worker running {} jobs at once; try `taskbox job enqueue MODULE/TASK --input JSON --wait`",
         api.listen, args.worker.concurrency
     );
-    let worker = Some((&args.worker, host.capabilities()));
+    let worker = Some((&args.worker, host.capabilities()?));
     let result = run_roles(queue, registry, runtime, Some(api), worker).await;
     let _ = std::fs::remove_file(dev_url_file());
     result
@@ -230,7 +230,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         registry,
         runtime,
         api,
-        worker.then(|| (&args.worker, host.capabilities())),
+        worker
+            .then(|| host.capabilities())
+            .transpose()?
+            .map(|caps| (&args.worker, caps)),
     )
     .await
 }

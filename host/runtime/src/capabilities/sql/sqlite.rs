@@ -39,11 +39,7 @@ pub(crate) async fn query(
         limits,
         move |conn| {
             let mut statement = conn.prepare(&sql).map_err(classify)?;
-            let columns: Vec<String> = statement
-                .column_names()
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+            let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
             let mut budget = ResultBudget::new(limits);
             let mut rows = Vec::new();
             let mut cursor = statement
