@@ -113,9 +113,6 @@ impl std::fmt::Debug for JobHttp {
 impl JobHttp {
     pub(crate) fn new(grant: Option<Arc<HttpGrant>>, caller: Caller) -> Self {
         let mut ctx = WasiHttpCtx::new();
-        let at_once = grant
-            .as_ref()
-            .map_or(1, |grant| grant.limits.max_concurrent_requests.max(1));
         if let Some(grant) = &grant {
             ctx.set_field_size_limit(grant.limits.max_header_bytes);
         }
@@ -125,7 +122,7 @@ impl JobHttp {
                 grant,
                 caller,
                 sent: 0,
-                at_once: Arc::new(Semaphore::new(at_once)),
+                at_once: None,
             },
         }
     }
@@ -135,7 +132,8 @@ struct Hooks {
     grant: Option<Arc<HttpGrant>>,
     caller: Caller,
     sent: u32,
-    at_once: Arc<Semaphore>,
+    /// The job's request slots, made at its first request.
+    at_once: Option<Arc<Semaphore>>,
 }
 
 impl WasiHttpView for JobState {
@@ -155,6 +153,7 @@ struct Cleared {
     host: String,
     port: u16,
     deadline: Instant,
+    slots: Arc<Semaphore>,
 }
 
 impl Hooks {
@@ -221,7 +220,11 @@ impl Hooks {
         }
         self.sent += 1;
         let deadline = (Instant::now() + grant.limits.request_timeout).min(self.caller.deadline);
+        let slots = self.at_once.get_or_insert_with(|| {
+            Arc::new(Semaphore::new(grant.limits.max_concurrent_requests.max(1)))
+        });
         Ok(Cleared {
+            slots: Arc::clone(slots),
             grant,
             scheme,
             host,
@@ -246,11 +249,10 @@ impl WasiHttpHooks for Hooks {
             > + Send,
     > {
         let cleared = self.clear(&request);
-        let at_once = Arc::clone(&self.at_once);
         let caller = self.caller.clone();
         Box::new(async move {
             let cleared = cleared?;
-            let permit = at_once
+            let permit = Arc::clone(&cleared.slots)
                 .acquire_owned()
                 .await
                 .map_err(|_| Error::InternalError(Some("request slots closed".into())))?;
