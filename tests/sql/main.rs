@@ -206,6 +206,7 @@ async fn the_engine_refuses_writes_on_a_read_grant_attach_pragmas_and_extensions
             "Denied(\"elsewhere\")",
         ),
         ("query", json!({"db": "self", "sql": "SELEKT 1"}), "Invalid"),
+        ("execute", json!({"db": "self", "sql": "COMMIT"}), "Denied"),
     ];
     for (task, input, expected) in cases {
         let answer = call(task, input.clone(), caps()).await;
@@ -376,6 +377,34 @@ async fn postgres_queries_writes_batches_and_refuses_writes_on_a_read_grant() {
     )
     .await;
     assert_eq!(count["rows"], json!([[1]]), "the batch was rolled back");
+    // A read grant cannot be escaped by ending or changing the host's transaction, and a
+    // session setting does not outlive its call.
+    for statements in [
+        json!([{"sql": "COMMIT"}, {"sql": "DELETE FROM p"}]),
+        json!([{"sql": "ROLLBACK"}, {"sql": "DELETE FROM p"}]),
+        json!([{"sql": "SET TRANSACTION READ WRITE"}, {"sql": "DELETE FROM p"}]),
+    ] {
+        let escape = call(
+            "batch",
+            json!({"db": "reference", "statements": statements}),
+            caps(),
+        )
+        .await;
+        assert!(!error_of(&escape).is_empty(), "{escape}");
+    }
+    call(
+        "execute",
+        json!({"db": "shared", "sql": "SET search_path = nowhere"}),
+        caps(),
+    )
+    .await;
+    let count = call(
+        "query",
+        json!({"db": "shared", "sql": "SELECT count(*)::int8 FROM p"}),
+        caps(),
+    )
+    .await;
+    assert_eq!(count["rows"], json!([[1]]), "{count}");
     let unmapped = call(
         "query",
         json!({"db": "shared", "sql": "SELECT now()"}),

@@ -1,6 +1,10 @@
 //! The PostgreSQL backend: a small pool of connections per database, each call in a
 //! transaction (`READ ONLY` for a read grant) with `statement_timeout` set to what is left of
-//! the job's time.
+//! the job's time. The transaction takes its snapshot before the guest's first statement
+//! (so `SET TRANSACTION READ WRITE` is refused), the host checks after each statement that
+//! its transaction is still the one running (a guest `COMMIT` or `ROLLBACK` ends the call as
+//! `denied` before anything else runs), and `DISCARD ALL` clears the session before the
+//! connection serves another call.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -52,17 +56,18 @@ impl Pool {
         let _slot = self.slots.acquire().await.map_err(unavailable)?;
         let mut client = self.client().await?;
         let rows = {
-            let transaction = begin(&mut client, limits).await?;
+            let (transaction, started) = begin(&mut client, limits).await?;
             let statement = transaction.prepare(sql).await.map_err(classify)?;
             let params = bind(params, statement.params())?;
             let rows = transaction
                 .query(&statement, &as_refs(&params))
                 .await
                 .map_err(classify)?;
+            still_ours(&transaction, &started).await?;
             transaction.commit().await.map_err(classify)?;
             rows
         };
-        self.give_back(client);
+        self.give_back(client).await;
         let columns = match rows.first() {
             Some(row) => row.columns().iter().map(|c| c.name().to_owned()).collect(),
             None => Vec::new(),
@@ -87,7 +92,7 @@ impl Pool {
         let _slot = self.slots.acquire().await.map_err(unavailable)?;
         let mut client = self.client().await?;
         let changed = {
-            let transaction = begin(&mut client, limits).await?;
+            let (transaction, started) = begin(&mut client, limits).await?;
             let mut changed = Vec::with_capacity(statements.len());
             for statement in statements {
                 let prepared = transaction
@@ -99,12 +104,13 @@ impl Pool {
                     .execute(&prepared, &as_refs(&params))
                     .await
                     .map_err(classify)?;
+                still_ours(&transaction, &started).await?;
                 changed.push(count);
             }
             transaction.commit().await.map_err(classify)?;
             changed
         };
-        self.give_back(client);
+        self.give_back(client).await;
         Ok(changed)
     }
 
@@ -126,8 +132,10 @@ impl Pool {
         Ok(client)
     }
 
-    fn give_back(&self, client: Client) {
-        if !client.is_closed() {
+    /// Clears what the guest may have left in the session (settings, temporary tables,
+    /// prepared statements) and keeps the connection for another call.
+    async fn give_back(&self, client: Client) {
+        if client.batch_execute("DISCARD ALL").await.is_ok() && !client.is_closed() {
             self.idle
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -136,12 +144,15 @@ impl Pool {
     }
 }
 
+/// What identifies the host's transaction: its start time and whether it is read-only.
+type Started = (String, String);
+
 /// Starts the call's transaction, read-only for a read grant, with what is left of the job's
-/// time as its statement timeout.
+/// time as its statement timeout, and takes its snapshot.
 async fn begin(
     client: &mut Client,
     limits: CallLimits,
-) -> Result<tokio_postgres::Transaction<'_>, Error> {
+) -> Result<(tokio_postgres::Transaction<'_>, Started), Error> {
     let left = limits.deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(Error::Timeout);
@@ -157,7 +168,32 @@ async fn begin(
         .batch_execute(&format!("SET LOCAL statement_timeout = {millis}"))
         .await
         .map_err(classify)?;
-    Ok(transaction)
+    let started = transaction_id(&transaction).await?;
+    Ok((transaction, started))
+}
+
+async fn transaction_id(transaction: &tokio_postgres::Transaction<'_>) -> Result<Started, Error> {
+    let row = transaction
+        .query_one(
+            "SELECT now()::text, current_setting('transaction_read_only')",
+            &[],
+        )
+        .await
+        .map_err(classify)?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// `denied` when the guest ended the host's transaction (or changed its access mode).
+async fn still_ours(
+    transaction: &tokio_postgres::Transaction<'_>,
+    started: &Started,
+) -> Result<(), Error> {
+    match transaction_id(transaction).await? {
+        now if now == *started => Ok(()),
+        _ => Err(Error::Denied(
+            "a statement ended the call's transaction (COMMIT, ROLLBACK): the host runs each call in one transaction".into(),
+        )),
+    }
 }
 
 fn as_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {

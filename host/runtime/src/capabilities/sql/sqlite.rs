@@ -69,16 +69,20 @@ pub(crate) async fn batch(
     blocking(
         limits,
         move |conn| {
-            let transaction = conn.transaction().map_err(classify)?;
+            host_statement(conn, "BEGIN")?;
             let mut changed = Vec::with_capacity(statements.len());
             for statement in statements {
                 let params = params_from_iter(statement.params.into_iter().map(to_sqlite));
-                let count = transaction
-                    .execute(&statement.sql, params)
-                    .map_err(classify)?;
-                changed.push(count as u64);
+                match conn.execute(&statement.sql, params) {
+                    Ok(count) => changed.push(count as u64),
+                    Err(err) => {
+                        // Closing the connection would roll back too; this says so plainly.
+                        let _ = host_statement(conn, "ROLLBACK");
+                        return Err(classify(err));
+                    }
+                }
             }
-            transaction.commit().map_err(classify)?;
+            host_statement(conn, "COMMIT")?;
             Ok(changed)
         },
         path,
@@ -140,10 +144,21 @@ fn open(path: &PathBuf, limits: CallLimits, dropped: Arc<AtomicBool>) -> Result<
     Ok(conn)
 }
 
+/// Runs the host's own transaction control, which the authorizer refuses to guests.
+fn host_statement(conn: &mut Connection, sql: &str) -> Result<(), Error> {
+    conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>)
+        .map_err(classify)?;
+    let done = conn.execute_batch(sql).map_err(classify);
+    conn.authorizer(Some(authorize)).map_err(classify)?;
+    done
+}
+
 fn authorize(context: AuthContext<'_>) -> Authorization {
     match context.action {
         AuthAction::Attach { .. }
         | AuthAction::Detach { .. }
+        // The host runs each call in its own transaction.
+        | AuthAction::Transaction { .. }
         | AuthAction::CreateVtable { .. }
         | AuthAction::DropVtable { .. } => Authorization::Deny,
         AuthAction::Pragma { pragma_name, .. }
@@ -187,7 +202,7 @@ fn classify(err: rusqlite::Error) -> Error {
     let message = err.to_string();
     match err.sqlite_error_code() {
         Some(ErrorCode::AuthorizationForStatementDenied) => Error::Denied(format!(
-            "not authorized: {message} (ATTACH, DETACH, virtual tables, extensions and PRAGMAs that change settings are refused)"
+            "not authorized: {message} (ATTACH, DETACH, transaction control, virtual tables, extensions and PRAGMAs that change settings are refused)"
         )),
         Some(ErrorCode::ReadOnly) => Error::Denied(format!("read-only grant: {message}")),
         Some(ErrorCode::OperationInterrupted) => Error::Timeout,
