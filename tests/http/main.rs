@@ -6,6 +6,8 @@
 mod guests;
 #[path = "../support/http_server.rs"]
 mod http_server;
+#[path = "../support/sandbox.rs"]
+mod sandbox;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,18 +15,7 @@ use std::time::{Duration, Instant};
 use http_server::Server;
 use serde_json::{Value, json};
 use taskbox_runtime::http::{HttpGrant, HttpLimits};
-use taskbox_runtime::{
-    Capabilities, JobInfo, JobReport, JobRequest, Limits, Runtime, RuntimeConfig, TaskModule,
-};
-
-static RUNTIME: std::sync::LazyLock<Runtime> =
-    std::sync::LazyLock::new(|| Runtime::new(&RuntimeConfig::default()).unwrap());
-
-fn module() -> Arc<TaskModule> {
-    RUNTIME
-        .load(&std::fs::read(guests::wasm("fixtures_http")).unwrap())
-        .unwrap()
-}
+use taskbox_runtime::{Capabilities, JobReport};
 
 fn grant(hosts: &[&str], limits: HttpLimits) -> Capabilities {
     let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
@@ -42,15 +33,7 @@ fn private() -> HttpLimits {
 }
 
 async fn run(task: &str, input: Value, capabilities: Capabilities, timeout: Duration) -> JobReport {
-    let request = JobRequest {
-        capabilities,
-        limits: Limits {
-            timeout,
-            ..Limits::default()
-        },
-        ..JobRequest::new(task, input.to_string(), JobInfo::adhoc("http-test"))
-    };
-    RUNTIME.run(&module(), request).await
+    sandbox::run("fixtures_http", task, input, capabilities, timeout).await
 }
 
 async fn fetch(input: Value, capabilities: Capabilities) -> Value {
@@ -255,7 +238,7 @@ async fn responses_over_the_caps_and_requests_over_the_count_fail_with_their_cod
 async fn a_slow_drip_is_cut_at_the_deadline_and_its_connection_closed() {
     let server = Server::start().await;
     // Loaded (compiled) first, so that the timings below are the requests' only.
-    module();
+    sandbox::module("fixtures_http");
     // The exchange's own timeout: the guest gets an error and goes on.
     let limits = HttpLimits {
         request_timeout: Duration::from_millis(500),

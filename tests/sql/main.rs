@@ -6,6 +6,8 @@
 mod guests;
 #[path = "../support/postgres.rs"]
 mod postgres;
+#[path = "../support/sandbox.rs"]
+mod sandbox;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,19 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use taskbox_runtime::sql::{DatabaseConfig, SqlConfig, SqlDatabases};
-use taskbox_runtime::{
-    Capabilities, JobError, JobInfo, JobReport, JobRequest, Limits, Runtime, RuntimeConfig,
-    TaskModule,
-};
-
-static RUNTIME: std::sync::LazyLock<Runtime> =
-    std::sync::LazyLock::new(|| Runtime::new(&RuntimeConfig::default()).unwrap());
-
-fn module() -> Arc<TaskModule> {
-    RUNTIME
-        .load(&std::fs::read(guests::wasm("fixtures_sql")).unwrap())
-        .unwrap()
-}
+use taskbox_runtime::{Capabilities, JobError, JobReport};
 
 /// The host's databases in a temporary directory: `self` files, `shared` (a SQLite file the
 /// module may write) and `reference` (one it may only read, with a table `facts`).
@@ -81,15 +71,7 @@ impl Databases {
 const GRANTS: &[&str] = &["self", "shared", "reference:read"];
 
 async fn run(task: &str, input: Value, capabilities: Capabilities, timeout: Duration) -> JobReport {
-    let request = JobRequest {
-        capabilities,
-        limits: Limits {
-            timeout,
-            ..Limits::default()
-        },
-        ..JobRequest::new(task, input.to_string(), JobInfo::adhoc("sql-test"))
-    };
-    RUNTIME.run(&module(), request).await
+    sandbox::run("fixtures_sql", task, input, capabilities, timeout).await
 }
 
 async fn call(task: &str, input: Value, capabilities: Capabilities) -> Value {
@@ -291,7 +273,7 @@ async fn a_batch_is_all_or_nothing_and_results_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_query_is_stopped_at_the_job_deadline() {
     let dbs = Databases::new(|_| {});
-    module();
+    sandbox::module("fixtures_sql");
     let started = Instant::now();
     let forever =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";

@@ -186,6 +186,18 @@ impl Hooks {
         let Some(authority) = uri.authority() else {
             return Err(Error::HttpRequestUriInvalid);
         };
+        // Only an origin-form path goes on the request line: never an absolute URI that a
+        // proxying server might follow elsewhere.
+        if uri
+            .path_and_query()
+            .is_some_and(|path| !path.as_str().starts_with('/'))
+        {
+            return deny(
+                &self.caller,
+                "the path is not an absolute path (origin form)",
+                Error::HttpRequestUriInvalid,
+            );
+        }
         if authority.as_str().contains('@') {
             return deny(
                 &self.caller,
@@ -314,9 +326,12 @@ async fn send(
     let path = request
         .uri()
         .path_and_query()
-        .map_or("/", |path| path.as_str())
-        .to_owned();
-    *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
     let mut connection = Box::pin(connection);
     let mut response = Box::pin(sender.send_request(request));
     // Drive the connection while waiting for the response head.

@@ -1,0 +1,43 @@
+//! One sandbox runtime per test binary, and one job of a compiled guest run in it with the
+//! capabilities a test grants. Needs `mod guests` beside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use taskbox_runtime::{
+    Capabilities, JobInfo, JobReport, JobRequest, Limits, Runtime, RuntimeConfig, TaskModule,
+};
+
+static RUNTIME: std::sync::LazyLock<Runtime> =
+    std::sync::LazyLock::new(|| Runtime::new(&RuntimeConfig::default()).unwrap());
+
+/// The compiled guest `name` (`fixtures_http`, ...), loaded (compiled on first use).
+pub fn module(name: &str) -> Arc<TaskModule> {
+    RUNTIME
+        .load(&std::fs::read(crate::guests::wasm(name)).unwrap())
+        .unwrap()
+}
+
+/// Runs `task` of guest `name` with `input` (as JSON), `capabilities` and a `timeout`.
+pub async fn run(
+    name: &str,
+    task: &str,
+    input: Value,
+    capabilities: Capabilities,
+    timeout: Duration,
+) -> JobReport {
+    let request = JobRequest {
+        capabilities,
+        limits: Limits {
+            timeout,
+            ..Limits::default()
+        },
+        ..JobRequest::new(
+            task,
+            input.to_string(),
+            JobInfo::adhoc(format!("{name}-test")),
+        )
+    };
+    RUNTIME.run(&module(name), request).await
+}
