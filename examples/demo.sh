@@ -62,6 +62,12 @@ until "$taskbox" job get "$id" | grep -q '"status": "running"'; do sleep 0.1; do
 "$taskbox" job cancel "$id"
 "$taskbox" job wait "$id" | grep '"status"'
 show job enqueue fixtures/panic --wait
+show cron next "0 9 * * MON-FRI" --tz Europe/Paris -n 3
+show cron add every-2s "*/2 * * * * *" hello/greet --input '{"name":"cron"}'
+printf '\n$ taskbox cron show every-2s   # once its first job has finished\n'
+until "$taskbox" cron show every-2s | grep -q "last_job_status *completed"; do sleep 0.2; done
+"$taskbox" cron show every-2s
+show cron rm every-2s
 show dead ls
 show job ls
 show queues

@@ -403,8 +403,20 @@ async fn a_tenant_sees_and_touches_only_its_own_things() {
         )
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
+    let schedule = json!({"name": "daily", "cron": "@daily", "module": "hello", "task": "greet"});
+    let (status, _) = server
+        .call(
+            server
+                .request(Method::POST, "/v1/schedules", Some(&alice))
+                .json(&schedule),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // An idempotency key is the tenant's own: Bob's use of Alice's key is a new job.
+    let keyed = json!({"module": "hello", "task": "greet", "idempotency_key": "k1"});
+    let (_, first) = server.enqueue(&alice, keyed.clone()).await;
 
-    // Bob's view: no module, no job; every id answers 404.
+    // Bob's view: no module, no job, no schedule; every id answers 404.
     let answer = server
         .enqueue(
             &bob,
@@ -420,6 +432,9 @@ async fn a_tenant_sees_and_touches_only_its_own_things() {
         (Method::POST, format!("/v1/dead/{id}/retry")),
         (Method::GET, "/v1/modules/hello".to_owned()),
         (Method::DELETE, "/v1/modules/hello/0.1.0".to_owned()),
+        (Method::GET, "/v1/schedules/daily".to_owned()),
+        (Method::POST, "/v1/schedules/daily/pause".to_owned()),
+        (Method::DELETE, "/v1/schedules/daily".to_owned()),
     ] {
         let answer = server
             .call(server.request(method.clone(), &path, Some(&bob)))
@@ -430,7 +445,15 @@ async fn a_tenant_sees_and_touches_only_its_own_things() {
         .call(server.request(Method::GET, "/v1/jobs", Some(&bob)))
         .await;
     assert_eq!(jobs["jobs"], json!([]));
+    let (_, schedules) = server
+        .call(server.request(Method::GET, "/v1/schedules", Some(&bob)))
+        .await;
+    assert_eq!(schedules["schedules"], json!([]));
     server.assert_up_with_modules(&bob, 0).await;
+    server.upload(&bob, manifest("hello"), hello()).await;
+    let (status, second) = server.enqueue(&bob, keyed).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_ne!(first["id"], second["id"]);
     server.assert_up_with_modules(&alice, 1).await;
 
     // Roles and tokens.

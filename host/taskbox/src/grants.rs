@@ -319,6 +319,14 @@ impl JobSpawner for Spawner {
                     self.depth
                 )));
             }
+            if let Some(key) = &child.idempotency_key
+                && key.starts_with(crate::scheduler::FIRE_KEY_PREFIX)
+            {
+                return Err(SpawnError::Invalid(format!(
+                    "idempotency keys starting with `{}` belong to cron schedules",
+                    crate::scheduler::FIRE_KEY_PREFIX
+                )));
+            }
             let job = NewJob {
                 module: child.module,
                 task: child.task,

@@ -1,7 +1,8 @@
 //! taskbox: run untrusted background jobs as sandboxed WebAssembly components.
 //!
 //! The sandbox itself is the `taskbox-runtime` crate. This crate puts the module registry,
-//! the Redis queue and its workers, and the HTTP API around it, and is the `taskbox` command.
+//! the Redis queue and its workers, the cron scheduler and the HTTP API around it, and is the
+//! `taskbox` command.
 
 pub mod api;
 pub mod auth;
@@ -13,4 +14,5 @@ pub mod manifest;
 pub mod queue;
 pub mod redis_server;
 pub mod registry;
+pub mod scheduler;
 pub mod worker;

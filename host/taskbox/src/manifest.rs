@@ -184,6 +184,12 @@ pub struct Schedule {
     /// The time zone of `cron` (IANA name; UTC when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// The queue (the task's when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// What happens to fires missed while no scheduler ran (`latest` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<crate::scheduler::CatchUp>,
 }
 
 /// A manifest that cannot be used, with where and why.
@@ -280,11 +286,38 @@ impl Manifest {
                 ));
             }
         }
+        let mut names = std::collections::HashSet::new();
         for (index, schedule) in self.schedules.iter().enumerate() {
+            let field = |name: &str| format!("schedules[{index}].{name}");
+            if !is_plain_name(&schedule.name) {
+                return Err((
+                    field("name"),
+                    "use 1 to 64 letters, digits, `-`, `_` or `.`".into(),
+                ));
+            }
+            if !names.insert(&schedule.name) {
+                return Err((
+                    field("name"),
+                    format!("another schedule is named `{}`", schedule.name),
+                ));
+            }
             if !self.tasks.contains_key(&schedule.task) {
                 return Err((
-                    format!("schedules[{index}].task"),
+                    field("task"),
                     format!("there is no task `{}` in [tasks]", schedule.task),
+                ));
+            }
+            crate::scheduler::CronExpr::parse(&schedule.cron)
+                .map_err(|err| (field("cron"), format!("`{}`: {err}", schedule.cron)))?;
+            if let Some(zone) = &schedule.timezone {
+                crate::scheduler::parse_zone(zone).map_err(|err| (field("timezone"), err))?;
+            }
+            if let Some(queue) = &schedule.queue
+                && !is_plain_name(queue)
+            {
+                return Err((
+                    field("queue"),
+                    format!("`{queue}` is not a name: use letters, digits, `-`, `_` or `.`"),
                 ));
             }
         }
@@ -477,7 +510,22 @@ fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
 fn line_of_field(text: &str, field: &str) -> Option<usize> {
     let last = field.rsplit('.').next()?;
     let last = last.split('[').next()?;
+    // `schedules[2].cron` is looked for after the third `[[schedules]]`.
+    let mut from = 0;
+    if let Some((table, rest)) = field.split_once('[')
+        && let Some(Ok(index)) = rest
+            .split_once(']')
+            .map(|(index, _)| index.parse::<usize>())
+    {
+        from = text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| line.trim_start().starts_with(&format!("[[{table}]]")))
+            .nth(index)?
+            .0;
+    }
     text.lines()
+        .skip(from)
         .position(|line| {
             let line = line.trim_start();
             line.starts_with(&format!("{last} "))
@@ -485,7 +533,7 @@ fn line_of_field(text: &str, field: &str) -> Option<usize> {
                 || line.starts_with(&format!("[{field}]"))
                 || line.starts_with(&format!("[[{last}]]"))
         })
-        .map(|index| index + 1)
+        .map(|index| from + index + 1)
 }
 
 fn module_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -680,6 +728,29 @@ task = "cleanup"
         );
         assert!(err.message.contains("schedules[0].task"), "{err}");
         assert_eq!(err.line, Some(7));
+
+        let two = "name = \"a\"\nversion = \"1.0.0\"\n[tasks.x]\n\
+                   [[schedules]]\nname = \"n\"\ncron = \"@daily\"\ntask = \"x\"\n\
+                   [[schedules]]\nname = \"m\"\ntask = \"x\"\ncron = \"0 24 * * *\"\n";
+        let err = error(two);
+        assert_eq!(err.line, Some(11));
+        assert!(
+            err.message.contains(
+                "field `schedules[1].cron`: `0 24 * * *`: column 3 (hour): 24 is out of range 0-23"
+            ),
+            "{err}"
+        );
+        let err = error(&two.replace("0 24 * * *", "0 9 * * *\"\ntimezone = \"Mars/Base"));
+        assert_eq!(err.line, Some(12));
+        assert!(
+            err.message.contains("unknown time zone `Mars/Base`"),
+            "{err}"
+        );
+        let err = error(&two.replace("\"m\"", "\"n\""));
+        assert!(
+            err.message.contains("another schedule is named `n`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use crate::grants::ModuleSettings;
 use crate::manifest::{Manifest, ManifestError, Policy, PolicyViolation, is_plain_name};
 use crate::queue::{Queue, unix_millis};
+use crate::scheduler::Schedules;
 
 /// The largest module accepted by default: Python components are about 18 MB.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
@@ -282,6 +283,7 @@ impl Registry {
             });
         }
         let () = conn.sadd(keys.names(), &version.name).await?;
+        self.sync_schedules(tenant, &version.name).await?;
         Ok(Published {
             module: version,
             created: true,
@@ -438,7 +440,15 @@ impl Registry {
                 .query_async(&mut conn)
                 .await?;
         }
-        Ok(())
+        self.sync_schedules(tenant, name).await
+    }
+
+    /// Makes the module's manifest schedules those of its highest version, now.
+    async fn sync_schedules(&self, tenant: &str, name: &str) -> Result<(), RegistryError> {
+        Schedules::new(self.queue.clone())
+            .sync_module(tenant, name)
+            .await
+            .map_err(|err| RegistryError::Redis(err.into()))
     }
 }
 

@@ -126,6 +126,17 @@ impl EnqueueRequest {
                 "use 1 to 200 printable characters".into(),
             ));
         }
+        if let Some(key) = &self.idempotency_key
+            && key.starts_with(crate::scheduler::FIRE_KEY_PREFIX)
+        {
+            return Err(invalid(
+                "idempotency_key",
+                format!(
+                    "keys starting with `{}` belong to cron schedules",
+                    crate::scheduler::FIRE_KEY_PREFIX
+                ),
+            ));
+        }
         let input =
             serde_json::to_vec(&self.input).map_err(|err| invalid("input", err.to_string()))?;
         if input.len() > max_input {

@@ -1,9 +1,9 @@
-//! The HTTP API under `/v1`: modules, jobs, dead letters, queues, workers and events (SSE),
-//! with an OpenAPI document at `/v1/openapi.json`.
+//! The HTTP API under `/v1`: modules, jobs, dead letters, schedules, queues, workers and
+//! events (SSE), with an OpenAPI document at `/v1/openapi.json`.
 //!
 //! Every error is JSON, `{"error": {"code": ..., "message": ...}}`, with the status code that
 //! says what happened. Callers present a bearer token; a token belongs to one tenant, and a
-//! tenant sees only its own modules, jobs, dead letters and event channels: another
+//! tenant sees only its own modules, jobs, dead letters, schedules and event channels: another
 //! tenant's ids answer 404.
 
 mod error;
@@ -12,6 +12,7 @@ mod jobs;
 mod modules;
 mod openapi;
 mod rate;
+mod schedules;
 mod system;
 
 use std::net::SocketAddr;
@@ -77,6 +78,7 @@ pub(crate) struct AppState {
     pub(crate) queue: Queue,
     pub(crate) registry: Registry,
     pub(crate) events: crate::events::Events,
+    pub(crate) schedules: crate::scheduler::Schedules,
     tokens: Tokens,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<rate::RateLimiter>,
@@ -128,6 +130,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         )),
         config: Arc::new(config),
         events: crate::events::Events::new(queue.clone()),
+        schedules: crate::scheduler::Schedules::new(queue.clone()),
         queue,
         registry,
     };
@@ -155,6 +158,13 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/queues", get(system::queues))
         .route("/workers", get(system::workers))
         .route("/events/{channel}", get(events::stream))
+        .route("/schedules", post(schedules::create).get(schedules::list))
+        .route(
+            "/schedules/{name}",
+            get(schedules::show).delete(schedules::remove),
+        )
+        .route("/schedules/{name}/pause", post(schedules::pause))
+        .route("/schedules/{name}/resume", post(schedules::resume))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{error, events, jobs, modules, system};
+use crate::api::{error, events, jobs, modules, schedules, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,8 @@ use crate::api::{error, events, jobs, modules, system};
         jobs::list, jobs::dead_letters, jobs::purge_dead,
         system::queues, system::workers, system::healthz, system::readyz,
         events::stream,
+        schedules::create, schedules::list, schedules::show, schedules::remove,
+        schedules::pause, schedules::resume,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),

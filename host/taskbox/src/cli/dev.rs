@@ -21,6 +21,7 @@ use crate::grants::HostCapabilities;
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::queue::{DEFAULT_QUEUE, Queue, validate_name};
 use crate::registry::Registry;
+use crate::scheduler::Scheduler;
 use crate::worker::{ENV_CONCURRENCY, Worker, WorkerConfig, default_worker_id};
 
 /// Worker options shared by `dev` and `serve`.
@@ -99,8 +100,8 @@ impl ApiArgs {
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     redis: RedisArgs,
-    /// The roles this process plays: `api`, `worker`, or both.
-    #[arg(long, value_delimiter = ',', default_value = "api,worker")]
+    /// The roles this process plays: `api`, `worker` and `scheduler` (cron), any of them.
+    #[arg(long, value_delimiter = ',', default_value = "api,worker,scheduler")]
     roles: Vec<String>,
     #[command(flatten)]
     api: ApiArgs,
@@ -205,19 +206,19 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         api.listen, args.worker.concurrency
     );
     let worker = Some((&args.worker, host.capabilities()?));
-    let result = run_roles(queue, registry, runtime, Some(api), worker).await;
+    let result = run_roles(queue, registry, runtime, Some(api), worker, true).await;
     let _ = std::fs::remove_file(dev_url_file());
     result
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut api = false;
-    let mut worker = false;
+    let (mut api, mut worker, mut scheduler) = (false, false, false);
     for role in &args.roles {
         match role.as_str() {
             "api" => api = true,
             "worker" => worker = true,
-            other => bail!("unknown role `{other}`: the roles are `api` and `worker`"),
+            "scheduler" => scheduler = true,
+            other => bail!("unknown role `{other}`: the roles are `api`, `worker` and `scheduler`"),
         }
     }
     let host = args.api.host_config()?;
@@ -234,6 +235,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .then(|| host.capabilities())
             .transpose()?
             .map(|caps| (&args.worker, caps)),
+        scheduler,
     )
     .await
 }
@@ -420,13 +422,14 @@ fn worker_runtime(args: &WorkerArgs) -> anyhow::Result<Arc<Runtime>> {
     })?))
 }
 
-/// Runs the API and the worker (each when given) until SIGINT or SIGTERM.
+/// Runs the API, the worker and the scheduler (each when given) until SIGINT or SIGTERM.
 async fn run_roles(
     queue: Queue,
     registry: Registry,
     runtime: Arc<Runtime>,
     api: Option<ApiConfig>,
     worker: Option<(&WorkerArgs, HostCapabilities)>,
+    scheduler: bool,
 ) -> anyhow::Result<ExitCode> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = tokio::spawn(async move {
@@ -441,6 +444,11 @@ async fn run_roles(
         let stop = wait_for_stop(stopped.clone());
         tokio::spawn(crate::api::serve(queue, registry, config, stop))
     });
+    let scheduler = scheduler.then(|| {
+        let scheduler = Scheduler::new(queue.clone());
+        let stop = wait_for_stop(stopped.clone());
+        tokio::spawn(async move { scheduler.run(stop).await })
+    });
     let worker_result = match worker {
         Some((args, capabilities)) => {
             let stop = wait_for_stop(stopped.clone());
@@ -448,11 +456,15 @@ async fn run_roles(
         }
         None => Ok(()),
     };
+    if worker_result.is_err() {
+        // Dropping the stop sender stops the other roles.
+        signal.abort();
+    }
     if let Some(api) = api {
-        if worker_result.is_err() {
-            signal.abort();
-        }
         api.await??;
+    }
+    if let Some(scheduler) = scheduler {
+        scheduler.await?;
     }
     worker_result?;
     Ok(ExitCode::SUCCESS)

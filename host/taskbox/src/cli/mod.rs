@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod cron;
 mod dev;
 mod events;
 mod job;
@@ -37,6 +38,7 @@ enum Command {
     Workers(job::StatusArgs),
     Token(dev::TokenArgs),
     Events(events::EventsArgs),
+    Cron(cron::CronArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -59,6 +61,7 @@ impl Cli {
             Command::Workers(args) => runtime()?.block_on(job::workers(args)),
             Command::Token(args) => runtime()?.block_on(dev::token(args)),
             Command::Events(args) => runtime()?.block_on(events::events(args)),
+            Command::Cron(args) => runtime()?.block_on(cron::cron(args)),
             Command::Bench(args) => runtime()?.block_on(bench::bench(args)),
         }
     }

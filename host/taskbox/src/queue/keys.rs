@@ -55,8 +55,9 @@ impl QueueKeys {
         format!("{}job:{id}", self.base)
     }
 
-    pub(crate) fn idempotency(&self, key: &str) -> String {
-        format!("{}idem:{key}", self.base)
+    /// Claims an idempotency key of one tenant: the job id of its first use.
+    pub(crate) fn idempotency(&self, tenant: &str, key: &str) -> String {
+        format!("{}idem:{tenant}:{key}", self.base)
     }
 
     /// Announces finished jobs: the message is the job id.
@@ -94,7 +95,7 @@ mod tests {
             keys.dead(),
             keys.tenant_index("t"),
             keys.job("abc"),
-            keys.idempotency("k"),
+            keys.idempotency("t", "k"),
         ] {
             assert!(key.starts_with("tb:{emails}:"), "{key}");
         }

@@ -308,7 +308,7 @@ impl Queue {
             invocation
                 .key(keys.stream(priority))
                 .key(keys.delayed())
-                .key(keys.idempotency(&idempotency))
+                .key(keys.idempotency(tenant, &idempotency))
                 .key(keys.tenant_index(tenant))
                 .arg(&id)
                 .arg(run_at)

@@ -2,7 +2,7 @@
 -- KEYS[1] the job hash
 -- KEYS[2] the stream of the job's priority
 -- KEYS[3] the queue's delayed set
--- KEYS[4] the idempotency key (any key of the queue when ARGV[4] is '')
+-- KEYS[4] the idempotency key, claimed with SET NX (any key of the queue when ARGV[4] is '')
 -- KEYS[5] the index of the tenant's jobs on the queue
 -- ARGV[1] the job id
 -- ARGV[2] run at, in ms since the epoch ('0' = none)
@@ -11,12 +11,8 @@
 -- ARGV[6..] field, value pairs of the job hash
 -- Returns {job id, 1} for a new job, or {existing job id, 0} when the idempotency key was
 -- used before.
-if ARGV[4] ~= '' then
-  local existing = redis.call('GET', KEYS[4])
-  if existing then
-    return {existing, 0}
-  end
-  redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[5])
+if ARGV[4] ~= '' and not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', ARGV[5]) then
+  return {redis.call('GET', KEYS[4]), 0}
 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
