@@ -1,8 +1,11 @@
 //! What a job costs in the sandbox: the fixed cost of a no-op job (pooling vs on-demand
-//! allocation, one vs two threads) and the speed of CPU-bound guest code against native.
+//! allocation, one vs two threads), the same per guest language, and the speed of CPU-bound
+//! guest code against native.
 //!
 //! `cargo bench -p taskbox-runtime --bench sandbox`. The guests must be built first
-//! (`cd guests && cargo build --release`).
+//! (`cd guests && cargo build --release`); the `languages` group measures the Python,
+//! JavaScript and C examples that are built (guests/README.md) and names the ones that are
+//! not.
 
 #[path = "../guests/fixtures/src/work.rs"]
 mod work;
@@ -114,6 +117,51 @@ fn noop(c: &mut Criterion) {
     group.finish();
 }
 
+/// A no-op job of each language's example module: what the language's runtime adds.
+fn languages(c: &mut Criterion) {
+    let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests");
+    let modules = [
+        (
+            "rust",
+            "target/wasm32-wasip2/release/fixtures.wasm",
+            "noop",
+            "",
+        ),
+        ("c", "c/target/example.wasm", "noop", ""),
+        (
+            "rust-command",
+            "target/wasm32-wasip2/release/words.wasm",
+            "count",
+            r#"{"text":""}"#,
+        ),
+        ("javascript", "js/example/example.wasm", "noop", "null"),
+        ("python", "python/example/example.wasm", "noop", "null"),
+    ];
+    // The Python and JavaScript modules take many seconds to compile: keep them compiled.
+    let runtime = Runtime::new(&RuntimeConfig {
+        cache_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-cache")),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let executor = current_thread();
+    let mut group = c.benchmark_group("languages");
+    for (language, file, task, input) in modules {
+        let Ok(bytes) = std::fs::read(guests.join(file)) else {
+            eprintln!("languages/{language}: skipped, guests/{file} is not built");
+            continue;
+        };
+        let module = runtime.load(&bytes).expect("loading an example module");
+        group.bench_function(language, |b| {
+            b.iter(|| {
+                let request = JobRequest::new(task, input, JobInfo::adhoc("bench"));
+                let report = executor.block_on(runtime.run(&module, request));
+                assert!(report.outcome.is_ok(), "{language}: {:?}", report.outcome);
+            });
+        });
+    }
+    group.finish();
+}
+
 fn cpu_bound(c: &mut Criterion) {
     let mut group = c.benchmark_group("hash");
     let input = format!(r#"{{"rounds":{HASH_ROUNDS}}}"#);
@@ -140,5 +188,5 @@ fn cpu_bound(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, noop, cpu_bound);
+criterion_group!(benches, noop, languages, cpu_bound);
 criterion_main!(benches);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use taskbox_runtime::{
-    CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime,
-    RuntimeConfig, TaskModule,
+    Abi, CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime,
+    RuntimeConfig, TaskModule, componentize_command, is_core_module,
 };
 
 /// One runtime per test binary, as in a worker process: modules compile once.
@@ -349,6 +349,64 @@ fn an_unknown_import_fails_at_load_naming_it() {
         JobError::MissingImport {
             name: "acme:vault/secrets".into()
         }
+    );
+}
+
+#[tokio::test]
+async fn a_wasi_program_is_a_command_reading_stdin_and_writing_stdout() {
+    let component = module("words");
+    assert_eq!(component.abi(), Abi::Command);
+    // The same program built for wasm32-wasip1, as a core module the host wraps.
+    let core = std::fs::read(guests::wasip1_program("words")).unwrap();
+    assert!(is_core_module(&core));
+    let wrapped = RUNTIME.load(&componentize_command(&core).unwrap()).unwrap();
+    assert_eq!(wrapped.abi(), Abi::Command);
+    for module in [&component, &wrapped] {
+        let input = json!({"text": "one two\nthree"});
+        let report = RUNTIME.run(module, request("count", input.clone())).await;
+        assert_eq!(output_json(&report), json!({"words": 3, "lines": 2}));
+        let report = RUNTIME.run(module, request("shout", input)).await;
+        assert_eq!(report.outcome.unwrap(), b"ONE TWO\nTHREE");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_command_is_a_fatal_task_error_and_its_stderr_is_in_the_log() {
+    let report = run("words", request("count", json!(["not", "an", "object"]))).await;
+    assert_eq!(
+        error(&report),
+        &JobError::TaskError {
+            retryable: false,
+            retry_after_ms: None,
+            message: "the program exited with a failure status (its stderr is in the job's log)"
+                .into(),
+        }
+    );
+    assert!(
+        report.log.contains("the input must be a JSON object"),
+        "{}",
+        report.log
+    );
+    let report = run("words", request("nope", json!({"text": ""}))).await;
+    assert!(report.log.contains("no task `nope`"), "{}", report.log);
+}
+
+#[tokio::test]
+async fn a_command_gets_no_files_and_its_stdout_is_capped() {
+    let report = run("words", request("files", json!({"text": ""}))).await;
+    assert_eq!(
+        output_json(&report),
+        json!({"listed": false, "created": false})
+    );
+    let limits = Limits {
+        output_bytes: 5,
+        ..Limits::default()
+    };
+    let input = json!({"text": "hello world"});
+    let report = run("words", with_limits(request("shout", input), limits)).await;
+    assert_eq!(
+        error(&report),
+        &JobError::OutputTooLarge { size: 11, limit: 5 }
     );
 }
 

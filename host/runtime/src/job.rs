@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
-use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::{I32Exit, WasiCtx};
 
 use crate::bindings;
 use crate::cancel::CancelHandle;
@@ -19,7 +19,7 @@ use crate::capabilities::sql::JobSql;
 use crate::capabilities::wasi;
 use crate::capabilities::{Caller, Capabilities};
 use crate::limits::{Limits, MemoryLimiter};
-use crate::module::TaskModule;
+use crate::module::{Entry, TaskModule};
 use crate::outcome::{JobError, JobReport, RunStats};
 
 /// How often a computing guest yields to the async executor, in fuel units (a few
@@ -148,7 +148,7 @@ fn on_epoch_tick(store: StoreContextMut<'_, JobState>) -> wasmtime::Result<Updat
 pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) -> JobReport {
     let JobRequest {
         task,
-        input,
+        mut input,
         info,
         limits,
         cancel,
@@ -164,8 +164,24 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
         deadline,
         log: log.clone(),
     };
+    // A command's stdout is its output: kept up to the output limit, and counted beyond.
+    let stdout = match module.entry() {
+        Entry::Command(_) => Some(JobLog::new(limits.output_bytes)),
+        Entry::Task(_) => None,
+    };
+    let wasi = match &stdout {
+        Some(stdout) => {
+            let program = match info.module.as_str() {
+                "" => "task",
+                module => module,
+            };
+            let args = [program, task.as_str()];
+            wasi::command_context(&log, std::mem::take(&mut input), &args, stdout.clone())
+        }
+        None => wasi::context(&log),
+    };
     let state = JobState {
-        wasi: wasi::context(&log),
+        wasi,
         table: ResourceTable::new(),
         log,
         progress: JobProgress {
@@ -214,8 +230,16 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
 
     let result = {
         let call = async {
-            let instance = module.pre().instantiate_async(&mut store).await?;
-            instance.call_run(&mut store, &task, &input, &job).await
+            match module.entry() {
+                Entry::Task(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_run(&mut store, &task, &input, &job).await
+                }
+                Entry::Command(pre) => {
+                    let command = pre.instantiate_async(&mut store).await?;
+                    exit_status(command.wasi_cli_run().call_run(&mut store).await)
+                }
+            }
         };
         // The epoch callback stops a computing guest; these two stop one blocked in a host
         // call, by dropping the call.
@@ -230,9 +254,23 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
     };
 
     let state = store.data();
+    let (result, output_size) = match &stdout {
+        Some(stdout) => match (result, stdout.contents()) {
+            (Ok(Ok(_)), (kept, written)) => (Ok(Ok(kept)), written),
+            // A program that failed is reported as failed, however much it wrote.
+            (other, _) => (other, 0),
+        },
+        None => {
+            let size = match &result {
+                Ok(Ok(output)) => output.len(),
+                _ => 0,
+            };
+            (result, size)
+        }
+    };
     let outcome = match result {
-        Ok(Ok(output)) if output.len() > limits.output_bytes => Err(JobError::OutputTooLarge {
-            size: output.len() as u64,
+        _ if output_size > limits.output_bytes => Err(JobError::OutputTooLarge {
+            size: output_size as u64,
             limit: limits.output_bytes as u64,
         }),
         Ok(Ok(output)) => Ok(output),
@@ -265,6 +303,29 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
         log: config::redact(state.log.finish(), &state.config),
         progress: state.progress.latest.clone(),
     }
+}
+
+/// A command's exit as a task's result: exit 0 succeeds (the output is its stdout), any
+/// other status is a fatal task error. A command has no network and no files, so what made
+/// it fail would make it fail again; and WASI 0.2 carries only success or failure, not the
+/// status itself, so a program could not ask for a retry anyway.
+fn exit_status(
+    exit: wasmtime::Result<Result<(), ()>>,
+) -> wasmtime::Result<Result<Vec<u8>, bindings::taskbox::task::types::TaskError>> {
+    use bindings::taskbox::task::types::TaskError;
+    let succeeded = match exit {
+        Ok(status) => status.is_ok(),
+        Err(err) => match err.downcast_ref::<I32Exit>() {
+            Some(I32Exit(code)) => *code == 0,
+            None => return Err(err),
+        },
+    };
+    Ok(match succeeded {
+        true => Ok(Vec::new()),
+        false => Err(TaskError::Fatal(
+            "the program exited with a failure status (its stderr is in the job's log)".into(),
+        )),
+    })
 }
 
 /// How a call ended without returning.

@@ -36,6 +36,6 @@ pub use capabilities::progress::ProgressSink;
 pub use capabilities::{config, events, http, jobs, sql};
 pub use job::{JobInfo, JobRequest};
 pub use limits::Limits;
-pub use module::{ModuleDigest, TaskModule};
+pub use module::{Abi, ModuleDigest, TaskModule, componentize_command, is_core_module};
 pub use outcome::{JobError, JobReport, Progress, RunStats};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig};

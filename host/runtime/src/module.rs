@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::bindings::TaskPre;
 use crate::job::JobState;
@@ -30,12 +31,31 @@ impl fmt::Display for ModuleDigest {
     }
 }
 
+/// How the host calls a module; a manifest's `abi` field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Abi {
+    /// It exports the `taskbox:task` world's `run`: task name, input and job info in, output
+    /// or a typed task error out.
+    #[default]
+    Task,
+    /// A WASI command (`wasi:cli/run`): the input on stdin, the output from stdout, the task
+    /// name as its first argument; a non-zero exit fails the job.
+    Command,
+}
+
+/// The instantiable form of a module, by ABI.
+pub(crate) enum Entry {
+    Task(TaskPre<JobState>),
+    Command(CommandPre<JobState>),
+}
+
 /// A module ready to run: compiled, its imports resolved against the host, instantiable
 /// many times.
 pub struct TaskModule {
     digest: ModuleDigest,
     engine: Engine,
-    pre: TaskPre<JobState>,
+    entry: Entry,
     imports: Vec<String>,
 }
 
@@ -62,22 +82,48 @@ impl TaskModule {
         &self.engine
     }
 
-    pub(crate) fn pre(&self) -> &TaskPre<JobState> {
-        &self.pre
+    pub(crate) fn entry(&self) -> &Entry {
+        &self.entry
     }
 
-    /// Links `component` against the host. A missing import fails here, naming it, so that
-    /// no job of a module that cannot run is ever started.
+    /// How the host calls it.
+    pub fn abi(&self) -> Abi {
+        match self.entry {
+            Entry::Task(_) => Abi::Task,
+            Entry::Command(_) => Abi::Command,
+        }
+    }
+
+    /// Links `component` against the host: a component that exports `wasi:cli/run` is a
+    /// command and links with `command_linker`, any other must export the task world's
+    /// `run`. A missing import fails here, naming it, so that no job of a module that
+    /// cannot run is ever started.
     pub(crate) fn link(
         digest: ModuleDigest,
         component: &Component,
-        linker: &Linker<JobState>,
+        task_linker: &Linker<JobState>,
+        command_linker: &Linker<JobState>,
     ) -> Result<Self, JobError> {
+        let engine = component.engine();
+        let is_command = component
+            .component_type()
+            .exports(engine)
+            .any(|(name, _)| name.starts_with("wasi:cli/run@"));
+        let linker = match is_command {
+            true => command_linker,
+            false => task_linker,
+        };
         let instance_pre = linker
             .instantiate_pre(component)
             .map_err(|err| missing_import(&err))?;
-        let pre = TaskPre::new(instance_pre).map_err(|err| JobError::InvalidModule {
-            message: format!("it does not export the taskbox:task world's `run`: {err:#}"),
+        let entry = match is_command {
+            true => CommandPre::new(instance_pre).map(Entry::Command),
+            false => TaskPre::new(instance_pre).map(Entry::Task),
+        }
+        .map_err(|err| JobError::InvalidModule {
+            message: format!(
+                "it exports neither the taskbox:task world's `run` nor `wasi:cli/run`: {err:#}"
+            ),
         })?;
         let imports = component
             .component_type()
@@ -86,8 +132,8 @@ impl TaskModule {
             .collect();
         Ok(Self {
             digest,
-            engine: component.engine().clone(),
-            pre,
+            engine: engine.clone(),
+            entry,
             imports,
         })
     }
@@ -107,10 +153,36 @@ fn missing_import(err: &wasmtime::Error) -> JobError {
     }
 }
 
+const MAGIC: &[u8] = b"\0asm";
+const COMPONENT_LAYER: [u8; 2] = [1, 0];
+
+/// Whether `bytes` are a core WebAssembly module (not a component).
+pub fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..4] == MAGIC && bytes[6..8] == [0, 0]
+}
+
+/// Wraps a WASI preview 1 command (a core module exporting `_start`, as `wasm32-wasip1`
+/// toolchains build) into a `wasi:cli/run` component with wasmtime's preview 1 adapter.
+pub fn componentize_command(core: &[u8]) -> Result<Vec<u8>, JobError> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    };
+    wit_component::ComponentEncoder::default()
+        .module(core)
+        .and_then(|encoder| {
+            encoder.adapter(
+                WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+            )
+        })
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|err| JobError::InvalidModule {
+            message: format!("wrapping the WASI preview 1 module as a command: {err:#}"),
+        })
+}
+
 /// Checks the header: a component, not a core module or something else.
 pub(crate) fn check_is_component(bytes: &[u8]) -> Result<(), JobError> {
-    const MAGIC: &[u8] = b"\0asm";
-    const COMPONENT_LAYER: [u8; 2] = [1, 0];
     let invalid = |message: &str| {
         Err(JobError::InvalidModule {
             message: message.to_owned(),
@@ -122,7 +194,8 @@ pub(crate) fn check_is_component(bytes: &[u8]) -> Result<(), JobError> {
     if bytes[6..8] != COMPONENT_LAYER {
         return invalid(
             "a core WebAssembly module, not a component: build for wasm32-wasip2, or wrap it \
-             with `wasm-tools component new`",
+             with `wasm-tools component new` (a WASI preview 1 program can run as a command \
+             module: `abi = \"command\"` in its manifest)",
         );
     }
     Ok(())

@@ -70,6 +70,8 @@ impl Default for RuntimeConfig {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<JobState>,
+    /// The task linker plus `wasi:filesystem` (with nothing preopened), for commands.
+    command_linker: Linker<JobState>,
     fuel: bool,
     modules: Mutex<HashMap<ModuleDigest, Arc<TaskModule>>>,
     artifacts: Option<ArtifactCache>,
@@ -90,6 +92,9 @@ impl Runtime {
         let engine = Engine::new(&engine_config(config))?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)?;
+        let mut command_linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut command_linker)?;
+        capabilities::wasi::add_filesystem_to_linker(&mut command_linker)?;
         let artifacts = match &config.cache_dir {
             Some(dir) => Some(
                 ArtifactCache::new(dir, &engine)
@@ -101,6 +106,7 @@ impl Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
+            command_linker,
             fuel: config.fuel,
             modules: Mutex::default(),
             artifacts,
@@ -130,7 +136,12 @@ impl Runtime {
             Some(component) => component,
             None => self.compile(digest, bytes)?,
         };
-        let module = Arc::new(TaskModule::link(digest, &component, &self.linker)?);
+        let module = Arc::new(TaskModule::link(
+            digest,
+            &component,
+            &self.linker,
+            &self.command_linker,
+        )?);
         self.modules().insert(digest, Arc::clone(&module));
         Ok(module)
     }

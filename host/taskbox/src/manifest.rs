@@ -26,6 +26,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use taskbox_runtime::Abi;
 use taskbox_runtime::http::HostPattern;
 
 use crate::queue::{Backoff, Priority};
@@ -49,6 +50,10 @@ pub struct Manifest {
     /// The component file, relative to the manifest (default: the only `.wasm` beside it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
+    /// How the host calls it: `task` (the taskbox:task world, the default) or `command` (a
+    /// WASI program: input on stdin, output from stdout, the task name as its argument).
+    #[serde(default, skip_serializing_if = "is_task_abi")]
+    pub abi: Abi,
     /// The tasks the module exports, by name. Jobs may only name these.
     pub tasks: BTreeMap<String, TaskSettings>,
     /// Limits of every job of the module.
@@ -114,6 +119,10 @@ pub enum Jitter {
 
 fn default_jitter() -> Jitter {
     Jitter::Enabled(true)
+}
+
+fn is_task_abi(abi: &Abi) -> bool {
+    *abi == Abi::Task
 }
 
 impl From<BackoffSettings> for Backoff {

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
-use taskbox_runtime::{JobError, ModuleDigest, Runtime};
+use taskbox_runtime::{Abi, JobError, ModuleDigest, Runtime, componentize_command, is_core_module};
 use tokio::sync::Semaphore;
 
 use crate::grants::ModuleSettings;
@@ -72,8 +72,8 @@ pub enum RegistryError {
     /// The component imports something the host does not provide.
     #[error(
         "the component imports `{import}`, which this host does not provide (tasks may use \
-         taskbox:task and wasi:http, wasi:io, wasi:clocks, wasi:random and wasi:cli; not \
-         wasi:filesystem or wasi:sockets)"
+         taskbox:task and wasi:http, wasi:io, wasi:clocks, wasi:random and wasi:cli; \
+         commands wasi:filesystem too, with no directory; nothing may use wasi:sockets)"
     )]
     UnknownImport {
         /// The import.
@@ -90,6 +90,9 @@ pub enum RegistryError {
         /// The manifest field that would grant it.
         field: &'static str,
     },
+    /// The component is not of the ABI its manifest names.
+    #[error("{0}")]
+    AbiMismatch(&'static str),
     /// Compiling took longer than the host allows.
     #[error("compiling the component took longer than {0:?}")]
     CompileTimeout(Duration),
@@ -149,6 +152,21 @@ fn is_granted(manifest: &Manifest, field: &str) -> bool {
         "event_channels" => !capabilities.event_channels.is_empty(),
         "enqueue" => !capabilities.enqueue.is_empty(),
         _ => false,
+    }
+}
+
+/// Refuses a component whose ABI is not the one its manifest declares.
+fn check_abi(declared: Abi, found: Abi) -> Result<(), RegistryError> {
+    match (declared, found) {
+        (Abi::Task, Abi::Command) => Err(RegistryError::AbiMismatch(
+            "the component is a WASI command (it exports `wasi:cli/run`): add \
+             `abi = \"command\"` to its manifest",
+        )),
+        (Abi::Command, Abi::Task) => Err(RegistryError::AbiMismatch(
+            "the manifest says `abi = \"command\"` but the component exports the \
+             taskbox:task world's `run`: remove `abi`",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -231,7 +249,14 @@ impl Registry {
             });
         }
         self.policy.check(&manifest)?;
-        let imports = self.compile(bytes.clone()).await?;
+        // A WASI preview 1 program is stored as the command component the host makes of it.
+        let bytes = match manifest.abi {
+            Abi::Command if is_core_module(&bytes) => componentize_command(&bytes)
+                .map_err(|err| RegistryError::Invalid(err.to_string()))?,
+            _ => bytes,
+        };
+        let (abi, imports) = self.compile(bytes.clone()).await?;
+        check_abi(manifest.abi, abi)?;
         for import in &imports {
             if let Some(field) = grant_field(import)
                 && !is_granted(&manifest, field)
@@ -291,9 +316,9 @@ impl Registry {
     }
 
     /// Compiles the component (at most so many at once, within the time cap) and returns its
-    /// imports. A compile that runs out of time goes on in the background but is not waited
-    /// for; it holds its place among the concurrent compiles until it ends.
-    async fn compile(&self, bytes: Vec<u8>) -> Result<Vec<String>, RegistryError> {
+    /// ABI and imports. A compile that runs out of time goes on in the background but is not
+    /// waited for; it holds its place among the concurrent compiles until it ends.
+    async fn compile(&self, bytes: Vec<u8>) -> Result<(Abi, Vec<String>), RegistryError> {
         let permit = Arc::clone(&self.compiles)
             .acquire_owned()
             .await
@@ -301,12 +326,14 @@ impl Registry {
         let runtime = Arc::clone(&self.runtime);
         let compiling = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            runtime.load(&bytes).map(|module| module.imports().to_vec())
+            runtime
+                .load(&bytes)
+                .map(|module| (module.abi(), module.imports().to_vec()))
         });
         match tokio::time::timeout(self.compile_timeout, compiling).await {
             Err(_elapsed) => Err(RegistryError::CompileTimeout(self.compile_timeout)),
             Ok(joined) => match joined.map_err(anyhow::Error::from)? {
-                Ok(imports) => Ok(imports),
+                Ok(loaded) => Ok(loaded),
                 Err(JobError::MissingImport { name }) => {
                     Err(RegistryError::UnknownImport { import: name })
                 }

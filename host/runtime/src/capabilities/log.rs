@@ -17,7 +17,8 @@ use crate::job::JobState;
 /// `log` interface all append to the same place, in order.
 ///
 /// Past its limit the log keeps nothing more and counts what it dropped; the finished log
-/// ends with a marker saying how much.
+/// ends with a marker saying how much. A command module's stdout is one too, separate from
+/// its log, with the output limit as its limit.
 #[derive(Debug, Clone)]
 pub(crate) struct JobLog(Arc<Mutex<LogBuffer>>);
 
@@ -50,6 +51,12 @@ impl JobLog {
         let kept = bytes.len().min(room);
         buffer.bytes.extend_from_slice(&bytes[..kept]);
         buffer.dropped += bytes.len() - kept;
+    }
+
+    /// The bytes kept, and how many were written in all.
+    pub(crate) fn contents(&self) -> (Vec<u8>, usize) {
+        let buffer = self.buffer();
+        (buffer.bytes.clone(), buffer.bytes.len() + buffer.dropped)
     }
 
     /// The log as text (invalid UTF-8 replaced), with a truncation marker if bytes were

@@ -121,6 +121,7 @@ impl From<RegistryError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "policy_exceeded", message)
             }
             RegistryError::Invalid(_) => Self::bad_request("invalid_module", message),
+            RegistryError::AbiMismatch(_) => Self::bad_request("abi_mismatch", message),
             RegistryError::UnknownImport { .. } => Self::bad_request("missing_import", message),
             RegistryError::NotGranted { .. } => {
                 Self::bad_request("capability_not_granted", message)

@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
-use taskbox_runtime::{JobInfo, JobRequest, Limits, Progress, Runtime, RuntimeConfig};
+use taskbox_runtime::{
+    JobInfo, JobRequest, Limits, Progress, Runtime, RuntimeConfig, componentize_command,
+    is_core_module,
+};
 
 /// Run one job of a task module locally, without Redis: the output goes to stdout, the
 /// job's log and progress to stderr. Exits 0 when the task succeeds, 1 when the job fails.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
-    /// The task module: a WebAssembly component (`.wasm`).
+    /// The task module: a WebAssembly component (`.wasm`), or a WASI preview 1 program (a
+    /// core module), which runs as a command.
     file: PathBuf,
     /// The task to run inside the module.
     task: String,
@@ -33,6 +37,10 @@ pub(crate) struct RunArgs {
     /// Linear memory limit, e.g. `64MiB`, `1GiB`.
     #[arg(long, default_value = "128MiB")]
     memory: ByteSize,
+    /// Keep the compiled module in this directory, so the next run of the same bytes skips
+    /// compiling (worth it for Python and JavaScript modules).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -49,6 +57,16 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading the input file {}", path.display()))?,
         None => args.input.clone().into_bytes(),
     };
+    let bytes = match is_core_module(&bytes) {
+        true => match componentize_command(&bytes) {
+            Ok(component) => component,
+            Err(err) => {
+                eprintln!("error: {err} ({})", args.file.display());
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        false => bytes,
+    };
     let module_name = args.file.file_stem().map_or_else(
         || "module".into(),
         |stem| stem.to_string_lossy().into_owned(),
@@ -56,6 +74,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let runtime = Runtime::new(&RuntimeConfig {
         max_concurrent_jobs: 1,
+        cache_dir: args.cache_dir.clone(),
         ..RuntimeConfig::default()
     })?;
     let module = match runtime.load(&bytes) {
