@@ -464,3 +464,28 @@ async fn a_module_must_be_of_the_abi_its_manifest_names() {
     let shouted = host.run("words", "shout", json!({"text": "quiet"})).await;
     assert_eq!(shouted.result.as_deref(), Some(&b"QUIET"[..]));
 }
+
+#[test]
+fn taskbox_run_runs_a_python_module_and_a_wasip1_program() {
+    let run = |module: &Path, task: &str, input: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_taskbox"))
+            .arg("run")
+            .arg(module)
+            .args([task, "--input", input])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        stdout
+    };
+    // A Python component has more core instances than a one-job sandbox pool would hold if
+    // it were sized by the job count alone.
+    let echoed = run(python_example(), "noop", r#"{"n":1}"#);
+    assert_eq!(serde_json::from_str::<Value>(&echoed).unwrap(), json!({"n": 1}));
+    let sorted = run(&c_guests().join("sort.wasm"), "sort", "[2,1]");
+    assert_eq!(
+        serde_json::from_str::<Value>(&sorted).unwrap(),
+        json!({"sorted": [1, 2], "sum": 3})
+    );
+}

@@ -35,10 +35,16 @@ const MAX_MEMORY_SIZE: usize = 4 << 30;
 /// next job: the profile in DESIGN.md showed those faults and the TLB shootdowns of
 /// `madvise` dominating small jobs. 2 MiB covers a Rust guest's 1 MiB shadow stack, its
 /// data and its first heap pages. Without the ioctl the whole region would be reset on every
-/// job, so then only [`KEEP_RESIDENT`] is kept.
+/// job, so then only [`KEEP_RESIDENT`] is kept. (64 MiB, to cover what a JavaScript or
+/// Python job dirties, measured no faster: see the Benchmarks section of the README.)
 const MEMORY_KEEP_RESIDENT_WITH_PAGEMAP: usize = 2 << 20;
 /// The same for tables and async stacks, which small jobs touch only a little of.
 const KEEP_RESIDENT: usize = 64 << 10;
+/// Core instances a component may have: componentize-py's have a few dozen.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+/// Tables and memories a component may have.
+const MAX_TABLES_PER_COMPONENT: u32 = 64;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 16;
 
 /// How the process's sandbox engine is set up.
 #[derive(Debug, Clone)]
@@ -198,15 +204,16 @@ fn pool(jobs: u32) -> PoolingAllocationConfig {
         true => (Enabled::Yes, MEMORY_KEEP_RESIDENT_WITH_PAGEMAP),
         false => (Enabled::No, KEEP_RESIDENT),
     };
+    // Totals sized for `jobs` typical components, but never below what one big one needs.
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(jobs)
-        .total_core_instances(jobs * 16)
-        .total_memories(jobs * 2)
-        .total_tables(jobs * 8)
+        .total_core_instances((jobs * 16).max(MAX_CORE_INSTANCES_PER_COMPONENT))
+        .total_memories((jobs * 2).max(MAX_MEMORIES_PER_COMPONENT))
+        .total_tables((jobs * 8).max(MAX_TABLES_PER_COMPONENT))
         .total_stacks(jobs)
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(16)
-        .max_tables_per_component(64)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .max_tables_per_module(8)
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_memory_size(MAX_MEMORY_SIZE)
