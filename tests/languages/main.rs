@@ -482,7 +482,10 @@ fn taskbox_run_runs_a_python_module_and_a_wasip1_program() {
     // A Python component has more core instances than a one-job sandbox pool would hold if
     // it were sized by the job count alone.
     let echoed = run(python_example(), "noop", r#"{"n":1}"#);
-    assert_eq!(serde_json::from_str::<Value>(&echoed).unwrap(), json!({"n": 1}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&echoed).unwrap(),
+        json!({"n": 1})
+    );
     let sorted = run(&c_guests().join("sort.wasm"), "sort", "[2,1]");
     assert_eq!(
         serde_json::from_str::<Value>(&sorted).unwrap(),

@@ -40,9 +40,7 @@ fn main() -> ExitCode {
         })
         .to_string(),
         other => {
-            return fail(&format!(
-                "no task `{other}` (tasks: count, shout, files)"
-            ));
+            return fail(&format!("no task `{other}` (tasks: count, shout, files)"));
         }
     };
     match std::io::stdout().write_all(output.as_bytes()) {
