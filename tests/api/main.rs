@@ -3,10 +3,11 @@
 
 #[path = "../support/guests.rs"]
 mod guests;
+#[path = "../support/private_redis.rs"]
+mod private_redis;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -47,13 +48,7 @@ impl Server {
 
     /// An API with `config` and a worker, on a fresh Redis; the admin token is [`ADMIN`].
     async fn with(config: ApiConfig, policy: Policy) -> Self {
-        let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
-            .await
-            .unwrap()
-            .expect("starting redis-server");
-        let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
         let registry = Registry::new(
             queue.clone(),
             Arc::clone(&RUNTIME),
@@ -671,13 +666,7 @@ async fn listings_page_with_cursors_without_gaps_or_repeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_refuses_to_listen_off_loopback_without_an_admin_token() {
-    let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let (_redis, queue) = private_redis::start(RedisOptions::default()).await;
     let registry = Registry::new(
         queue.clone(),
         Arc::clone(&RUNTIME),

@@ -5,6 +5,8 @@
 mod guests;
 #[path = "../support/http_server.rs"]
 mod http_server;
+#[path = "../support/private_redis.rs"]
+mod private_redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,13 +41,7 @@ struct Host {
 
 impl Host {
     async fn start(host: HostCapabilities) -> Self {
-        let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
-            .await
-            .unwrap()
-            .expect("starting redis-server");
-        let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
         let registry = Registry::new(
             queue.clone(),
             Arc::clone(&RUNTIME),

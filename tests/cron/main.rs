@@ -4,6 +4,8 @@
 
 #[path = "../support/guests.rs"]
 mod guests;
+#[path = "../support/private_redis.rs"]
+mod private_redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,13 +54,7 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Self {
-        let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
-            .await
-            .unwrap()
-            .expect("starting redis-server");
-        let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
         let registry = Registry::new(
             queue.clone(),
             Arc::clone(&RUNTIME),

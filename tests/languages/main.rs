@@ -11,6 +11,8 @@
 mod guests;
 #[path = "../support/http_server.rs"]
 mod http_server;
+#[path = "../support/private_redis.rs"]
+mod private_redis;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,13 +129,7 @@ struct Host {
 
 impl Host {
     async fn start() -> Self {
-        let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
-            .await
-            .unwrap()
-            .expect("starting redis-server");
-        let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
         // The Python and JavaScript components take minutes to compile in a debug build on
         // two cores, two at a time.
         let registry = Registry::new(

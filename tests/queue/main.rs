@@ -3,6 +3,8 @@
 
 #[path = "../support/guests.rs"]
 mod guests;
+#[path = "../support/private_redis.rs"]
+mod private_redis;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,13 +45,7 @@ impl Harness {
             .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
             .with_test_writer()
             .try_init();
-        let redis = tokio::task::spawn_blocking(|| RedisServer::start(options))
-            .await
-            .unwrap()
-            .expect("starting redis-server");
-        let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (redis, queue) = private_redis::start(options).await;
         let h = Self { redis, queue };
         h.publish_guests().await;
         h

@@ -1,0 +1,18 @@
+//! A private redis-server for one test (on a free port, killed on drop) and a queue on it.
+
+use std::time::Duration;
+
+use taskbox::queue::Queue;
+use taskbox::redis_server::{RedisOptions, RedisServer};
+
+/// Starts a redis-server with `options` and connects a queue to it.
+pub async fn start(options: RedisOptions) -> (RedisServer, Queue) {
+    let redis = tokio::task::spawn_blocking(|| RedisServer::start(options))
+        .await
+        .unwrap()
+        .expect("starting redis-server");
+    let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    (redis, queue)
+}
