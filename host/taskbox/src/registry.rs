@@ -255,6 +255,7 @@ impl Registry {
                 .map_err(|err| RegistryError::Invalid(err.to_string()))?,
             _ => bytes,
         };
+        let size = bytes.len() as u64;
         let (abi, imports) = self.compile(bytes.clone()).await?;
         check_abi(manifest.abi, abi)?;
         for import in &imports {
