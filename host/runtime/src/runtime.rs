@@ -35,8 +35,10 @@ const MAX_MEMORY_SIZE: usize = 4 << 30;
 /// next job: the profile in DESIGN.md showed those faults and the TLB shootdowns of
 /// `madvise` dominating small jobs. 2 MiB covers a Rust guest's 1 MiB shadow stack, its
 /// data and its first heap pages. Without the ioctl the whole region would be reset on every
-/// job, so then only [`KEEP_RESIDENT`] is kept. (64 MiB, to cover what a JavaScript or
-/// Python job dirties, measured no faster: see the Benchmarks section of the README.)
+/// job, so then only [`KEEP_RESIDENT`] is kept. More does not help the JavaScript and Python
+/// guests (16 and 64 MiB measured no faster): wasmtime 48's reset restores at most 32 runs
+/// of dirty pages in place whatever the size, and theirs are spread over more runs than that
+/// (see the Benchmarks section of the README).
 const MEMORY_KEEP_RESIDENT_WITH_PAGEMAP: usize = 2 << 20;
 /// The same for tables, which small jobs touch only a little of. Async stacks stay resident
 /// whole: a stack is never reset (nothing on it outlives a job), so keeping it costs no work,
