@@ -29,6 +29,7 @@ mod limits;
 mod module;
 mod outcome;
 mod runtime;
+mod swap;
 
 pub use cancel::CancelHandle;
 pub use capabilities::Capabilities;

@@ -18,6 +18,7 @@ use crate::job::{self, JobRequest, JobState};
 use crate::limits::MAX_TABLE_ELEMENTS;
 use crate::module::{ArtifactCache, ModuleDigest, TaskModule, check_is_component};
 use crate::outcome::{JobError, JobReport};
+use crate::swap;
 
 /// How often the epoch advances: the granularity of timeouts and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -30,7 +31,8 @@ const ASYNC_STACK_SIZE: usize = 2 << 20;
 /// enforced below this by the job's [`Limits`](crate::Limits).
 const MAX_MEMORY_SIZE: usize = 4 << 30;
 /// How much of a slot's linear memory stays mapped when the slot is reused. With the
-/// `PAGEMAP_SCAN` ioctl (Linux 6.7+) wasmtime resets only the pages the job dirtied inside
+/// `PAGEMAP_SCAN` ioctl (Linux 6.7+, and used only when the process cannot be swapped out:
+/// see [`swap`](crate::swap)) wasmtime resets only the pages the job dirtied inside
 /// this region, with memcpy/memset, instead of `madvise` plus a page fault per page on the
 /// next job: the profile in DESIGN.md showed those faults and the TLB shootdowns of
 /// `madvise` dominating small jobs. 2 MiB covers a Rust guest's 1 MiB shadow stack, its
@@ -205,8 +207,7 @@ fn engine_config(config: &RuntimeConfig) -> Config {
 /// SpiderMonkey (about 12 MB) components that componentize-py and componentize-js build:
 /// those have many core instances and tables, and tables of tens of thousands of functions.
 fn pool(jobs: u32) -> PoolingAllocationConfig {
-    let (pagemap, memory_keep_resident) = match PoolingAllocationConfig::is_pagemap_scan_available()
-    {
+    let (pagemap, memory_keep_resident) = match pagemap_scan() {
         true => (Enabled::Yes, MEMORY_KEEP_RESIDENT_WITH_PAGEMAP),
         false => (Enabled::No, KEEP_RESIDENT),
     };
@@ -229,6 +230,23 @@ fn pool(jobs: u32) -> PoolingAllocationConfig {
         .async_stack_keep_resident(ASYNC_STACK_SIZE)
         .decommit_batch_size(64);
     pool
+}
+
+/// Whether pool slots are reset with `PAGEMAP_SCAN`: when the kernel has it and nothing of
+/// the process can be swapped out (see [`swap`](crate::swap)).
+fn pagemap_scan() -> bool {
+    if !PoolingAllocationConfig::is_pagemap_scan_available() {
+        return false;
+    }
+    if swap::may_swap() {
+        tracing::warn!(
+            "swap is on, so pool slots are reset without PAGEMAP_SCAN, which is slower: \
+             wasmtime's scan misses pages swapped out during a job, which the next job in the \
+             slot could read. Turn swap off, or set memory.swap.max to 0 for the worker's cgroup"
+        );
+        return false;
+    }
+    true
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread, for as long as
