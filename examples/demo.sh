@@ -6,16 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing redis-server..."
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    else
-        echo "taskbox dev needs redis-server: install it (apt-get install redis-server, brew install redis)" >&2
-        exit 1
-    fi
-fi
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+# What it needs, installed when missing: redis-server for `taskbox dev`, curl to talk to the
+# API, a C compiler for the bundled SQLite, and the Rust targets in rust-toolchain.toml.
+bash scripts/system-packages.sh redis curl cc
+rustup toolchain install
+
+# Runs a command until it succeeds, for at most a minute.
+wait_until() {
+    local deadline=$((SECONDS + 60))
+    until "$@"; do
+        ((SECONDS < deadline)) || { echo "gave up waiting for: $*" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
 echo "building taskbox and the guest modules (the first build takes a few minutes)..."
 cargo build --release --locked -p taskbox
 (cd guests && cargo build --release --locked)
@@ -40,11 +44,11 @@ log=$(mktemp)
 "$taskbox" dev --module guests/hello --module guests/fixtures >"$log" 2>&1 &
 dev=$!
 trap 'kill -TERM $dev 2>/dev/null; wait $dev 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 1 300); do
-    grep -q "API on" "$log" && break
+api_is_up() {
     kill -0 $dev 2>/dev/null || { cat "$log"; exit 1; }
-    sleep 0.1
-done
+    grep -q "API on" "$log"
+}
+wait_until api_is_up
 cat "$log"
 
 show module ls
@@ -58,14 +62,16 @@ show job enqueue hello/greet --input '{"name":"Ada"}' --wait
 show job enqueue hello/flaky --input '{"succeed_on":2}' --wait
 id=$("$taskbox" job enqueue fixtures/spin)
 printf '\n$ taskbox job cancel %s   # a job spinning forever\n' "$id"
-until "$taskbox" job get "$id" | grep -q '"status": "running"'; do sleep 0.1; done
+is_running() { "$taskbox" job get "$1" 2>/dev/null | grep -q '"status": "running"'; }
+wait_until is_running "$id"
 "$taskbox" job cancel "$id"
 "$taskbox" job wait "$id" | grep '"status"'
 show job enqueue fixtures/panic --wait
 show cron next "0 9 * * MON-FRI" --tz Europe/Paris -n 3
 show cron add every-2s "*/2 * * * * *" hello/greet --input '{"name":"cron"}'
 printf '\n$ taskbox cron show every-2s   # once its first job has finished\n'
-until "$taskbox" cron show every-2s | grep -q "last_job_status *completed"; do sleep 0.2; done
+has_completed() { "$taskbox" cron show "$1" 2>/dev/null | grep -q "last_job_status *completed"; }
+wait_until has_completed every-2s
 "$taskbox" cron show every-2s
 show cron rm every-2s
 show dead ls

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use taskbox::api::{ApiConfig, router};
+use taskbox::api::{ApiConfig, router, serve_router};
 use taskbox::auth::{Role, Tokens};
 use taskbox::manifest::Policy;
 use taskbox::queue::Queue;
@@ -73,7 +73,7 @@ impl Server {
         );
         tokio::spawn(async move {
             tokio::select! {
-                _ = axum::serve(listener, app) => {}
+                _ = serve_router(listener, app, std::future::pending()) => {}
                 _ = worker.run(std::future::pending()) => {}
                 _ = stopped => {}
             }
@@ -379,6 +379,121 @@ async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
         assert_error(&answer, StatusCode::NOT_FOUND, "not_found", "");
     }
     server.assert_up_with_modules(ADMIN, 0).await;
+}
+
+/// How a client sends a request body.
+#[derive(Debug, Clone, Copy)]
+enum Sending {
+    /// In pieces with pauses, still sending when the server has seen enough.
+    Slowly,
+    /// Only after the server's `100 Continue`, as curl does for large bodies.
+    AfterContinue,
+}
+
+/// POSTs `body` to `/v1/jobs` over a plain TCP connection and returns the final answer's
+/// status and JSON body, reading until the server closes the connection.
+async fn raw_post(address: &str, body: &str, sending: Sending) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let expect = match sending {
+        Sending::Slowly => "",
+        Sending::AfterContinue => "Expect: 100-continue\r\n",
+    };
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n{expect}\r\n",
+        body.len()
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    if let Sending::AfterContinue = sending {
+        let mut chunk = [0; 4096];
+        while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+            let read = reader.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "the server closed before answering the head");
+            answer.extend_from_slice(&chunk[..read]);
+        }
+    }
+    let continued = answer.starts_with(b"HTTP/1.1 100");
+    let send_body = matches!(sending, Sending::Slowly) || continued;
+    let body = body.as_bytes().to_vec();
+    // The server may stop reading once it has answered: what is left unsent is no error here.
+    let sender = tokio::spawn(async move {
+        if !send_body {
+            return;
+        }
+        for piece in body.chunks(64 << 10) {
+            if writer.write_all(piece).await.is_err() {
+                return;
+            }
+            if let Sending::Slowly = sending {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    });
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        reader.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server ends the connection after its answer")
+    .expect("the server answers without resetting the connection");
+    sender.await.unwrap();
+
+    let text = String::from_utf8_lossy(&answer);
+    let last = text
+        .split("HTTP/1.1 ")
+        .filter(|response| !response.is_empty() && !response.starts_with("100 "))
+        .next_back()
+        .unwrap_or_else(|| panic!("no final answer in {text:?}"));
+    let status: u16 = last[..3].parse().unwrap();
+    let json = last.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (
+        StatusCode::from_u16(status).unwrap(),
+        serde_json::from_str(json).unwrap_or(Value::Null),
+    )
+}
+
+/// A client gets the 413 and its JSON error for a body over the cap, whatever it is still
+/// sending when the server has read enough: the whole body at once, in slow pieces, or only
+/// after `100 Continue`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_cap_gets_its_413_however_it_is_sent() {
+    let server = Server::start().await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let body = json!({"module": "hello", "task": "greet", "input": "x".repeat(3 << 20)}).to_string();
+    for _ in 0..50 {
+        let all_at_once = server
+            .call(
+                server
+                    .request(Method::POST, "/v1/jobs", Some(ADMIN))
+                    .header("content-type", "application/json")
+                    .body(body.clone()),
+            )
+            .await;
+        assert_error(
+            &all_at_once,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "",
+        );
+        for sending in [Sending::Slowly, Sending::AfterContinue] {
+            let answer = raw_post(&address, &body, sending).await;
+            assert_error(
+                &answer,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "",
+            );
+        }
+    }
+    let (status, listed) = server
+        .call(server.request(Method::GET, "/v1/jobs", Some(ADMIN)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["jobs"], json!([]), "no job was stored: {listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

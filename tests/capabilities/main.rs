@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use taskbox::api::{ApiConfig, router};
+use taskbox::api::{ApiConfig, router, serve_router};
 use taskbox::auth::{Role, Tokens};
 use taskbox::events::Events;
 use taskbox::grants::{HostCapabilities, ModuleSettings};
@@ -78,7 +78,7 @@ impl Host {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             tokio::select! {
-                _ = axum::serve(listener, app) => {}
+                _ = serve_router(listener, app, std::future::pending()) => {}
                 _ = worker.run(std::future::pending()) => {}
                 _ = stopped => {}
             }

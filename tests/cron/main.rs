@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
-use taskbox::api::{ApiConfig, router};
+use taskbox::api::{ApiConfig, router, serve_router};
 use taskbox::manifest::Manifest;
 use taskbox::queue::{JobFilter, JobRecord, JobStatus, Queue};
 use taskbox::redis_server::{RedisOptions, RedisServer};
@@ -530,7 +530,7 @@ async fn cli_and_manifest_schedules_run_jobs_on_time_through_a_worker() {
     let scheduler = Scheduler::new(setup.queue.clone());
     tokio::spawn(async move {
         tokio::select! {
-            _ = axum::serve(listener, app) => {}
+            _ = serve_router(listener, app, std::future::pending()) => {}
             _ = worker.run(std::future::pending()) => {}
             () = scheduler.run(std::future::pending()) => {}
         }

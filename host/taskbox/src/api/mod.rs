@@ -6,6 +6,7 @@
 //! tenant sees only its own modules, jobs, dead letters, schedules and event channels: another
 //! tenant's ids answer 404.
 
+mod connections;
 mod error;
 mod events;
 mod jobs;
@@ -31,6 +32,7 @@ use crate::auth::{Principal, Role, Tokens, same_token};
 use crate::queue::Queue;
 use crate::registry::Registry;
 
+pub use connections::serve_router;
 pub use error::ApiError;
 pub use openapi::openapi_json;
 
@@ -110,9 +112,7 @@ pub async fn serve(
         ),
     }
     let app = router(queue, registry, config);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_router(listener, app, shutdown).await?;
     Ok(())
 }
 
