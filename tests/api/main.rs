@@ -446,7 +446,7 @@ async fn raw_post(address: &str, body: &str, sending: Sending) -> (StatusCode, V
     let last = text
         .split("HTTP/1.1 ")
         .filter(|response| !response.is_empty() && !response.starts_with("100 "))
-        .next_back()
+        .last()
         .unwrap_or_else(|| panic!("no final answer in {text:?}"));
     let status: u16 = last[..3].parse().unwrap();
     let json = last.split_once("\r\n\r\n").map_or("", |(_, body)| body);
