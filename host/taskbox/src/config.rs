@@ -26,6 +26,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use taskbox_runtime::Limits;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::jobs::JobGrant;
@@ -53,6 +54,8 @@ pub struct HostConfig {
     pub events: EventSettings,
     /// Jobs tasks enqueue.
     pub jobs: JobSettings,
+    /// What the host keeps of what each job hands it.
+    pub limits: LimitSettings,
     /// Settings of modules, by `name` (default tenant) or `tenant/name`.
     pub modules: BTreeMap<String, ModuleSettings>,
 }
@@ -226,6 +229,29 @@ impl Default for JobSettings {
     }
 }
 
+/// What the host keeps of what each job hands it. A guest's text past these is cut at a
+/// character boundary, with a marker saying how many bytes were dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// The most of a task error's message kept, in the job record and the dead letters
+    /// (`"16KiB"`).
+    #[serde(with = "size")]
+    pub max_error_size: u64,
+    /// The most of a progress report's message kept (`"1KiB"`).
+    #[serde(with = "size")]
+    pub max_progress_message: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_error_size: Limits::DEFAULT_ERROR_BYTES as u64,
+            max_progress_message: Limits::DEFAULT_PROGRESS_BYTES as u64,
+        }
+    }
+}
+
 /// How uploads are checked.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -257,7 +283,7 @@ pub struct ApiSettings {
     /// The largest request body other than module uploads.
     #[serde(with = "size")]
     pub max_body: u64,
-    /// The largest job input.
+    /// The largest job input, enqueued over the API or by a task.
     #[serde(with = "size")]
     pub max_input: u64,
     /// Jobs each token may enqueue per second, on average.
@@ -315,10 +341,21 @@ impl HostConfig {
             http: self.http.limits(),
             max_event_bytes: usize::try_from(self.events.max_event_size).unwrap_or(usize::MAX),
             max_enqueues: self.jobs.max_enqueues,
+            max_input: usize::try_from(self.api.max_input).unwrap_or(usize::MAX),
             max_chain_depth: self.jobs.max_chain_depth,
             modules: self.modules.clone(),
             ..HostCapabilities::default()
         })
+    }
+
+    /// The limits every job of a worker runs with, before its module's own timeout, fuel
+    /// and memory.
+    pub fn job_limits(&self) -> Limits {
+        Limits {
+            error_bytes: usize::try_from(self.limits.max_error_size).unwrap_or(usize::MAX),
+            progress_bytes: usize::try_from(self.limits.max_progress_message).unwrap_or(usize::MAX),
+            ..Limits::default()
+        }
     }
 
     /// The registry's part.
