@@ -126,9 +126,13 @@ pub struct SqlSettings {
     pub databases: BTreeMap<String, DatabaseSetting>,
     /// The most rows one query may return.
     pub max_rows: usize,
-    /// The most bytes of values one query may return (`"16MiB"`).
+    /// The most bytes of values one query may return, and the largest value a SQLite
+    /// statement may make (`"16MiB"`).
     #[serde(with = "size")]
     pub max_result_size: u64,
+    /// The largest a module's own database (`self`) may grow (`"256MiB"`).
+    #[serde(with = "size")]
+    pub max_self_size: u64,
     /// Connections each worker keeps to each PostgreSQL database.
     pub postgres_connections: usize,
 }
@@ -161,6 +165,7 @@ impl Default for SqlSettings {
             databases: BTreeMap::new(),
             max_rows: defaults.max_rows,
             max_result_size: defaults.max_result_bytes as u64,
+            max_self_size: defaults.max_self_bytes,
             postgres_connections: defaults.postgres_connections,
         }
     }
@@ -188,6 +193,7 @@ impl SqlSettings {
                 .collect(),
             max_rows: self.max_rows,
             max_result_bytes: usize::try_from(self.max_result_size).unwrap_or(usize::MAX),
+            max_self_bytes: self.max_self_size,
             postgres_connections: self.postgres_connections,
         }
     }
