@@ -547,6 +547,31 @@ async fn a_chain_of_jobs_stops_at_the_depth_cap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_key_longer_than_the_cap_is_never_found() {
+    let (fits, too_long) = ("k".repeat(256), "k".repeat(257));
+    let settings = ModuleSettings {
+        config: BTreeMap::from([
+            (fits.clone(), "fits".to_owned()),
+            (too_long.clone(), "too long".to_owned()),
+        ]),
+        ..ModuleSettings::default()
+    };
+    let host = Host::start(HostCapabilities {
+        modules: BTreeMap::from([("fixtures-grants".to_owned(), settings)]),
+        ..HostCapabilities::default()
+    })
+    .await;
+    let found = host
+        .run("fixtures-grants", "config", json!({"key": fits}))
+        .await;
+    assert_eq!(result(&found)["value"], "fits");
+    let refused = host
+        .run("fixtures-grants", "config", json!({"key": too_long}))
+        .await;
+    assert_eq!(result(&refused)["value"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_settings_reach_their_tenant_only_and_secrets_stay_out_of_the_log() {
     let settings = ModuleSettings {
         config: BTreeMap::from([("region".to_owned(), "eu-west".to_owned())]),

@@ -374,3 +374,28 @@ impl HostConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caps_on_what_jobs_hand_the_host_are_read_from_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: HostConfig = toml::from_str(&format!(
+            "[limits]\nmax_error_size = \"4KiB\"\nmax_progress_message = \"100B\"\n\
+             [sql]\nmax_self_size = \"1MiB\"\nself_dir = {:?}\n[api]\nmax_input = \"2KiB\"\n",
+            dir.path()
+        ))
+        .unwrap();
+        let limits = config.job_limits();
+        assert_eq!((limits.error_bytes, limits.progress_bytes), (4096, 100));
+        assert_eq!(config.sql.config().max_self_bytes, 1 << 20);
+        assert_eq!(config.capabilities().unwrap().max_input, 2048);
+        let defaults = HostConfig::default().job_limits();
+        assert_eq!(
+            (defaults.error_bytes, defaults.progress_bytes),
+            (16 << 10, 1 << 10)
+        );
+    }
+}
