@@ -316,6 +316,37 @@ async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
         "invalid_body",
         "delay",
     );
+    // The checks a task's `jobs.enqueue` shares: delays, names and keys, quoted by their start.
+    let far = server
+        .call(post().json(&json!({"module": "hello", "task": "greet", "delay": "400days"})))
+        .await;
+    assert_error(
+        &far,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        "field `delay`",
+    );
+    let long_key = "k".repeat(100_000);
+    let keyed = server
+        .call(
+            post().json(&json!({"module": "hello", "task": "greet", "idempotency_key": long_key})),
+        )
+        .await;
+    assert_error(
+        &keyed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        "… (100000 bytes)",
+    );
+    let queue = server
+        .call(post().json(&json!({"module": "hello", "task": "greet", "queue": "a b"})))
+        .await;
+    assert_error(
+        &queue,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        "field `queue`",
+    );
 
     let random: Vec<u8> = (0..4096).map(|_| rand::random()).collect();
     let answer = server.upload(ADMIN, manifest("hello"), random).await;

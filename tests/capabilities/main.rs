@@ -19,11 +19,12 @@ use taskbox::auth::{Role, Tokens};
 use taskbox::events::Events;
 use taskbox::grants::{HostCapabilities, ModuleSettings};
 use taskbox::manifest::Manifest;
+use taskbox::progress::FLUSH_EVERY;
 use taskbox::queue::{EnqueueOptions, JobRecord, JobStatus, NewJob, Queue};
 use taskbox::redis_server::{RedisOptions, RedisServer};
 use taskbox::registry::{Registry, RegistryConfig};
 use taskbox::worker::{Worker, WorkerConfig};
-use taskbox_runtime::{Runtime, RuntimeConfig};
+use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
 
 static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
     std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
@@ -33,7 +34,7 @@ const TENANT: &str = "default";
 
 /// Redis, the guests published, a worker with `host`'s capabilities, and the API.
 struct Host {
-    _redis: RedisServer,
+    redis: RedisServer,
     queue: Queue,
     url: String,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -84,11 +85,20 @@ impl Host {
             }
         });
         Self {
-            _redis: redis,
+            redis,
             queue,
             url,
             _stop: stop,
         }
+    }
+
+    /// A connection of the test's own, to look at Redis the way an operator would.
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     async fn run_as(&self, tenant: &str, module: &str, task: &str, input: Value) -> JobRecord {
@@ -273,7 +283,7 @@ async fn tasks_publish_only_where_granted_and_within_the_size_cap() {
             .log
             .as_deref()
             .unwrap_or_default()
-            .contains("events denied for other:x"),
+            .contains(r#"events denied for "other:x": "#),
         "{:?}",
         denied.log
     );
@@ -313,14 +323,63 @@ async fn progress_is_stored_on_the_job_and_streamed_on_its_channel() {
     let mut stream = host
         .sse(ADMIN, &format!("job:{}", job.id), Some("0-0"))
         .await;
+    // Reports that come faster than the worker writes them replace each other: the channel
+    // has some of them, in order, and always the last.
     let mut percents = Vec::new();
-    for _ in 0..3 {
+    while percents.last() != Some(&100) {
         let (_, event, data) = stream.next().await;
         assert_eq!(event, "progress");
         let data: Value = serde_json::from_str(&data).unwrap();
         percents.push(data["percent"].as_u64().unwrap());
     }
-    assert_eq!(percents, [33, 66, 100]);
+    assert!(percents.is_sorted() && percents.len() <= 3, "{percents:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_flood_keeps_one_small_report_and_writes_a_few() {
+    let host = Host::start(HostCapabilities::default()).await;
+    let (reports, bytes) = (1000, 1 << 20);
+    let job = host
+        .run(
+            "fixtures-grants",
+            "progress_flood",
+            json!({"reports": reports, "bytes": bytes}),
+        )
+        .await;
+    let progress = job.progress.as_ref().unwrap();
+    assert_eq!(progress["percent"], 100);
+    let kept = Limits::DEFAULT_PROGRESS_BYTES;
+    assert_eq!(
+        progress["message"].as_str().unwrap(),
+        format!(
+            "{} [taskbox: truncated at {kept} bytes, {} more bytes dropped]",
+            "p".repeat(kept),
+            bytes - kept
+        )
+    );
+    let mut conn = host.redis().await;
+    let record: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("tb:{{default}}:job:{}", job.id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(record < 64 << 10, "the job record takes {record} bytes");
+    // One write when the flood starts, one per tick while it lasts, one at its end; the
+    // job's stats say how long it ran.
+    let ran = job.stats.as_ref().unwrap()["wall_time_ms"]
+        .as_u64()
+        .unwrap();
+    let most = 2 + ran / FLUSH_EVERY.as_millis() as u64;
+    let written: u64 = redis::cmd("XLEN")
+        .arg(format!("tb:events:default:job:{}", job.id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (1..=most).contains(&written),
+        "{written} progress events for {reports} reports in {ran} ms"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,6 +434,99 @@ async fn jobs_enqueue_granted_targets_up_to_the_cap_and_children_know_their_pare
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_enqueues_from_a_task_get_the_apis_checks_and_store_nothing() {
+    let host = Host::start(HostCapabilities::default()).await;
+    let big = 20 << 20;
+    let cases = [
+        (
+            json!({"oversized": "input", "bytes": big}),
+            "Invalid(\"the input is",
+        ),
+        (
+            json!({"oversized": "target", "bytes": big}),
+            "Invalid(\"the target is",
+        ),
+        (
+            json!({"oversized": "queue", "bytes": big}),
+            "Invalid(\"field `queue`",
+        ),
+        (
+            json!({"oversized": "idempotency_key", "bytes": big}),
+            "Invalid(\"field `idempotency_key`",
+        ),
+        (
+            json!({"oversized": "delay", "ms": u64::MAX}),
+            "Invalid(\"field `delay`",
+        ),
+    ];
+    for (input, expected) in cases {
+        let job = host
+            .run("fixtures-grants", "enqueue_oversized", input.clone())
+            .await;
+        let error = result(&job)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(error.starts_with(expected), "{input}: {error}");
+        // The answer quotes the start of a value at most.
+        assert!(error.len() < 400, "{input}: a {}-byte error", error.len());
+    }
+    // The API's input cap holds for tasks too; just under it is fine.
+    let fits = host
+        .run(
+            "fixtures-grants",
+            "enqueue_oversized",
+            json!({"oversized": "input", "bytes": (1 << 20) - 100}),
+        )
+        .await;
+    assert!(result(&fits)["id"].is_string(), "{:?}", result(&fits));
+
+    let mut conn = host.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*idem*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let longest: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        longest.iter().all(|key| key.len() < 200),
+        "a guest's value became a key name"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_long_target_is_logged_by_its_start() {
+    let host = Host::start(HostCapabilities::default()).await;
+    // Under the longest target, but not granted: denied, and the job's log says so.
+    let job = host
+        .run(
+            "fixtures-grants",
+            "enqueue",
+            json!({"target": format!("other/{}", "t".repeat(240)), "input": null}),
+        )
+        .await;
+    assert!(
+        result(&job)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Denied"),
+        "{:?}",
+        result(&job)
+    );
+    let log = job.log.unwrap_or_default();
+    let line = log
+        .lines()
+        .find(|line| line.contains("jobs denied for"))
+        .unwrap_or_else(|| panic!("no denial in the log: {log}"));
+    assert!(line.contains("… (246 bytes)") && line.len() < 250, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_jobs_stops_at_the_depth_cap() {
     let host = Host::start(HostCapabilities {
         max_chain_depth: 3,
@@ -392,6 +544,31 @@ async fn a_chain_of_jobs_stops_at_the_depth_cap() {
     assert_eq!(depths, [0, 1, 2, 3]);
     let stopped = result(&job)["stopped"].as_str().unwrap().to_owned();
     assert!(stopped.starts_with("Limit"), "{stopped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_key_longer_than_the_cap_is_never_found() {
+    let (fits, too_long) = ("k".repeat(256), "k".repeat(257));
+    let settings = ModuleSettings {
+        config: BTreeMap::from([
+            (fits.clone(), "fits".to_owned()),
+            (too_long.clone(), "too long".to_owned()),
+        ]),
+        ..ModuleSettings::default()
+    };
+    let host = Host::start(HostCapabilities {
+        modules: BTreeMap::from([("fixtures-grants".to_owned(), settings)]),
+        ..HostCapabilities::default()
+    })
+    .await;
+    let found = host
+        .run("fixtures-grants", "config", json!({"key": fits}))
+        .await;
+    assert_eq!(result(&found)["value"], "fits");
+    let refused = host
+        .run("fixtures-grants", "config", json!({"key": too_long}))
+        .await;
+    assert_eq!(result(&refused)["value"], Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,25 @@ fn a_timeout_ends_with_one_clear_line() {
 }
 
 #[test]
+fn a_huge_task_error_is_printed_cut_to_its_cap() {
+    let run = taskbox(&[
+        "run",
+        &path("fixtures"),
+        "huge_error",
+        "--input",
+        r#"{"bytes": 20000000, "retryable": false}"#,
+    ]);
+    run.assert_code(1);
+    let stderr = run.stderr();
+    assert!(stderr.len() < 32 << 10, "{} bytes on stderr", stderr.len());
+    assert!(
+        stderr.contains("[taskbox: truncated at 16384 bytes, 19983616 more bytes dropped]"),
+        "{:?}",
+        stderr.lines().last()
+    );
+}
+
+#[test]
 fn limits_from_flags_apply() {
     let run = taskbox(&["run", &path("fixtures"), "spin", "--fuel", "1000000"]);
     run.assert_code(1);

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use taskbox::manifest::Manifest;
 use taskbox::queue::{
-    Backoff, CancelOutcome, EnqueueOptions, JobFilter, JobRecord, JobStatus, NewJob, Priority,
-    Queue,
+    Backoff, CancelOutcome, EnqueueOptions, JobFilter, JobRecord, JobStatus, MAX_RETRY_DELAY,
+    NewJob, Priority, Queue,
 };
 use taskbox::redis_server::{RedisOptions, RedisServer};
 use taskbox::registry::{Registry, RegistryConfig};
 use taskbox::worker::{Worker, WorkerConfig, WorkerStats};
-use taskbox_runtime::{Runtime, RuntimeConfig};
+use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
 use tokio::sync::oneshot;
 
 /// The tenant every job of these tests belongs to.
@@ -411,6 +411,92 @@ async fn retryable_failures_retry_with_backoff_then_die_with_exact_tries() {
         dead[0].error.as_ref().unwrap()["message"],
         "task error (retryable): flaky upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_task_error_is_kept_to_its_cap_in_the_job_and_the_dead_letters() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let id = h
+        .enqueue(
+            "fixtures",
+            "huge_error",
+            json!({"bytes": 20 << 20, "retryable": false}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    let job = h.wait(&id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (job.status, job.error_kind()),
+        (JobStatus::Dead, Some("task_error"))
+    );
+    let message = job.error.as_ref().unwrap()["message"].as_str().unwrap();
+    let kept = Limits::DEFAULT_ERROR_BYTES;
+    // "é" is two bytes and the cap is even, so exactly the cap of them is kept.
+    let expected = format!(
+        "task error: {} [taskbox: truncated at {kept} bytes, {} more bytes dropped]",
+        "é".repeat(kept / 2),
+        (20 << 20) - kept
+    );
+    assert_eq!(message, expected);
+
+    let mut conn = h.redis_connection().await;
+    let record: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("tb:{{default}}:job:{id}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(record < 64 << 10, "the job record takes {record} bytes");
+    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("tb:{default}:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (_, fields) = &dead[0];
+    let error = &fields.iter().find(|(name, _)| name == "error").unwrap().1;
+    assert!(
+        error.len() < 2 * kept,
+        "the dead letter's error is {} bytes",
+        error.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_of_u64_max_waits_the_longest_retry_delay_instead_of_dying() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let options = EnqueueOptions {
+        max_retries: Some(3),
+        ..EnqueueOptions::default()
+    };
+    let id = h
+        .enqueue(
+            "fixtures",
+            "fail",
+            json!({"kind": "retryable", "message": "later", "after_ms": u64::MAX}),
+            options,
+        )
+        .await;
+    let job = h
+        .wait_until(&id, Duration::from_secs(30), |job| {
+            job.status != JobStatus::Pending && job.status != JobStatus::Running
+        })
+        .await;
+    assert_eq!(
+        (job.status, job.attempt),
+        (JobStatus::Retrying, 1),
+        "{job:?}"
+    );
+    let waits = job.run_at.unwrap() - job.started_at.unwrap();
+    let longest = MAX_RETRY_DELAY.as_millis() as u64;
+    assert!(
+        (longest..longest + 10_000).contains(&waits),
+        "the retry waits {waits} ms"
+    );
+    assert_eq!(h.dead_letter_entries().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -271,6 +271,61 @@ async fn a_batch_is_all_or_nothing_and_results_are_capped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_statements_and_a_modules_own_database_are_capped() {
+    let dbs = Databases::new(|config| config.max_self_bytes = 1 << 20);
+    let caps = || dbs.capabilities("default", "filler", GRANTS);
+    // SQLite refuses to make the value at all, rather than the host holding 900 MB of it.
+    let blob = call(
+        "query",
+        json!({"db": "self", "sql": "SELECT length(randomblob(900000000))"}),
+        caps(),
+    )
+    .await;
+    assert!(
+        error_of(&blob).starts_with("TooLarge") && error_of(&blob).contains("16777216 bytes"),
+        "{blob}"
+    );
+    // A name longer than any database's is denied by its start.
+    let name = "d".repeat(1 << 20);
+    let unnamed = call("query", json!({"db": name, "sql": "SELECT 1"}), caps()).await;
+    assert!(
+        error_of(&unnamed).starts_with("Denied") && error_of(&unnamed).len() < 300,
+        "{unnamed}"
+    );
+    let long = format!("SELECT 1 -- {}", "x".repeat(2 << 20));
+    let refused = call("query", json!({"db": "self", "sql": long}), caps()).await;
+    assert!(
+        error_of(&refused).contains("more than 1048576 bytes"),
+        "{refused}"
+    );
+
+    call(
+        "execute",
+        json!({"db": "self", "sql": "CREATE TABLE t (b BLOB)"}),
+        caps(),
+    )
+    .await;
+    let fill = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+                INSERT INTO t SELECT randomblob(100000) FROM n";
+    let full = call("execute", json!({"db": "self", "sql": fill}), caps()).await;
+    assert!(
+        error_of(&full).starts_with("TooLarge") && error_of(&full).contains("1048576 bytes"),
+        "{full}"
+    );
+    let file = dbs.dir.path().join("self").join("default--filler.sqlite");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size <= 1 << 20, "the database file is {size} bytes");
+    // What fits still goes in.
+    let small = call(
+        "execute",
+        json!({"db": "self", "sql": "INSERT INTO t VALUES (randomblob(1000))"}),
+        caps(),
+    )
+    .await;
+    assert_eq!(small, json!({"changed": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_query_is_stopped_at_the_job_deadline() {
     let dbs = Databases::new(|_| {});
     sandbox::module("fixtures_sql");

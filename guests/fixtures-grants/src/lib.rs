@@ -37,6 +37,36 @@ fn enqueue(_job: &Job, input: Enqueue) -> Result<Value, TaskError> {
     })
 }
 
+/// What `enqueue_oversized` makes too large.
+#[derive(Deserialize)]
+#[serde(tag = "oversized", rename_all = "snake_case")]
+enum Oversized {
+    Input { bytes: usize },
+    Target { bytes: usize },
+    Queue { bytes: usize },
+    IdempotencyKey { bytes: usize },
+    Delay { ms: u64 },
+}
+
+/// Enqueues `noop` with one argument made too large in the guest; answers `{"id": ...}` or
+/// `{"error": "..."}`.
+fn enqueue_oversized(_job: &Job, input: Oversized) -> Result<Value, TaskError> {
+    let mut target = "noop".to_owned();
+    let mut child = Value::Null;
+    let mut options = jobs::Options::default();
+    match input {
+        Oversized::Input { bytes } => child = Value::String("i".repeat(bytes)),
+        Oversized::Target { bytes } => target = format!("fixtures-grants/{}", "t".repeat(bytes)),
+        Oversized::Queue { bytes } => options.queue = Some("q".repeat(bytes)),
+        Oversized::IdempotencyKey { bytes } => options.idempotency_key = Some("k".repeat(bytes)),
+        Oversized::Delay { ms } => options.delay_ms = Some(ms),
+    }
+    Ok(match jobs::enqueue_with(&target, &child, options) {
+        Ok(id) => json!({"id": id}),
+        Err(err) => json!({"error": format!("{err:?}")}),
+    })
+}
+
 /// Enqueues itself again, forever: the host's depth cap ends the chain. Answers the child's
 /// id, or the error that stopped the chain here.
 fn chain(_job: &Job, _input: Bytes) -> Result<Value, TaskError> {
@@ -95,9 +125,35 @@ fn progress(job: &Job, input: Steps) -> Result<Value, TaskError> {
     Ok(json!({"steps": input.steps}))
 }
 
+#[derive(Deserialize)]
+struct Flood {
+    reports: u32,
+    bytes: usize,
+}
+
+/// Reports progress `reports` times as fast as it can, each with a message of `bytes` bytes.
+fn progress_flood(job: &Job, input: Flood) -> Result<Value, TaskError> {
+    let message = "p".repeat(input.bytes);
+    for report in 1..=input.reports {
+        let percent = u64::from(report) * 100 / u64::from(input.reports.max(1));
+        job.progress(percent as u8, &message);
+    }
+    Ok(json!({"reports": input.reports}))
+}
+
 /// Does nothing.
 fn noop(_job: &Job, _input: Bytes) -> Result<Bytes, TaskError> {
     Ok(Bytes(Vec::new()))
 }
 
-taskbox_guest::tasks!(publish, enqueue, chain, fan_out, config, progress, noop);
+taskbox_guest::tasks!(
+    publish,
+    enqueue,
+    enqueue_oversized,
+    chain,
+    fan_out,
+    config,
+    progress,
+    progress_flood,
+    noop
+);

@@ -18,6 +18,7 @@ use crate::capabilities::progress::{JobProgress, ProgressSink};
 use crate::capabilities::sql::JobSql;
 use crate::capabilities::wasi;
 use crate::capabilities::{Caller, Capabilities};
+use crate::guest_text;
 use crate::limits::{Limits, MemoryLimiter};
 use crate::module::{Entry, TaskModule};
 use crate::outcome::{JobError, JobReport, RunStats};
@@ -187,6 +188,7 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
         progress: JobProgress {
             latest: None,
             sink: progress,
+            max_message_bytes: limits.progress_bytes,
         },
         http: JobHttp::new(capabilities.http, caller.clone()),
         sql: JobSql::new(capabilities.sql, caller.clone()),
@@ -282,7 +284,11 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
             } => JobError::TaskError {
                 retryable,
                 retry_after_ms,
-                message: config::redact(message, &state.config),
+                // Secrets are hidden first: a cut through one must not leave half of it.
+                message: guest_text::truncate(
+                    config::redact(message, &state.config),
+                    limits.error_bytes,
+                ),
             },
             other => other,
         }),

@@ -24,6 +24,7 @@
 mod bindings;
 mod cancel;
 mod capabilities;
+pub mod guest_text;
 mod job;
 mod limits;
 mod module;

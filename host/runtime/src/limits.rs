@@ -19,6 +19,10 @@ pub struct Limits {
     pub log_bytes: usize,
     /// Bytes of output a task may return.
     pub output_bytes: usize,
+    /// Bytes of a task error's message kept; the rest is dropped with a marker.
+    pub error_bytes: usize,
+    /// Bytes of a progress report's message kept; the rest is dropped with a marker.
+    pub progress_bytes: usize,
 }
 
 impl Limits {
@@ -33,6 +37,10 @@ impl Limits {
     pub const DEFAULT_LOG_BYTES: usize = 64 << 10;
     /// 1 MiB, the queue's result cap.
     pub const DEFAULT_OUTPUT_BYTES: usize = 1 << 20;
+    /// 16 KiB: room for a stack trace, not for a payload.
+    pub const DEFAULT_ERROR_BYTES: usize = 16 << 10;
+    /// 1 KiB: a progress message says what a job is doing, in a line or two.
+    pub const DEFAULT_PROGRESS_BYTES: usize = 1 << 10;
 }
 
 impl Default for Limits {
@@ -43,6 +51,8 @@ impl Default for Limits {
             memory: Self::DEFAULT_MEMORY,
             log_bytes: Self::DEFAULT_LOG_BYTES,
             output_bytes: Self::DEFAULT_OUTPUT_BYTES,
+            error_bytes: Self::DEFAULT_ERROR_BYTES,
+            progress_bytes: Self::DEFAULT_PROGRESS_BYTES,
         }
     }
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use taskbox_runtime::Limits;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::jobs::JobGrant;
@@ -53,6 +54,8 @@ pub struct HostConfig {
     pub events: EventSettings,
     /// Jobs tasks enqueue.
     pub jobs: JobSettings,
+    /// What the host keeps of what each job hands it.
+    pub limits: LimitSettings,
     /// Settings of modules, by `name` (default tenant) or `tenant/name`.
     pub modules: BTreeMap<String, ModuleSettings>,
 }
@@ -123,9 +126,13 @@ pub struct SqlSettings {
     pub databases: BTreeMap<String, DatabaseSetting>,
     /// The most rows one query may return.
     pub max_rows: usize,
-    /// The most bytes of values one query may return (`"16MiB"`).
+    /// The most bytes of values one query may return, and the largest value a SQLite
+    /// statement may make (`"16MiB"`).
     #[serde(with = "size")]
     pub max_result_size: u64,
+    /// The largest a module's own database (`self`) may grow (`"256MiB"`).
+    #[serde(with = "size")]
+    pub max_self_size: u64,
     /// Connections each worker keeps to each PostgreSQL database.
     pub postgres_connections: usize,
 }
@@ -158,6 +165,7 @@ impl Default for SqlSettings {
             databases: BTreeMap::new(),
             max_rows: defaults.max_rows,
             max_result_size: defaults.max_result_bytes as u64,
+            max_self_size: defaults.max_self_bytes,
             postgres_connections: defaults.postgres_connections,
         }
     }
@@ -185,6 +193,7 @@ impl SqlSettings {
                 .collect(),
             max_rows: self.max_rows,
             max_result_bytes: usize::try_from(self.max_result_size).unwrap_or(usize::MAX),
+            max_self_bytes: self.max_self_size,
             postgres_connections: self.postgres_connections,
         }
     }
@@ -226,6 +235,29 @@ impl Default for JobSettings {
     }
 }
 
+/// What the host keeps of what each job hands it. A guest's text past these is cut at a
+/// character boundary, with a marker saying how many bytes were dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// The most of a task error's message kept, in the job record and the dead letters
+    /// (`"16KiB"`).
+    #[serde(with = "size")]
+    pub max_error_size: u64,
+    /// The most of a progress report's message kept (`"1KiB"`).
+    #[serde(with = "size")]
+    pub max_progress_message: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_error_size: Limits::DEFAULT_ERROR_BYTES as u64,
+            max_progress_message: Limits::DEFAULT_PROGRESS_BYTES as u64,
+        }
+    }
+}
+
 /// How uploads are checked.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -257,7 +289,7 @@ pub struct ApiSettings {
     /// The largest request body other than module uploads.
     #[serde(with = "size")]
     pub max_body: u64,
-    /// The largest job input.
+    /// The largest job input, enqueued over the API or by a task.
     #[serde(with = "size")]
     pub max_input: u64,
     /// Jobs each token may enqueue per second, on average.
@@ -315,10 +347,21 @@ impl HostConfig {
             http: self.http.limits(),
             max_event_bytes: usize::try_from(self.events.max_event_size).unwrap_or(usize::MAX),
             max_enqueues: self.jobs.max_enqueues,
+            max_input: usize::try_from(self.api.max_input).unwrap_or(usize::MAX),
             max_chain_depth: self.jobs.max_chain_depth,
             modules: self.modules.clone(),
             ..HostCapabilities::default()
         })
+    }
+
+    /// The limits every job of a worker runs with, before its module's own timeout, fuel
+    /// and memory.
+    pub fn job_limits(&self) -> Limits {
+        Limits {
+            error_bytes: usize::try_from(self.limits.max_error_size).unwrap_or(usize::MAX),
+            progress_bytes: usize::try_from(self.limits.max_progress_message).unwrap_or(usize::MAX),
+            ..Limits::default()
+        }
     }
 
     /// The registry's part.
@@ -329,5 +372,30 @@ impl HostConfig {
             max_concurrent_compiles: self.registry.max_concurrent_compiles,
             compile_timeout: self.registry.compile_timeout,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caps_on_what_jobs_hand_the_host_are_read_from_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: HostConfig = toml::from_str(&format!(
+            "[limits]\nmax_error_size = \"4KiB\"\nmax_progress_message = \"100B\"\n\
+             [sql]\nmax_self_size = \"1MiB\"\nself_dir = {:?}\n[api]\nmax_input = \"2KiB\"\n",
+            dir.path()
+        ))
+        .unwrap();
+        let limits = config.job_limits();
+        assert_eq!((limits.error_bytes, limits.progress_bytes), (4096, 100));
+        assert_eq!(config.sql.config().max_self_bytes, 1 << 20);
+        assert_eq!(config.capabilities().unwrap().max_input, 2048);
+        let defaults = HostConfig::default().job_limits();
+        assert_eq!(
+            (defaults.error_bytes, defaults.progress_bytes),
+            (16 << 10, 1 << 10)
+        );
     }
 }

@@ -18,7 +18,9 @@ use taskbox_runtime::{Capabilities, JobError};
 use crate::auth::DEFAULT_TENANT;
 use crate::events::Events;
 use crate::manifest::{Manifest, Policy};
-use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Parent, Priority, Queue};
+use crate::queue::{
+    DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Priority, Queue,
+};
 use crate::registry::RegistryError;
 
 /// The operator's side of every capability: what the host offers modules.
@@ -35,6 +37,8 @@ pub struct HostCapabilities {
     pub max_event_bytes: usize,
     /// How many jobs one job may enqueue.
     pub max_enqueues: u32,
+    /// The largest input of a job a job enqueues, in bytes (the API's cap).
+    pub max_input: usize,
     /// How deep a chain of jobs enqueueing jobs may grow.
     pub max_chain_depth: u32,
     /// Settings by module: `tenant/name`, or `name` for the default tenant.
@@ -52,6 +56,7 @@ impl Default for HostCapabilities {
             sql: None,
             max_event_bytes: EventGrant::DEFAULT_MAX_EVENT_BYTES,
             max_enqueues: JobGrant::DEFAULT_MAX_ENQUEUES,
+            max_input: DEFAULT_MAX_INPUT,
             max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
             modules: BTreeMap::new(),
             settings_refresh: SETTINGS_REFRESH,
@@ -160,6 +165,7 @@ impl Grants {
                     parent: job.id.clone(),
                     depth: job.depth,
                     max_depth: self.host.max_chain_depth,
+                    max_input: self.host.max_input,
                 }),
             }));
         }
@@ -305,6 +311,7 @@ struct Spawner {
     parent: String,
     depth: u32,
     max_depth: u32,
+    max_input: usize,
 }
 
 impl JobSpawner for Spawner {
@@ -317,14 +324,6 @@ impl JobSpawner for Spawner {
                 return Err(SpawnError::Limit(format!(
                     "this job is {} jobs deep in its chain, the deepest a job may enqueue from",
                     self.depth
-                )));
-            }
-            if let Some(key) = &child.idempotency_key
-                && key.starts_with(crate::scheduler::FIRE_KEY_PREFIX)
-            {
-                return Err(SpawnError::Invalid(format!(
-                    "idempotency keys starting with `{}` belong to cron schedules",
-                    crate::scheduler::FIRE_KEY_PREFIX
                 )));
             }
             let job = NewJob {
@@ -348,6 +347,9 @@ impl JobSpawner for Spawner {
                     ..EnqueueOptions::default()
                 },
             };
+            // The same checks as the API's: a task is one more client of the queue.
+            job.check(self.max_input)
+                .map_err(|err| SpawnError::Invalid(err.to_string()))?;
             match self.queue.enqueue(&self.tenant, job).await {
                 Ok(enqueued) => Ok(enqueued.id),
                 Err(EnqueueError::Redis(err)) => Err(SpawnError::Unavailable(format!("{err:#}"))),

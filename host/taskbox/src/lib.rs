@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod grants;
 pub mod manifest;
+pub mod progress;
 pub mod queue;
 pub mod redis_server;
 pub mod registry;

@@ -21,15 +21,14 @@ use anyhow::Context as _;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands as _, AsyncConnectionConfig};
-use taskbox_runtime::events::HOST_CHANNEL_PREFIX;
 use taskbox_runtime::{
-    CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Progress, Runtime, TaskModule,
+    CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Runtime, TaskModule,
 };
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use crate::events::Events;
 use crate::grants::{Grants, HostCapabilities, JobContext};
-use crate::queue::{Backoff, GROUP, Priority, Queue, QueueKeys, WorkerInfo, unix_millis};
+use crate::progress::{ProgressSlot, ProgressTarget, ProgressWriter};
+use crate::queue::{Backoff, GROUP, MAX_RETRY_DELAY, Priority, Queue, WorkerInfo, unix_millis};
 
 /// How long per-minute throughput counters are kept.
 const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
@@ -61,6 +60,8 @@ pub struct WorkerConfig {
     pub id: String,
     /// What the host offers the modules' capabilities.
     pub capabilities: HostCapabilities,
+    /// The limits every job runs with; its module's timeout, fuel and memory replace these.
+    pub limits: Limits,
 }
 
 impl WorkerConfig {
@@ -73,6 +74,7 @@ impl WorkerConfig {
             grace: Duration::from_secs(25),
             id: id.into(),
             capabilities: HostCapabilities::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -108,7 +110,7 @@ pub struct Worker {
     releasing: AtomicBool,
     started_at: SystemTime,
     grants: Grants,
-    progress: mpsc::UnboundedSender<(ProgressUpdate, Progress)>,
+    progress: ProgressWriter,
     outcomes: mpsc::UnboundedSender<(Outcome, Stored)>,
 }
 
@@ -320,8 +322,7 @@ struct Delivery {
 impl Worker {
     /// A worker for `queue` that runs jobs in `runtime`.
     pub fn new(queue: Queue, runtime: Arc<Runtime>, config: WorkerConfig) -> Arc<Self> {
-        let (progress, updates) = mpsc::unbounded_channel();
-        tokio::spawn(store_progress(queue.clone(), updates));
+        let progress = ProgressWriter::new(queue.clone());
         let grants = Grants::new(config.capabilities.clone(), queue.clone());
         let (outcomes, to_store) = mpsc::unbounded_channel();
         tokio::spawn(store_outcomes(queue.clone(), to_store));
@@ -761,6 +762,7 @@ impl Worker {
             (tenant, module_name, version, depth),
         ) = started;
         let keys = self.queue.keys(&delivery.queue);
+        let slot = Arc::new(ProgressSlot::default());
         let context = JobContext {
             id: delivery.job.clone(),
             tenant,
@@ -792,20 +794,22 @@ impl Worker {
                     limits: Limits {
                         timeout: timeout_ms
                             .parse()
-                            .map_or(Limits::DEFAULT_TIMEOUT, Duration::from_millis),
-                        fuel: fuel.parse().unwrap_or(Limits::DEFAULT_FUEL),
-                        memory: memory.parse().unwrap_or(Limits::DEFAULT_MEMORY),
-                        ..Limits::default()
+                            .map_or(self.config.limits.timeout, Duration::from_millis),
+                        fuel: fuel.parse().unwrap_or(self.config.limits.fuel),
+                        memory: memory.parse().unwrap_or(self.config.limits.memory),
+                        ..self.config.limits
                     },
                     cancel,
-                    progress: Some(self.progress_sink(ProgressUpdate {
-                        keys: keys.clone(),
-                        job: delivery.job.clone(),
-                        tenant: context.tenant,
-                    })),
+                    progress: Some(slot.sink()),
                     capabilities,
                 };
-                self.runtime.run(&module, request).await
+                let to = ProgressTarget {
+                    keys,
+                    job: delivery.job.clone(),
+                    tenant: context.tenant,
+                };
+                let run = self.runtime.run(&module, request);
+                self.progress.while_running(&to, &slot, run).await
             }
             Err(err) => JobReport {
                 outcome: Err(err),
@@ -842,8 +846,8 @@ impl Worker {
                     JobError::TaskError {
                         retry_after_ms: Some(after),
                         ..
-                    } => *after as i64,
-                    _ => backoff.delay(attempt, rand::random::<f64>()).as_millis() as i64,
+                    } => retry_delay_ms(Duration::from_millis(*after)),
+                    _ => retry_delay_ms(backoff.delay(attempt, rand::random::<f64>())),
                 };
                 ("failed", error_json(err), err.kind().to_owned(), delay)
             }
@@ -918,13 +922,6 @@ impl Worker {
             })
             .await?;
         Ok(Arc::clone(module))
-    }
-
-    fn progress_sink(&self, to: ProgressUpdate) -> Arc<dyn Fn(&Progress) + Send + Sync> {
-        let updates = self.progress.clone();
-        Arc::new(move |progress: &Progress| {
-            let _ = updates.send((to.clone(), progress.clone()));
-        })
     }
 
     /// Stops running jobs when asked on a queue's cancel channel.
@@ -1080,46 +1077,11 @@ fn lost_group(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Where a job's progress goes: its hash, and its tenant's channel `job:{id}`.
-#[derive(Clone)]
-struct ProgressUpdate {
-    keys: QueueKeys,
-    job: String,
-    tenant: String,
-}
-
-/// Writes progress reports to their jobs, in order, and publishes each as a `progress` event
-/// on the channel `job:{id}` of the job's tenant.
-async fn store_progress(
-    queue: Queue,
-    mut updates: mpsc::UnboundedReceiver<(ProgressUpdate, Progress)>,
-) {
-    let events = Events::new(queue.clone());
-    // Only while the job runs: its outcome stores the last report itself, and a report
-    // arriving after that must not overwrite it.
-    let store = redis::Script::new(
-        "if redis.call('HGET', KEYS[1], 'status') == 'running' then \
-           redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end",
-    );
-    while let Some((to, progress)) = updates.recv().await {
-        let json = serde_json::to_string(&progress).unwrap_or_default();
-        let stored: redis::RedisResult<()> = store
-            .key(to.keys.job(&to.job))
-            .arg(&json)
-            .invoke_async(&mut queue.connection())
-            .await;
-        let channel = format!("{HOST_CHANNEL_PREFIX}{}", to.job);
-        let published = match stored {
-            Ok(()) => events
-                .publish(&to.tenant, &channel, "progress", &json)
-                .await
-                .map(drop),
-            Err(err) => Err(err.into()),
-        };
-        if let Err(err) = published {
-            tracing::warn!(job = %to.job, "storing progress failed: {err:#}");
-        }
-    }
+/// A retry's wait in milliseconds for `finish_batch.lua`, no longer than
+/// [`MAX_RETRY_DELAY`]: a task's `retry_after` can be any `u64`, and a cast would wrap it
+/// negative, which the script reads as "no retry".
+fn retry_delay_ms(delay: Duration) -> i64 {
+    i64::try_from(delay.min(MAX_RETRY_DELAY).as_millis()).unwrap_or(i64::MAX)
 }
 
 fn error_json(err: &JobError) -> Vec<u8> {

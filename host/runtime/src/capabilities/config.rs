@@ -96,8 +96,14 @@ pub(crate) fn redact(text: String, config: &ConfigValues) -> String {
         .fold(text, |text, secret| text.replace(secret, "[secret]"))
 }
 
+/// The longest key a task may ask for, in bytes: longer keys are never found.
+pub const MAX_KEY_LEN: usize = 256;
+
 impl config::Host for JobState {
     fn get(&mut self, key: String) -> Option<String> {
+        if key.len() > MAX_KEY_LEN {
+            return None;
+        }
         self.config.get(&key).map(str::to_owned)
     }
 }

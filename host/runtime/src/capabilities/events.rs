@@ -9,6 +9,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::events::{self, Error};
 use crate::capabilities::{Caller, glob_matches};
+use crate::guest_text::quote;
 use crate::job::JobState;
 
 /// The longest channel name.
@@ -62,7 +63,8 @@ pub fn invalid_channel(channel: &str) -> Option<String> {
     }
     if channel.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Some(format!(
-            "the channel name {channel:?} has whitespace or control characters"
+            "the channel name {} has whitespace or control characters",
+            quote(channel)
         ));
     }
     None
@@ -84,7 +86,8 @@ pub fn invalid_event(event: &str) -> Option<String> {
     }
     if event.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Some(format!(
-            "the event name {event:?} has whitespace or control characters"
+            "the event name {} has whitespace or control characters",
+            quote(event)
         ));
     }
     None

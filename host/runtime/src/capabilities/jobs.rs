@@ -10,6 +10,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::jobs::{self, EnqueueOptions, Error};
 use crate::capabilities::{Caller, glob_matches};
+use crate::guest_text::quote;
 use crate::job::JobState;
 
 /// A job a task asks to enqueue, its target resolved to `module/task`.
@@ -79,6 +80,9 @@ pub struct JobGrant {
     pub spawner: Arc<dyn JobSpawner>,
 }
 
+/// The longest target a task may name, `MODULE/TASK` or `MODULE@VERSION/TASK`, in bytes.
+pub const MAX_TARGET_LEN: usize = 256;
+
 impl JobGrant {
     /// 100 jobs per job.
     pub const DEFAULT_MAX_ENQUEUES: u32 = 100;
@@ -109,18 +113,26 @@ impl jobs::Host for JobJobs {
         input: Vec<u8>,
         options: EnqueueOptions,
     ) -> Result<String, Error> {
+        if target.len() > MAX_TARGET_LEN {
+            return Err(Error::Invalid(format!(
+                "the target is {} bytes, longer than {MAX_TARGET_LEN}",
+                target.len()
+            )));
+        }
         let (module, task) = match target.split_once('/') {
             Some((module, task)) => (module.to_owned(), task.to_owned()),
             None => (self.caller.module.to_string(), target.clone()),
         };
         if module.is_empty() && !target.contains('/') {
             return Err(Error::Invalid(format!(
-                "this job was run by hand, outside any module: name the target as MODULE/{target}"
+                "this job was run by hand, outside any module: name the target as MODULE/TASK, not {}",
+                quote(&target)
             )));
         }
         if module.is_empty() || task.is_empty() || task.contains('/') {
             return Err(Error::Invalid(format!(
-                "`{target}` is not TASK or MODULE/TASK"
+                "{} is not TASK or MODULE/TASK",
+                quote(&target)
             )));
         }
         let full = format!("{module}/{task}");

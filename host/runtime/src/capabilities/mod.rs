@@ -22,6 +22,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::types;
+use crate::guest_text::quote;
 use crate::job::JobState;
 
 /// What one job may reach beyond its sandbox, capability by capability. The default grants
@@ -55,13 +56,15 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// Records that `capability` refused `target`: in the host's log with module, job and
-    /// target, and in the job's log.
+    /// target, and in the job's log. Either shows only the start of a long target, so a
+    /// guest that is refused in a loop cannot make the host write its values over and over.
     pub(crate) fn denied(&self, capability: &str, target: &str, reason: &str) {
+        let target = quote(target);
         tracing::warn!(
             module = %self.module,
             job = %self.job,
             capability,
-            target,
+            %target,
             "capability denied: {reason}"
         );
         self.log

@@ -15,7 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::error::{ErrorBody, Json, Path, Query};
 use crate::api::{ApiError, AppState, Caller};
 use crate::queue::{
-    CancelOutcome, EnqueueError, EnqueueOptions, JobFilter, JobRecord, JobStatus, NewJob, Priority,
+    CancelOutcome, EnqueueError, EnqueueOptions, InvalidJob, JobFilter, JobRecord, JobStatus,
+    NewJob, Priority,
 };
 
 /// The most jobs one batch may enqueue.
@@ -118,38 +119,9 @@ impl EnqueueRequest {
             .transpose()?;
         let delay = duration("delay", self.delay)?;
         let timeout = duration("timeout", self.timeout)?;
-        if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > 200 || key.chars().any(char::is_control))
-        {
-            return Err(invalid(
-                "idempotency_key",
-                "use 1 to 200 printable characters".into(),
-            ));
-        }
-        if let Some(key) = &self.idempotency_key
-            && key.starts_with(crate::scheduler::FIRE_KEY_PREFIX)
-        {
-            return Err(invalid(
-                "idempotency_key",
-                format!(
-                    "keys starting with `{}` belong to cron schedules",
-                    crate::scheduler::FIRE_KEY_PREFIX
-                ),
-            ));
-        }
         let input =
             serde_json::to_vec(&self.input).map_err(|err| invalid("input", err.to_string()))?;
-        if input.len() > max_input {
-            return Err(ApiError::too_large(
-                "input_too_large",
-                format!(
-                    "field `{}` is {} bytes, more than the {max_input} bytes allowed",
-                    field("input"),
-                    input.len()
-                ),
-            ));
-        }
-        Ok(NewJob {
+        let job = NewJob {
             module: self.module,
             task: self.task,
             input,
@@ -165,7 +137,18 @@ impl EnqueueRequest {
                 metadata: self.metadata,
                 parent: None,
             },
-        })
+        };
+        job.check(max_input).map_err(|err| match err {
+            InvalidJob::InputTooLarge { size, max } => ApiError::too_large(
+                "input_too_large",
+                format!(
+                    "field `{}` is {size} bytes, more than the {max} bytes allowed",
+                    field("input")
+                ),
+            ),
+            InvalidJob::Field { field, message } => invalid(field, message),
+        })?;
+        Ok(job)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use taskbox_runtime::{Runtime, RuntimeConfig};
+use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
 
 use crate::api::{ApiConfig, DEFAULT_LISTEN, ENV_ADMIN_TOKEN};
 use crate::auth::{DEFAULT_TENANT, Role, Tokens};
@@ -205,7 +205,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         "taskbox dev: API on http://{}/v1, worker running {} jobs at once; try `taskbox job enqueue MODULE/TASK --input JSON --wait`",
         api.listen, args.worker.concurrency
     );
-    let worker = Some((&args.worker, host.capabilities()?));
+    let worker = Some((&args.worker, host.capabilities()?, host.job_limits()));
     let result = run_roles(queue, registry, runtime, Some(api), worker, true).await;
     let _ = std::fs::remove_file(dev_url_file());
     result
@@ -234,7 +234,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         worker
             .then(|| host.capabilities())
             .transpose()?
-            .map(|caps| (&args.worker, caps)),
+            .map(|caps| (&args.worker, caps, host.job_limits())),
         scheduler,
     )
     .await
@@ -428,7 +428,7 @@ async fn run_roles(
     registry: Registry,
     runtime: Arc<Runtime>,
     api: Option<ApiConfig>,
-    worker: Option<(&WorkerArgs, HostCapabilities)>,
+    worker: Option<(&WorkerArgs, HostCapabilities, Limits)>,
     scheduler: bool,
 ) -> anyhow::Result<ExitCode> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -450,9 +450,9 @@ async fn run_roles(
         tokio::spawn(async move { scheduler.run(stop).await })
     });
     let worker_result = match worker {
-        Some((args, capabilities)) => {
+        Some((args, capabilities, limits)) => {
             let stop = wait_for_stop(stopped.clone());
-            run_worker(queue, runtime, args, capabilities, stop).await
+            run_worker(queue, runtime, args, capabilities, limits, stop).await
         }
         None => Ok(()),
     };
@@ -475,6 +475,7 @@ async fn run_worker(
     runtime: Arc<Runtime>,
     args: &WorkerArgs,
     capabilities: HostCapabilities,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     for name in &args.queues {
@@ -486,6 +487,7 @@ async fn run_worker(
         visibility_timeout: args.visibility_timeout,
         grace: args.grace,
         capabilities,
+        limits,
         ..WorkerConfig::new(default_worker_id())
     };
     Worker::new(queue, runtime, config).run(shutdown).await

@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, Script};
+use taskbox_runtime::guest_text::quote;
 
 use crate::registry::{self, RegistryError};
 
@@ -33,6 +34,9 @@ pub(crate) const GROUP: &str = "workers";
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// How long finished jobs (and idempotency keys) are kept.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// The longest a failed job waits for its retry. A task's `retry_after` (or a backoff)
+/// asking for more waits this long.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Options of one enqueue; all have defaults.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +85,116 @@ pub struct NewJob {
     pub input: Vec<u8>,
     /// How to enqueue it.
     pub options: EnqueueOptions,
+}
+
+/// The largest job input accepted by default: 1 MiB.
+pub const DEFAULT_MAX_INPUT: usize = 1 << 20;
+/// The longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+/// The longest module version a job may name, in bytes.
+pub const MAX_VERSION_LEN: usize = 128;
+/// The furthest ahead a job may be delayed (by `delay` or `run_at`).
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why a job is refused before anything of it is written. Messages quote at most the start
+/// of a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidJob {
+    /// The input is larger than the host accepts.
+    #[error("the input is {size} bytes, more than the {max} bytes allowed")]
+    InputTooLarge {
+        /// The input's size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// A field is not valid.
+    #[error("field `{field}`: {message}")]
+    Field {
+        /// The field: `module`, `task`, `queue`, `idempotency_key`, `delay` or `run_at`.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl NewJob {
+    /// Checks what the job's enqueuer chose: names, sizes and delays. The API checks every
+    /// job it is given with this, and so does a task's `jobs.enqueue`; the scheduler's
+    /// jobs come from checked schedules.
+    pub fn check(&self, max_input: usize) -> Result<(), InvalidJob> {
+        let field = |field, message: String| InvalidJob::Field { field, message };
+        if self.input.len() > max_input {
+            return Err(InvalidJob::InputTooLarge {
+                size: self.input.len(),
+                max: max_input,
+            });
+        }
+        let (name, version) = match self.module.split_once('@') {
+            Some((name, version)) => (name, Some(version)),
+            None => (self.module.as_str(), None),
+        };
+        validate_name("module", name).map_err(|err| field("module", err.to_string()))?;
+        if let Some(version) = version
+            && (version.is_empty() || version.len() > MAX_VERSION_LEN)
+        {
+            return Err(field(
+                "module",
+                format!(
+                    "the version is 1 to {MAX_VERSION_LEN} bytes, not {}",
+                    version.len()
+                ),
+            ));
+        }
+        validate_name("task", &self.task).map_err(|err| field("task", err.to_string()))?;
+        let options = &self.options;
+        if let Some(queue) = &options.queue {
+            validate_name("queue", queue).map_err(|err| field("queue", err.to_string()))?;
+        }
+        if let Some(key) = &options.idempotency_key {
+            if key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+                || key.contains(char::is_control)
+            {
+                return Err(field(
+                    "idempotency_key",
+                    format!(
+                        "use 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes of printable characters, not {}",
+                        quote(key)
+                    ),
+                ));
+            }
+            if key.starts_with(crate::scheduler::FIRE_KEY_PREFIX) {
+                return Err(field(
+                    "idempotency_key",
+                    format!(
+                        "keys starting with `{}` belong to cron schedules",
+                        crate::scheduler::FIRE_KEY_PREFIX
+                    ),
+                ));
+            }
+        }
+        if let Some(delay) = options.delay
+            && delay > MAX_DELAY
+        {
+            return Err(field("delay", too_far(delay)));
+        }
+        if let Some(run_at) = options.run_at
+            && let Ok(ahead) = run_at.duration_since(SystemTime::now())
+            && ahead > MAX_DELAY
+        {
+            return Err(field("run_at", too_far(ahead)));
+        }
+        Ok(())
+    }
+}
+
+fn too_far(ahead: Duration) -> String {
+    format!(
+        "{} ahead is further than the {} a job may wait",
+        humantime::format_duration(Duration::from_secs(ahead.as_secs())),
+        humantime::format_duration(MAX_DELAY)
+    )
 }
 
 /// What an enqueue did.
@@ -289,7 +403,7 @@ impl Queue {
             // A delay counts from the job's creation, which Redis's clock dates.
             let (run_at, delay) = match (options.run_at, options.delay) {
                 (Some(at), _) => (unix_millis(at), 0),
-                (None, Some(delay)) => (0, delay.as_millis() as u64),
+                (None, Some(delay)) => (0, millis(delay)),
                 (None, None) => (0, 0),
             };
             let priority = options.priority.or(task.priority).unwrap_or_default();
@@ -334,7 +448,7 @@ impl Queue {
                 .arg("backoff")
                 .arg(serde_json::to_string(&backoff).map_err(anyhow::Error::from)?);
             if let Some(timeout) = timeout {
-                invocation.arg("timeout_ms").arg(timeout.as_millis() as u64);
+                invocation.arg("timeout_ms").arg(millis(timeout));
             }
             if let Some(fuel) = manifest.limits.fuel {
                 invocation.arg("fuel").arg(fuel);
@@ -519,7 +633,8 @@ async fn check_server(conn: &mut ConnectionManager) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Names of queues and modules: short, printable, and free of the characters keys use.
+/// Names of queues, modules and tasks: short, printable, and free of the characters keys
+/// use.
 pub(crate) fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -527,7 +642,10 @@ pub(crate) fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
-        bail!("invalid {what} name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`");
+        bail!(
+            "invalid {what} name {}: use 1 to 64 letters, digits, `-`, `_` or `.`",
+            quote(name)
+        );
     }
     Ok(())
 }
@@ -548,6 +666,10 @@ pub(crate) fn queue_of(id: &str) -> Option<&str> {
 }
 
 pub(crate) fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
+    time.duration_since(UNIX_EPOCH).map_or(0, millis)
+}
+
+/// Whole milliseconds, at most `u64::MAX` (a cast would wrap).
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
 }

@@ -22,7 +22,13 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::sql::{self, Error, Rows, Statement, Value};
 use crate::capabilities::Caller;
+use crate::guest_text::quote;
 use crate::job::JobState;
+
+/// The longest database name a task may give, in bytes; no database has a longer one.
+pub const MAX_DATABASE_NAME_LEN: usize = 128;
+/// The longest statement a task may send, in bytes.
+pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
 
 /// A database the operator names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,21 +54,25 @@ pub struct SqlConfig {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// The most rows one query may return.
     pub max_rows: usize,
-    /// The most bytes of values one query may return.
+    /// The most bytes of values one query may return; also the largest single value a
+    /// SQLite statement may make.
     pub max_result_bytes: usize,
+    /// The largest a module's own database (`self`) may grow, in bytes.
+    pub max_self_bytes: u64,
     /// Connections kept to each PostgreSQL database, per process.
     pub postgres_connections: usize,
 }
 
 impl Default for SqlConfig {
-    /// No databases; 10 000 rows and 16 MiB per query; 8 connections per PostgreSQL
-    /// database.
+    /// No databases; 10 000 rows and 16 MiB per query; 256 MiB per module's own database;
+    /// 8 connections per PostgreSQL database.
     fn default() -> Self {
         Self {
             self_dir: None,
             databases: BTreeMap::new(),
             max_rows: 10_000,
             max_result_bytes: 16 << 20,
+            max_self_bytes: 256 << 20,
             postgres_connections: 8,
         }
     }
@@ -78,7 +88,7 @@ pub struct SqlDatabases {
 /// How one granted database is reached.
 #[derive(Debug, Clone)]
 enum Backend {
-    Sqlite(PathBuf),
+    Sqlite(sqlite::Database),
     Postgres(Arc<postgres::Pool>),
 }
 
@@ -143,11 +153,18 @@ impl SqlDatabases {
                     if !is_safe_name(tenant) || !is_safe_name(module) {
                         return Err(format!("no private database for {tenant}/{module}"));
                     }
-                    Backend::Sqlite(dir.join(format!("{tenant}--{module}.sqlite")))
+                    Backend::Sqlite(sqlite::Database {
+                        path: dir.join(format!("{tenant}--{module}.sqlite")),
+                        max_bytes: Some(self.config.max_self_bytes),
+                    })
                 }
                 ("self", None) => return Err("this host offers no private databases".into()),
                 (name, _) => match self.config.databases.get(name) {
-                    Some(DatabaseConfig::Sqlite { path }) => Backend::Sqlite(path.clone()),
+                    // The operator's own files: their size is the operator's business.
+                    Some(DatabaseConfig::Sqlite { path }) => Backend::Sqlite(sqlite::Database {
+                        path: path.clone(),
+                        max_bytes: None,
+                    }),
                     Some(DatabaseConfig::Postgres { .. }) => {
                         Backend::Postgres(Arc::clone(&self.postgres[name]))
                     }
@@ -199,6 +216,11 @@ impl JobSql {
 
     /// The granted database `db`, or `denied` (logged).
     fn database(&self, db: &str) -> Result<(Backend, CallLimits), Error> {
+        if db.len() > MAX_DATABASE_NAME_LEN {
+            let reason = format!("the name is longer than {MAX_DATABASE_NAME_LEN} bytes");
+            self.caller.denied("sql", db, &reason);
+            return Err(Error::Denied(format!("{}: {reason}", quote(db))));
+        }
         let granted = self
             .grant
             .as_ref()
@@ -228,8 +250,9 @@ fn note_denial(caller: &Caller, db: &str, result: &Result<impl Sized, Error>) {
 impl sql::Host for JobSql {
     async fn query(&mut self, db: String, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
         let (backend, limits) = self.database(&db)?;
+        check_length(&sql)?;
         let result = match backend {
-            Backend::Sqlite(path) => sqlite::query(path, sql, params, limits).await,
+            Backend::Sqlite(database) => sqlite::query(database, sql, params, limits).await,
             Backend::Postgres(pool) => pool.query(&sql, &params, limits).await,
         };
         note_denial(&self.caller, &db, &result);
@@ -238,9 +261,10 @@ impl sql::Host for JobSql {
 
     async fn execute(&mut self, db: String, sql: String, params: Vec<Value>) -> Result<u64, Error> {
         let (backend, limits) = self.database(&db)?;
+        check_length(&sql)?;
         let statements = vec![Statement { sql, params }];
         let result = match backend {
-            Backend::Sqlite(path) => sqlite::batch(path, statements, limits).await,
+            Backend::Sqlite(database) => sqlite::batch(database, statements, limits).await,
             Backend::Postgres(pool) => pool.batch(&statements, limits).await,
         }
         .map(|changed| changed.first().copied().unwrap_or(0));
@@ -250,12 +274,26 @@ impl sql::Host for JobSql {
 
     async fn batch(&mut self, db: String, statements: Vec<Statement>) -> Result<Vec<u64>, Error> {
         let (backend, limits) = self.database(&db)?;
+        for statement in &statements {
+            check_length(&statement.sql)?;
+        }
         let result = match backend {
-            Backend::Sqlite(path) => sqlite::batch(path, statements, limits).await,
+            Backend::Sqlite(database) => sqlite::batch(database, statements, limits).await,
             Backend::Postgres(pool) => pool.batch(&statements, limits).await,
         };
         note_denial(&self.caller, &db, &result);
         result
+    }
+}
+
+/// Refuses a statement longer than [`MAX_STATEMENT_BYTES`] before a backend sees it.
+fn check_length(sql: &str) -> Result<(), Error> {
+    match sql.len() > MAX_STATEMENT_BYTES {
+        true => Err(Error::TooLarge(format!(
+            "a statement of {} bytes, more than {MAX_STATEMENT_BYTES} bytes",
+            sql.len()
+        ))),
+        false => Ok(()),
     }
 }
 

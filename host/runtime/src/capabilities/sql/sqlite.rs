@@ -12,7 +12,15 @@ use rusqlite::types::{Value as SqliteValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
 use crate::bindings::taskbox::task::sql::{Error, Rows, Statement, Value};
-use crate::capabilities::sql::{CallLimits, ResultBudget};
+use crate::capabilities::sql::{CallLimits, MAX_STATEMENT_BYTES, ResultBudget};
+
+/// A SQLite file a module is granted.
+#[derive(Debug, Clone)]
+pub(crate) struct Database {
+    pub(crate) path: PathBuf,
+    /// The most bytes the file may grow to; none for no cap.
+    pub(crate) max_bytes: Option<u64>,
+}
 
 /// PRAGMAs a statement may use: they only read the schema.
 const READING_PRAGMAS: &[&str] = &[
@@ -30,7 +38,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `sql` and returns its rows.
 pub(crate) async fn query(
-    path: PathBuf,
+    database: Database,
     sql: String,
     params: Vec<Value>,
     limits: CallLimits,
@@ -55,14 +63,14 @@ pub(crate) async fn query(
             }
             Ok(Rows { columns, rows })
         },
-        path,
+        database,
     )
     .await
 }
 
 /// Runs `statements` in one transaction; returns the rows each changed.
 pub(crate) async fn batch(
-    path: PathBuf,
+    database: Database,
     statements: Vec<Statement>,
     limits: CallLimits,
 ) -> Result<Vec<u64>, Error> {
@@ -85,7 +93,7 @@ pub(crate) async fn batch(
             host_statement(conn, "COMMIT")?;
             Ok(changed)
         },
-        path,
+        database,
     )
     .await
 }
@@ -96,13 +104,13 @@ pub(crate) async fn batch(
 async fn blocking<T: Send + 'static>(
     limits: CallLimits,
     work: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
-    path: PathBuf,
+    database: Database,
 ) -> Result<T, Error> {
     let dropped = Arc::new(AtomicBool::new(false));
     let _interrupt_when_dropped = SetOnDrop(Arc::clone(&dropped));
     let task = tokio::task::spawn_blocking(move || {
-        let mut conn = open(&path, limits, dropped)?;
-        work(&mut conn)
+        let mut conn = open(&database, limits, dropped)?;
+        work(&mut conn).map_err(|err| name_the_cap(err, &database, limits))
     });
     task.await
         .map_err(|err| Error::Unavailable(format!("the SQLite call failed: {err}")))?
@@ -116,18 +124,43 @@ impl Drop for SetOnDrop {
     }
 }
 
-fn open(path: &PathBuf, limits: CallLimits, dropped: Arc<AtomicBool>) -> Result<Connection, Error> {
+fn open(
+    database: &Database,
+    limits: CallLimits,
+    dropped: Arc<AtomicBool>,
+) -> Result<Connection, Error> {
     let flags = match limits.read_only {
         true => OpenFlags::SQLITE_OPEN_READ_ONLY,
         false => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let mut conn = Connection::open_with_flags(path, flags)
+    let mut conn = Connection::open_with_flags(&database.path, flags)
         .map_err(|err| Error::Unavailable(format!("opening the database: {}", err)))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
     // No ATTACH at all, whatever the authorizer says.
     conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
         .map_err(classify)?;
+    // No value larger than a whole result may be: without this, one `randomblob` or
+    // `zeroblob` could make the host hold up to SQLite's default of 1 GB.
+    let max_value = i32::try_from(limits.max_result_bytes).unwrap_or(i32::MAX);
+    conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, max_value)
+        .map_err(classify)?;
+    let max_statement = i32::try_from(MAX_STATEMENT_BYTES).unwrap_or(i32::MAX);
+    conn.set_limit(
+        rusqlite::limits::Limit::SQLITE_LIMIT_SQL_LENGTH,
+        max_statement,
+    )
+    .map_err(classify)?;
+    // The quota holds for this connection only, so every call sets it again; the pages
+    // already in the file count against it.
+    if let Some(max_bytes) = database.max_bytes {
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |row| row.get(0))
+            .map_err(classify)?;
+        let max_pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
+        conn.pragma_update(None, "max_page_count", max_pages)
+            .map_err(classify)?;
+    }
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
         .map_err(classify)?;
     if limits.read_only {
@@ -195,8 +228,32 @@ fn from_sqlite(value: ValueRef<'_>) -> Value {
     }
 }
 
+/// Names the cap that SQLite's "too big" and "full" errors hit, which only the call knows.
+/// A full database with a quota hit its quota (the guest's doing); one without ran out of
+/// disk (an outage).
+fn name_the_cap(err: Error, database: &Database, limits: CallLimits) -> Error {
+    match (err, database.max_bytes) {
+        (Error::TooLarge(message), _) if message == TOO_BIG => Error::TooLarge(format!(
+            "a value larger than {} bytes (the host's max_result_bytes)",
+            limits.max_result_bytes
+        )),
+        (Error::TooLarge(message), Some(max_bytes)) if message == FULL => Error::TooLarge(format!(
+            "the database is full: it may hold {max_bytes} bytes (the host's max_self_size)"
+        )),
+        (Error::TooLarge(message), None) if message == FULL => {
+            Error::Unavailable("the disk is full".into())
+        }
+        (err, _) => err,
+    }
+}
+
+/// What [`classify`] says of a value past `SQLITE_LIMIT_LENGTH`, before [`name_the_cap`].
+const TOO_BIG: &str = "a value too large";
+/// What [`classify`] says of a full database, before [`name_the_cap`].
+const FULL: &str = "the database is full";
+
 /// Names the failure: refused by the authorizer or a read-only database, interrupted at the
-/// deadline, or the guest's SQL.
+/// deadline, a value or the database past a cap, or the guest's SQL.
 fn classify(err: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode;
     let message = err.to_string();
@@ -207,6 +264,8 @@ fn classify(err: rusqlite::Error) -> Error {
         Some(ErrorCode::ReadOnly) => Error::Denied(format!("read-only grant: {message}")),
         Some(ErrorCode::OperationInterrupted) => Error::Timeout,
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Unavailable(message),
+        Some(ErrorCode::TooBig) => Error::TooLarge(TOO_BIG.into()),
+        Some(ErrorCode::DiskFull) => Error::TooLarge(FULL.into()),
         _ if message.contains("attempt to write a readonly database")
             || message.contains("query_only") =>
         {
