@@ -34,7 +34,7 @@ fn manifest(name: &str) -> String {
 }
 
 struct Server {
-    _redis: RedisServer,
+    redis: RedisServer,
     url: String,
     queue: Queue,
     http: reqwest::Client,
@@ -79,7 +79,7 @@ impl Server {
             }
         });
         Self {
-            _redis: redis,
+            redis,
             url,
             queue,
             http: reqwest::Client::new(),
@@ -135,6 +135,17 @@ impl Server {
     }
 
     /// The server still answers, and `tenant`'s module list is still `modules`.
+    /// The keys in this server's Redis that match `pattern`.
+    async fn redis_keys(&self, pattern: &str) -> Vec<String> {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
     async fn assert_up_with_modules(&self, token: &str, modules: usize) {
         let (status, _) = self
             .call(self.request(Method::GET, "/v1/healthz", None))
@@ -621,6 +632,50 @@ async fn a_tenant_sees_and_touches_only_its_own_things() {
     );
 }
 
+/// A job whose stored status this version does not know (a newer version wrote it, or it was
+/// damaged) is still shown and listed, as `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_a_status_it_cannot_read_stays_in_view() {
+    let server = Server::start().await;
+    server.upload(ADMIN, manifest("hello"), hello()).await;
+    // No worker serves `parked`, so nothing but this test touches the job.
+    let (_, job) = server
+        .enqueue(
+            ADMIN,
+            json!({"module": "hello", "task": "greet", "queue": "parked"}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let [key] = <[String; 1]>::try_from(server.redis_keys(&format!("*job:{id}")).await).unwrap();
+    let client = redis::Client::open(server.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("status")
+        .arg("paused-by-a-newer-taskbox")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (status, shown) = server
+        .call(server.request(Method::GET, &format!("/v1/jobs/{id}"), Some(ADMIN)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["status"], "unknown", "{shown}");
+    for _ in 0..2 {
+        let (_, listed) = server
+            .call(server.request(Method::GET, "/v1/jobs", Some(ADMIN)))
+            .await;
+        let ids: Vec<&str> = listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|job| job["id"].as_str())
+            .collect();
+        assert_eq!(ids, [id.as_str()], "listed, and still listed the second time");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_are_immutable_and_the_name_alone_means_the_latest() {
     let server = Server::start().await;
@@ -635,6 +690,7 @@ async fn versions_are_immutable_and_the_name_alone_means_the_latest() {
         "the same bytes again are accepted as they are"
     );
     let other = std::fs::read(guests::wasm("fixtures")).unwrap();
+    let other_digest = taskbox_runtime::ModuleDigest::of(&other).to_string();
     let answer = server.upload(ADMIN, manifest("hello"), other).await;
     assert_error(
         &answer,
@@ -642,6 +698,10 @@ async fn versions_are_immutable_and_the_name_alone_means_the_latest() {
         "version_exists",
         "hello@0.1.0",
     );
+    let left_behind = server
+        .redis_keys(&format!("*module*{other_digest}*"))
+        .await;
+    assert_eq!(left_behind, Vec::<String>::new(), "a refused upload stores nothing");
     let newer = manifest("hello").replace("version = \"0.1.0\"", "version = \"0.2.0\"");
     assert_eq!(
         server.upload(ADMIN, newer, hello()).await.0,

@@ -25,6 +25,9 @@ pub enum JobStatus {
     Dead,
     /// Cancelled.
     Cancelled,
+    /// Stored with a status this version of taskbox does not know (written by a newer one, or
+    /// damaged). Such a job is still listed and shown, so that nothing drops out of view.
+    Unknown,
 }
 
 impl JobStatus {
@@ -42,6 +45,7 @@ impl JobStatus {
             Self::Completed => "completed",
             Self::Dead => "dead",
             Self::Cancelled => "cancelled",
+            Self::Unknown => "unknown",
         }
     }
 }
@@ -64,10 +68,11 @@ impl FromStr for JobStatus {
             Self::Completed,
             Self::Dead,
             Self::Cancelled,
+            Self::Unknown,
         ]
         .into_iter()
         .find(|status| status.as_str() == s)
-        .ok_or_else(|| format!("unknown job status `{s}` (pending, scheduled, running, retrying, completed, dead, cancelled)"))
+        .ok_or_else(|| format!("unknown job status `{s}` (pending, scheduled, running, retrying, completed, dead, cancelled, unknown)"))
     }
 }
 
@@ -220,11 +225,17 @@ impl JobRecord {
         id: &str,
         mut hash: HashMap<String, Vec<u8>>,
     ) -> Option<Self> {
+        // An empty hash is a job that has expired; anything else is a job, whatever it holds.
+        if hash.is_empty() {
+            return None;
+        }
         let mut text = |field: &str| {
             hash.remove(field)
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         };
-        let status = text("status")?.parse().ok()?;
+        let status = text("status")
+            .and_then(|status| status.parse().ok())
+            .unwrap_or(JobStatus::Unknown);
         let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
         let json = |value: Option<String>| value.and_then(|v| serde_json::from_str(&v).ok());
         let record = Self {

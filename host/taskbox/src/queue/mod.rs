@@ -559,7 +559,7 @@ impl Queue {
         Ok(status.map(|status| match status.as_str() {
             "cancelled" => CancelOutcome::Cancelled,
             "cancelling" => CancelOutcome::Cancelling,
-            other => CancelOutcome::AlreadyFinished(other.parse().unwrap_or(JobStatus::Dead)),
+            other => CancelOutcome::AlreadyFinished(other.parse().unwrap_or(JobStatus::Unknown)),
         }))
     }
 

@@ -167,7 +167,7 @@ impl Queue {
             let hashes: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
             for ((position, queue), hash) in candidates.into_iter().zip(hashes) {
                 match JobRecord::from_hash(queue, &position.id, hash) {
-                    // Expired: drop it from the index too.
+                    // Expired (nothing left of it): drop it from the index too.
                     None => {
                         let () = conn
                             .zrem(self.keys(queue).tenant_index(tenant), &position.id)

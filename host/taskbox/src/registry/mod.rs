@@ -282,20 +282,22 @@ impl Registry {
         let versions = keys.versions(&version.name);
         let json = serde_json::to_string(&version).map_err(anyhow::Error::from)?;
         let reference = format!("{tenant}/{}@{}", version.name, version.version);
-        // Store the bytes first: a version never points at bytes that are not there.
-        let mut conn = self.queue.connection();
-        redis::pipe()
-            .set(module_bytes_key(self.queue.prefix(), &digest), &bytes)
-            .ignore()
-            .sadd(module_refs_key(self.queue.prefix(), &digest), &reference)
-            .ignore()
-            .query_async::<()>(&mut conn)
+        let existing: Option<String> = PUBLISH
+            .key(module_bytes_key(self.queue.prefix(), &digest))
+            .key(module_refs_key(self.queue.prefix(), &digest))
+            .key(&versions)
+            .key(keys.names())
+            .arg(&version.version)
+            .arg(&json)
+            .arg(&reference)
+            .arg(&version.name)
+            .arg(&bytes)
+            .invoke_async(&mut self.queue.connection())
             .await?;
-        let created: bool = conn.hset_nx(&versions, &version.version, &json).await?;
-        if !created {
-            let existing = self
-                .version(tenant, &version.name, &version.version)
-                .await?;
+        if let Some(existing) = existing {
+            let existing: ModuleVersion = serde_json::from_str(&existing).map_err(|err| {
+                anyhow::anyhow!("stored version {}@{}: {err}", version.name, version.version)
+            })?;
             if existing.digest != digest {
                 return Err(RegistryError::VersionExists {
                     name: version.name,
@@ -308,7 +310,6 @@ impl Registry {
                 created: false,
             });
         }
-        let () = conn.sadd(keys.names(), &version.name).await?;
         self.sync_schedules(tenant, &version.name).await?;
         Ok(Published {
             module: version,
@@ -547,6 +548,10 @@ pub(crate) async fn module_settings(
 fn semver_of(version: &str) -> semver::Version {
     version.parse().unwrap_or(semver::Version::new(0, 0, 0))
 }
+
+/// Stores a version with its bytes, or answers the version already stored.
+static PUBLISH: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/publish.lua")));
 
 /// The bytes of a module.
 pub(crate) fn module_bytes_key(prefix: &str, digest: &str) -> String {
