@@ -500,12 +500,13 @@ async fn raw_post(address: &str, body: &str, sending: Sending) -> (StatusCode, V
 
 /// A client gets the 413 and its JSON error for a body over the cap, whatever it is still
 /// sending when the server has read enough: the whole body at once, in slow pieces, or only
-/// after `100 Continue`.
+/// after `100 Continue`; and its next request is answered too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_cap_gets_its_413_however_it_is_sent() {
     let server = Server::start().await;
     let address = server.url.trim_start_matches("http://").to_owned();
-    let body = json!({"module": "hello", "task": "greet", "input": "x".repeat(3 << 20)}).to_string();
+    let body =
+        json!({"module": "hello", "task": "greet", "input": "x".repeat(3 << 20)}).to_string();
     for _ in 0..50 {
         let all_at_once = server
             .call(
@@ -521,14 +522,14 @@ async fn a_body_over_the_cap_gets_its_413_however_it_is_sent() {
             "body_too_large",
             "",
         );
+        // The client's next request, on whatever connection its pool gives it, is answered.
+        let (status, _) = server
+            .call(server.request(Method::GET, "/v1/healthz", None))
+            .await;
+        assert_eq!(status, StatusCode::OK);
         for sending in [Sending::Slowly, Sending::AfterContinue] {
             let answer = raw_post(&address, &body, sending).await;
-            assert_error(
-                &answer,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "",
-            );
+            assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "");
         }
     }
     let (status, listed) = server
@@ -672,7 +673,11 @@ async fn a_job_with_a_status_it_cannot_read_stays_in_view() {
             .iter()
             .filter_map(|job| job["id"].as_str())
             .collect();
-        assert_eq!(ids, [id.as_str()], "listed, and still listed the second time");
+        assert_eq!(
+            ids,
+            [id.as_str()],
+            "listed, and still listed the second time"
+        );
     }
 }
 
@@ -698,10 +703,12 @@ async fn versions_are_immutable_and_the_name_alone_means_the_latest() {
         "version_exists",
         "hello@0.1.0",
     );
-    let left_behind = server
-        .redis_keys(&format!("*module*{other_digest}*"))
-        .await;
-    assert_eq!(left_behind, Vec::<String>::new(), "a refused upload stores nothing");
+    let left_behind = server.redis_keys(&format!("*module*{other_digest}*")).await;
+    assert_eq!(
+        left_behind,
+        Vec::<String>::new(),
+        "a refused upload stores nothing"
+    );
     let newer = manifest("hello").replace("version = \"0.1.0\"", "version = \"0.2.0\"");
     assert_eq!(
         server.upload(ADMIN, newer, hello()).await.0,

@@ -7,18 +7,24 @@
 //! broken connection instead of the 413. So once the answer is written, the write side is shut
 //! (the client sees the end of the answer) and whatever the client still sends is read and
 //! dropped until it closes its side, for at most [`LINGER_TIME`] and [`LINGER_BYTES`], as
-//! nginx's `lingering_close` does.
+//! nginx's `lingering_close` does. Such an answer also says `Connection: close`, so that a
+//! client does not send its next request on a connection that is closing.
 
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::http::header::CONNECTION;
 use axum::response::Response;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,7 +76,22 @@ async fn serve_connection(stream: TcpStream, app: Router, mut stopping: watch::R
     let service = hyper::service::service_fn(
         move |request: Request<Incoming>| -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>> {
             let app = app.clone();
-            Box::pin(app.oneshot(request.map(Body::new)))
+            let read_to_end = Arc::new(AtomicBool::new(request.body().is_end_stream()));
+            let request = request.map(|body| {
+                Body::new(Tracked {
+                    body,
+                    read_to_end: Arc::clone(&read_to_end),
+                })
+            });
+            Box::pin(async move {
+                let mut response = app.oneshot(request).await?;
+                if !read_to_end.load(Ordering::Relaxed) {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok(response)
+            })
         },
     );
     let mut connection =
@@ -108,4 +129,34 @@ async fn linger(mut stream: TcpStream) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// A request body that records whether the handler read it to its end.
+struct Tracked {
+    body: Incoming,
+    read_to_end: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.read_to_end.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
