@@ -135,13 +135,17 @@ impl Server {
     }
 
     /// The server still answers, and `tenant`'s module list is still `modules`.
+    /// A connection to this server's Redis, for what no API call can do.
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
     /// The keys in this server's Redis that match `pattern`.
     async fn redis_keys(&self, pattern: &str) -> Vec<String> {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         redis::cmd("KEYS")
             .arg(pattern)
-            .query_async(&mut conn)
+            .query_async(&mut self.redis().await)
             .await
             .unwrap()
     }
@@ -648,13 +652,11 @@ async fn a_job_with_a_status_it_cannot_read_stays_in_view() {
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
     let [key] = <[String; 1]>::try_from(server.redis_keys(&format!("*job:{id}")).await).unwrap();
-    let client = redis::Client::open(server.redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let () = redis::cmd("HSET")
         .arg(&key)
         .arg("status")
         .arg("paused-by-a-newer-taskbox")
-        .query_async(&mut conn)
+        .query_async(&mut server.redis().await)
         .await
         .unwrap();
 
@@ -679,6 +681,39 @@ async fn a_job_with_a_status_it_cannot_read_stays_in_view() {
             "listed, and still listed the second time"
         );
     }
+}
+
+/// When Redis reaches its `maxmemory`, an enqueue is answered 503 with an error that says so,
+/// and stores nothing; once Redis has room again, enqueues work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_new_jobs_with_a_503_and_stores_nothing() {
+    let server = Server::start().await;
+    server.upload(ADMIN, manifest("hello"), hello()).await;
+    let job = json!({"module": "hello", "task": "greet", "queue": "parked"});
+    let mut redis = server.redis().await;
+    let set_maxmemory = |bytes: u64| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .to_owned()
+    };
+
+    let () = set_maxmemory(1).query_async(&mut redis).await.unwrap();
+    let full = server.enqueue(ADMIN, job.clone()).await;
+    let () = set_maxmemory(0).query_async(&mut redis).await.unwrap();
+    assert_error(
+        &full,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "redis_out_of_memory",
+        "maxmemory",
+    );
+    let (_, listed) = server
+        .call(server.request(Method::GET, "/v1/jobs", Some(ADMIN)))
+        .await;
+    assert_eq!(listed["jobs"], json!([]), "nothing was stored: {listed}");
+    let (status, enqueued) = server.enqueue(ADMIN, job).await;
+    assert!(status.is_success(), "{status}: {enqueued}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use http_server::Server;
 use serde_json::{Value, json};
 use taskbox_runtime::http::{HttpGrant, HttpLimits};
-use taskbox_runtime::{Capabilities, JobReport};
+use taskbox_runtime::{Capabilities, JobError, JobReport};
 
 fn grant(hosts: &[&str], limits: HttpLimits) -> Capabilities {
     let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
@@ -284,4 +284,54 @@ async fn a_slow_drip_is_cut_at_the_deadline_and_its_connection_closed() {
     tokio::time::timeout(Duration::from_secs(5), dripped.recv())
         .await
         .expect("the connection outlived the job");
+}
+
+/// Header fields live in the host's memory and need no grant, so a guest that hoards them is
+/// stopped by the host's caps, not by its own memory limit: a set of fields past the header
+/// cap traps (wasi:http 0.2 has no error for it), and so does one more resource past the job's
+/// resource cap, long before the host holds the 1.8 GB asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_hoards_header_fields_is_stopped_by_the_host_caps() {
+    let oversized = run(
+        "fields_flood",
+        json!({"count": 1, "bytes": 1 << 20}),
+        Capabilities::default(),
+        Duration::from_secs(20),
+    )
+    .await;
+    match &oversized.outcome {
+        Err(JobError::Trap { message }) => {
+            assert!(
+                message.contains("size of fields exceeds limit"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a trap at the header cap, got {other:?}"),
+    }
+
+    let hoard = run(
+        "fields_flood",
+        json!({"count": 30_000, "bytes": 60_000}),
+        Capabilities::default(),
+        Duration::from_secs(20),
+    )
+    .await;
+    match &hoard.outcome {
+        Err(JobError::Trap { .. }) => {}
+        other => panic!("expected a trap at the resource cap, got {other:?}"),
+    }
+    let most = hoard
+        .log
+        .lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find_map(|word| word.parse::<u32>().ok())
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (900..1024).contains(&most),
+        "made {most} header sets before the cap: {}",
+        hoard.log
+    );
 }

@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use taskbox_guest::{Job, TaskError, http};
+use taskbox_guest::bindings::wasi::http::types::Fields;
+use taskbox_guest::{Job, TaskError, http, log};
 
 #[derive(Deserialize)]
 struct Fetch {
@@ -65,4 +66,29 @@ fn fetch_many(_job: &Job, input: FetchMany) -> Result<Value, TaskError> {
     Ok(json!({"ok": input.count}))
 }
 
-taskbox_guest::tasks!(fetch, fetch_many);
+taskbox_guest::tasks!(fetch, fetch_many, fields_flood);
+
+#[derive(Deserialize)]
+struct FieldsFlood {
+    count: u32,
+    bytes: usize,
+}
+
+/// Makes `count` sets of header fields with one `bytes`-long value each and keeps them all,
+/// logging every hundredth: header fields live in the host's memory, so a guest that hoards
+/// them makes the host hold them.
+fn fields_flood(_job: &Job, input: FieldsFlood) -> Result<Value, TaskError> {
+    let value = vec![b'x'; input.bytes];
+    let mut kept = Vec::new();
+    for made in 0..input.count {
+        let fields = Fields::new();
+        fields
+            .append("x-flood", &value)
+            .map_err(|err| TaskError::fatal(format!("header {made} refused: {err:?}")))?;
+        kept.push(fields);
+        if made % 100 == 0 {
+            log::info(&format!("{made} header sets"));
+        }
+    }
+    Ok(json!({"made": kept.len()}))
+}

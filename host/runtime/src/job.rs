@@ -181,9 +181,11 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
         }
         None => wasi::context(&log),
     };
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(crate::limits::MAX_HOST_RESOURCES);
     let state = JobState {
         wasi,
-        table: ResourceTable::new(),
+        table,
         log,
         progress: JobProgress {
             latest: None,

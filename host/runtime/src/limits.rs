@@ -79,6 +79,15 @@ const MAX_TABLES: usize = 64;
 const MAX_MEMORIES: usize = 16;
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
+/// The most host resources (HTTP header fields, requests, bodies, streams, pollables) one job
+/// may hold at once. Each lives in the host's memory, not the guest's: with header fields
+/// capped at [`MAX_HEADER_BYTES`] each, a job can make the host hold at most 64 MiB of them.
+/// A guest asking for one more traps.
+pub(crate) const MAX_HOST_RESOURCES: usize = 1024;
+/// The most bytes of names and values one set of HTTP header fields that a guest makes may
+/// hold, when no HTTP grant sets its own `max_header_bytes`.
+pub(crate) const MAX_HEADER_BYTES: usize = 64 << 10;
+
 /// Accounts the job's linear memory across all of its memories and refuses growth past the
 /// limit. Remembers the peak and whether the limit was hit, so that a guest that aborts after
 /// a failed allocation is reported as `memory_limit`, not as a plain trap.

@@ -10,6 +10,9 @@ use utoipa::ToSchema;
 
 use crate::registry::RegistryError;
 
+/// When a client told that Redis is full may try again, in seconds.
+const OUT_OF_MEMORY_RETRY_SECS: u64 = 5;
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -80,10 +83,21 @@ impl ApiError {
         }
     }
 
-    /// A failure of the host itself (Redis down, a bug): logged, and answered without
-    /// details.
+    /// A failure of the host itself (Redis down or full, a bug): logged, and answered
+    /// without details but for a full Redis, which the caller can wait out.
     pub(crate) fn internal(err: impl Into<anyhow::Error>) -> Self {
         let err = err.into();
+        if crate::queue::is_out_of_memory(&err) {
+            tracing::error!("Redis is out of memory: {err:#}");
+            return Self {
+                retry_after: Some(OUT_OF_MEMORY_RETRY_SECS),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "redis_out_of_memory",
+                    "Redis has reached its maxmemory, so nothing was stored; try again later",
+                )
+            };
+        }
         tracing::error!("API request failed: {err:#}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -595,8 +595,8 @@ impl Queue {
     }
 }
 
-/// Refuses a Redis without the stream commands the queue needs, and warns when Redis may
-/// evict keys (which would lose jobs).
+/// Refuses a Redis without the stream commands the queue needs, warns when Redis may evict
+/// keys (which would lose jobs) or has no memory cap, and logs its memory against that cap.
 async fn check_server(conn: &mut ConnectionManager) -> anyhow::Result<()> {
     let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
     let version = info
@@ -630,7 +630,42 @@ async fn check_server(conn: &mut ConnectionManager) -> anyhow::Result<()> {
              Set it to `noeviction`."
         );
     }
+    let memory: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    let field = |name: &str| {
+        memory
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (used, max) = (field("used_memory"), field("maxmemory"));
+    if max == 0 {
+        tracing::warn!(
+            "Redis has no `maxmemory` ({} used): it grows until the host runs out of memory. \
+             Set `maxmemory` (with `maxmemory-policy noeviction`), and taskbox answers 503 \
+             to new jobs when it is reached instead of losing any.",
+            bytesize::ByteSize::b(used)
+        );
+    } else {
+        tracing::info!(
+            "Redis memory: {} used of a {} `maxmemory`",
+            bytesize::ByteSize::b(used),
+            bytesize::ByteSize::b(max)
+        );
+    }
     Ok(())
+}
+
+/// Whether `err` is Redis refusing a write because it reached its `maxmemory`, alone or in a
+/// pipeline.
+pub fn is_out_of_memory(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<redis::RedisError>()
+            .cloned()
+            .and_then(redis::RedisError::into_server_errors)
+            .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "OOM"))
+    })
 }
 
 /// Names of queues, modules and tasks: short, printable, and free of the characters keys

@@ -112,10 +112,15 @@ impl std::fmt::Debug for JobHttp {
 
 impl JobHttp {
     pub(crate) fn new(grant: Option<Arc<HttpGrant>>, caller: Caller) -> Self {
+        // Header fields need no grant: a guest without one still makes them, within a cap.
         let mut ctx = WasiHttpCtx::new();
-        if let Some(grant) = &grant {
-            ctx.set_field_size_limit(grant.limits.max_header_bytes);
-        }
+        ctx.set_field_size_limit(
+            grant
+                .as_ref()
+                .map_or(crate::limits::MAX_HEADER_BYTES, |grant| {
+                    grant.limits.max_header_bytes
+                }),
+        );
         Self {
             ctx,
             hooks: Hooks {
