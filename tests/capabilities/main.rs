@@ -814,13 +814,10 @@ async fn the_webhook_example_retries_a_5xx_and_delivers_with_its_secret() {
         .unwrap()
         .unwrap();
     assert_eq!(denied.status, JobStatus::Dead, "{denied:?}");
+    let error = denied.error.unwrap().to_string();
     assert!(
-        denied
-            .error
-            .unwrap()
-            .to_string()
-            .contains("DestinationIpProhibited"),
-        "the error names the refusal"
+        error.contains("DestinationIpProhibited"),
+        "the error names the refusal: {error}"
     );
     assert_eq!(receiver.seen().len(), 2);
 }

@@ -66,12 +66,7 @@ impl ProgressWriter {
         Self {
             events: Events::new(queue.clone()),
             queue,
-            // Only while the job runs: its outcome stores the last report itself, and a
-            // report arriving after that must not overwrite it.
-            store: Script::new(
-                "if redis.call('HGET', KEYS[1], 'status') == 'running' then \
-                   redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end",
-            ),
+            store: Script::new(include_str!("lua/store_progress.lua")),
         }
     }
 
