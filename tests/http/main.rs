@@ -12,10 +12,15 @@ mod sandbox;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// As in the `taskbox` binary: counts what the host holds for each job.
+#[global_allocator]
+static ALLOCATOR: taskbox_runtime::host_memory::CountingAllocator =
+    taskbox_runtime::host_memory::CountingAllocator;
+
 use http_server::Server;
 use serde_json::{Value, json};
 use taskbox_runtime::http::{HttpGrant, HttpLimits};
-use taskbox_runtime::{Capabilities, JobError, JobReport};
+use taskbox_runtime::{Capabilities, JobError, JobReport, Limits};
 
 fn grant(hosts: &[&str], limits: HttpLimits) -> Capabilities {
     let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
@@ -311,7 +316,9 @@ async fn a_guest_that_hoards_header_fields_is_stopped_by_the_host_caps() {
 
     let hoard = run(
         "fields_flood",
-        json!({"count": 30_000, "bytes": 60_000}),
+        // 1,024 sets of these fit within the job's default host memory, so the table's cap
+        // is the one reached.
+        json!({"count": 30_000, "bytes": 50_000}),
         Capabilities::default(),
         Duration::from_secs(20),
     )
@@ -333,5 +340,54 @@ async fn a_guest_that_hoards_header_fields_is_stopped_by_the_host_caps() {
         (900..1024).contains(&most),
         "made {most} header sets before the cap: {}",
         hoard.log
+    );
+}
+
+/// What the host holds for a job is counted however it got there, and the job ends with a
+/// typed `host_memory_limit` soon after it passes its cap, far below what it asked the host to
+/// hold; a job that hands the host little reports a small peak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_makes_the_host_hold_too_much_ends_at_its_host_memory_limit() {
+    let limit = 16 << 20;
+    let limits = Limits {
+        timeout: Duration::from_secs(20),
+        host_memory: limit,
+        ..Limits::default()
+    };
+    let hoard = sandbox::run_with_limits(
+        "fixtures_http",
+        "fields_flood",
+        json!({"count": 30_000, "bytes": 50_000}),
+        Capabilities::default(),
+        limits,
+    )
+    .await;
+    assert_eq!(
+        hoard.outcome,
+        Err(JobError::HostMemoryLimit { limit }),
+        "{}",
+        hoard.log
+    );
+    let peak = hoard.stats.peak_host_memory;
+    // 16 MiB is 335 sets; a guest is checked at least every epoch tick, so it gets only
+    // a little further, and nowhere near the resource table's cap.
+    assert!(
+        (limit..limit + (16 << 20)).contains(&peak),
+        "peak {peak} for a limit of {limit}"
+    );
+
+    let light = sandbox::run_with_limits(
+        "fixtures_http",
+        "fields_flood",
+        json!({"count": 10, "bytes": 100}),
+        Capabilities::default(),
+        limits,
+    )
+    .await;
+    assert!(light.outcome.is_ok(), "{:?}", light.outcome);
+    assert!(
+        (1..(4 << 20)).contains(&light.stats.peak_host_memory),
+        "{:?}",
+        light.stats
     );
 }

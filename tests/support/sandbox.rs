@@ -27,12 +27,24 @@ pub async fn run(
     capabilities: Capabilities,
     timeout: Duration,
 ) -> JobReport {
+    let limits = Limits {
+        timeout,
+        ..Limits::default()
+    };
+    run_with_limits(name, task, input, capabilities, limits).await
+}
+
+/// [`run`] with all of the job's `limits` given.
+pub async fn run_with_limits(
+    name: &str,
+    task: &str,
+    input: Value,
+    capabilities: Capabilities,
+    limits: Limits,
+) -> JobReport {
     let request = JobRequest {
         capabilities,
-        limits: Limits {
-            timeout,
-            ..Limits::default()
-        },
+        limits,
         ..JobRequest::new(
             task,
             input.to_string(),

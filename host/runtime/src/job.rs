@@ -1,6 +1,7 @@
 //! One job = one Store: the per-job state and the code that runs a task to its outcome.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::ResourceTable;
@@ -19,6 +20,7 @@ use crate::capabilities::sql::JobSql;
 use crate::capabilities::wasi;
 use crate::capabilities::{Caller, Capabilities};
 use crate::guest_text;
+use crate::host_memory::{JobMemory, Meter};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::module::{Entry, TaskModule};
 use crate::outcome::{JobError, JobReport, RunStats};
@@ -147,6 +149,19 @@ fn on_epoch_tick(store: StoreContextMut<'_, JobState>) -> wasmtime::Result<Updat
 /// the guest: every failure becomes a [`JobError`].
 /// With `fuel` off, the limits' fuel budget is not applied and no fuel is reported used.
 pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) -> JobReport {
+    let memory = JobMemory::open();
+    memory
+        .charging(run_charged(module, request, fuel, memory.meter()))
+        .await
+}
+
+/// [`run`], with the host's allocations for the job counted on `host_memory`.
+async fn run_charged(
+    module: &TaskModule,
+    request: JobRequest,
+    fuel: bool,
+    host_memory: Meter,
+) -> JobReport {
     let JobRequest {
         task,
         mut input,
@@ -245,11 +260,20 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
                 }
             }
         };
+        // Checked whenever the job's task wakes: a computing guest yields at every epoch tick,
+        // and a host call that allocates wakes it when its I/O does.
+        let host_memory_exceeded = std::future::poll_fn(|_| {
+            match host_memory.current() > limits.host_memory {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        });
         // The epoch callback stops a computing guest; these two stop one blocked in a host
         // call, by dropping the call.
         tokio::select! {
             biased;
             () = cancel.cancelled() => Err(Stopped::Cancelled),
+            () = host_memory_exceeded => Err(Stopped::HostMemory),
             result = tokio::time::timeout_at(deadline.into(), call) => match result {
                 Ok(result) => result.map_err(Stopped::Failed),
                 Err(_elapsed) => Err(Stopped::Deadline),
@@ -296,6 +320,9 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
         }),
         Err(Stopped::Deadline) => Err(timeout(&limits)),
         Err(Stopped::Cancelled) => Err(JobError::Cancelled),
+        Err(Stopped::HostMemory) => Err(JobError::HostMemoryLimit {
+            limit: limits.host_memory,
+        }),
         Err(Stopped::Failed(err)) => Err(classify(&err, &limits, state.limiter.limit_hit())),
     };
     JobReport {
@@ -307,6 +334,7 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
             },
             wall_time: started.elapsed(),
             peak_memory: state.limiter.peak(),
+            peak_host_memory: host_memory.peak(),
         },
         log: config::redact(state.log.finish(), &state.config),
         progress: state.progress.latest.clone(),
@@ -341,6 +369,7 @@ enum Stopped {
     Failed(wasmtime::Error),
     Deadline,
     Cancelled,
+    HostMemory,
 }
 
 /// Names the failure of a call that trapped or was interrupted.

@@ -25,6 +25,7 @@ mod bindings;
 mod cancel;
 mod capabilities;
 pub mod guest_text;
+pub mod host_memory;
 mod job;
 mod limits;
 mod module;

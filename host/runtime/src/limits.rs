@@ -23,6 +23,15 @@ pub struct Limits {
     pub error_bytes: usize,
     /// Bytes of a progress report's message kept; the rest is dropped with a marker.
     pub progress_bytes: usize,
+    /// Bytes of heap the host may hold on the job's behalf at once (what the guest hands it:
+    /// header fields, requests, rows, strings); past it the job ends with `host_memory_limit`.
+    /// Counted only where [`crate::host_memory::CountingAllocator`] is the global allocator.
+    #[serde(default = "default_host_memory")]
+    pub host_memory: u64,
+}
+
+fn default_host_memory() -> u64 {
+    Limits::DEFAULT_HOST_MEMORY
 }
 
 impl Limits {
@@ -41,6 +50,9 @@ impl Limits {
     pub const DEFAULT_ERROR_BYTES: usize = 16 << 10;
     /// 1 KiB: a progress message says what a job is doing, in a line or two.
     pub const DEFAULT_PROGRESS_BYTES: usize = 1 << 10;
+    /// 64 MiB: half the guest's own default, and room for every host resource a job may hold
+    /// (1,024) at the default header cap.
+    pub const DEFAULT_HOST_MEMORY: u64 = 64 << 20;
 }
 
 impl Default for Limits {
@@ -53,6 +65,7 @@ impl Default for Limits {
             output_bytes: Self::DEFAULT_OUTPUT_BYTES,
             error_bytes: Self::DEFAULT_ERROR_BYTES,
             progress_bytes: Self::DEFAULT_PROGRESS_BYTES,
+            host_memory: Self::DEFAULT_HOST_MEMORY,
         }
     }
 }

@@ -43,6 +43,12 @@ pub enum JobError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The host held more memory on the job's behalf than the job may make it hold.
+    #[error("host memory limit of {limit} bytes reached")]
+    HostMemoryLimit {
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The guest recursed past the WebAssembly stack limit.
     #[error("stack overflow")]
     StackOverflow,
@@ -86,6 +92,7 @@ impl JobError {
             Self::OutOfFuel { .. } => "out_of_fuel",
             Self::Timeout { .. } => "timeout",
             Self::MemoryLimit { .. } => "memory_limit",
+            Self::HostMemoryLimit { .. } => "host_memory_limit",
             Self::StackOverflow => "stack_overflow",
             Self::Cancelled => "cancelled",
             Self::OutputTooLarge { .. } => "output_too_large",
@@ -104,6 +111,7 @@ impl JobError {
             Self::Trap { .. }
             | Self::OutOfFuel { .. }
             | Self::MemoryLimit { .. }
+            | Self::HostMemoryLimit { .. }
             | Self::StackOverflow
             | Self::Cancelled
             | Self::OutputTooLarge { .. }
@@ -133,6 +141,10 @@ pub struct RunStats {
     pub wall_time: Duration,
     /// The most linear memory the job had at once, in bytes.
     pub peak_memory: u64,
+    /// The most heap the host held on the job's behalf at once, in bytes (0 where host
+    /// memory is not counted).
+    #[serde(default)]
+    pub peak_host_memory: u64,
 }
 
 /// The latest progress a job reported.

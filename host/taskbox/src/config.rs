@@ -247,6 +247,10 @@ pub struct LimitSettings {
     /// The most of a progress report's message kept (`"1KiB"`).
     #[serde(with = "size")]
     pub max_progress_message: u64,
+    /// The most heap the host may hold on one job's behalf at once (`"64MiB"`); past it the
+    /// job ends with `host_memory_limit`.
+    #[serde(with = "size")]
+    pub host_memory: u64,
 }
 
 impl Default for LimitSettings {
@@ -254,6 +258,7 @@ impl Default for LimitSettings {
         Self {
             max_error_size: Limits::DEFAULT_ERROR_BYTES as u64,
             max_progress_message: Limits::DEFAULT_PROGRESS_BYTES as u64,
+            host_memory: Limits::DEFAULT_HOST_MEMORY,
         }
     }
 }
@@ -360,6 +365,7 @@ impl HostConfig {
         Limits {
             error_bytes: usize::try_from(self.limits.max_error_size).unwrap_or(usize::MAX),
             progress_bytes: usize::try_from(self.limits.max_progress_message).unwrap_or(usize::MAX),
+            host_memory: self.limits.host_memory,
             ..Limits::default()
         }
     }
@@ -384,12 +390,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config: HostConfig = toml::from_str(&format!(
             "[limits]\nmax_error_size = \"4KiB\"\nmax_progress_message = \"100B\"\n\
+             host_memory = \"32MiB\"\n\
              [sql]\nmax_self_size = \"1MiB\"\nself_dir = {:?}\n[api]\nmax_input = \"2KiB\"\n",
             dir.path()
         ))
         .unwrap();
         let limits = config.job_limits();
         assert_eq!((limits.error_bytes, limits.progress_bytes), (4096, 100));
+        assert_eq!(limits.host_memory, 32 << 20);
         assert_eq!(config.sql.config().max_self_bytes, 1 << 20);
         assert_eq!(config.capabilities().unwrap().max_input, 2048);
         let defaults = HostConfig::default().job_limits();

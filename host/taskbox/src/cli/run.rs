@@ -114,11 +114,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(err) => {
             eprintln!(
-                "error: {err} (task {module_name}/{}, {:.1e} fuel, {:.1?}, peak memory {})",
+                "error: {err} (task {module_name}/{}, {:.1e} fuel, {:.1?}, peak memory {}, \
+                 host memory {})",
                 args.task,
                 report.stats.fuel_used as f64,
                 report.stats.wall_time,
                 ByteSize(report.stats.peak_memory).display().iec(),
+                ByteSize(report.stats.peak_host_memory).display().iec(),
             );
             Ok(ExitCode::FAILURE)
         }
