@@ -391,3 +391,27 @@ async fn a_job_that_makes_the_host_hold_too_much_ends_at_its_host_memory_limit()
         light.stats
     );
 }
+
+/// Each part of a request line a guest sets is refused past its cap with the setter's own
+/// error, and accepted up to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_part_of_a_request_line_is_refused_past_its_cap() {
+    let set = |lengths: [usize; 4]| async move {
+        let [method, scheme, authority, path] = lengths;
+        let input =
+            json!({"method": method, "scheme": scheme, "authority": authority, "path": path});
+        let report = run(
+            "request_line",
+            input,
+            Capabilities::default(),
+            Duration::from_secs(20),
+        )
+        .await;
+        let output = report.outcome.expect("the job runs");
+        serde_json::from_slice::<Value>(&output).unwrap()
+    };
+    let all = |accepted: bool| json!({"method": accepted, "scheme": accepted, "authority": accepted, "path": accepted});
+    assert_eq!(set([32, 32, 260, 8 << 10]).await, all(true));
+    assert_eq!(set([33, 33, 261, (8 << 10) + 1]).await, all(false));
+    assert_eq!(set([33, 33, 261, 50 << 20]).await, all(false));
+}

@@ -66,7 +66,7 @@ fn fetch_many(_job: &Job, input: FetchMany) -> Result<Value, TaskError> {
     Ok(json!({"ok": input.count}))
 }
 
-taskbox_guest::tasks!(fetch, fetch_many, fields_flood);
+taskbox_guest::tasks!(fetch, fetch_many, fields_flood, request_line);
 
 #[derive(Deserialize)]
 struct FieldsFlood {
@@ -91,4 +91,29 @@ fn fields_flood(_job: &Job, input: FieldsFlood) -> Result<Value, TaskError> {
         }
     }
     Ok(json!({"made": kept.len()}))
+}
+
+#[derive(Deserialize)]
+struct RequestLine {
+    method: usize,
+    scheme: usize,
+    authority: usize,
+    path: usize,
+}
+
+/// Sets each part of a request line to a well-formed value of the given length, and answers
+/// which the host accepted.
+fn request_line(_job: &Job, input: RequestLine) -> Result<Value, TaskError> {
+    use taskbox_guest::bindings::wasi::http::types::{Method, OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    let method = "X".repeat(input.method);
+    let scheme = format!("x{}", "y".repeat(input.scheme.saturating_sub(1)));
+    let authority = format!("{}:8080", "a".repeat(input.authority.saturating_sub(5)));
+    let path = format!("/{}", "p".repeat(input.path.saturating_sub(1)));
+    Ok(json!({
+        "method": request.set_method(&Method::Other(method)).is_ok(),
+        "scheme": request.set_scheme(Some(&Scheme::Other(scheme))).is_ok(),
+        "authority": request.set_authority(Some(&authority)).is_ok(),
+        "path": request.set_path_with_query(Some(&path)).is_ok(),
+    }))
 }

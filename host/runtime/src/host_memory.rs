@@ -266,7 +266,9 @@ impl Meter {
     pub(crate) fn peak(&self) -> u64 {
         match self.tag {
             0 => 0,
-            tag => ACCOUNT_TABLE[account_index(tag)].peak.load(Ordering::Relaxed) as u64,
+            tag => ACCOUNT_TABLE[account_index(tag)]
+                .peak
+                .load(Ordering::Relaxed) as u64,
         }
     }
 }

@@ -262,12 +262,11 @@ async fn run_charged(
         };
         // Checked whenever the job's task wakes: a computing guest yields at every epoch tick,
         // and a host call that allocates wakes it when its I/O does.
-        let host_memory_exceeded = std::future::poll_fn(|_| {
-            match host_memory.current() > limits.host_memory {
+        let host_memory_exceeded =
+            std::future::poll_fn(|_| match host_memory.current() > limits.host_memory {
                 true => Poll::Ready(()),
                 false => Poll::Pending,
-            }
-        });
+            });
         // The epoch callback stops a computing guest; these two stop one blocked in a host
         // call, by dropping the call.
         tokio::select! {

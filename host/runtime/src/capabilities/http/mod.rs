@@ -11,6 +11,7 @@
 
 mod address;
 mod pattern;
+mod request_line;
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -500,5 +501,6 @@ impl Body for CappedBody {
 }
 
 pub(crate) fn add_to_linker(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    request_line::add_to_linker(linker)
 }
