@@ -73,7 +73,11 @@ fn outer(layout: Layout) -> Option<(usize, Layout)> {
 fn charge(tag: u64, bytes: usize) {
     let account = &ACCOUNT_TABLE[account_index(tag)];
     let now = account.current.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    account.peak.fetch_max(now, Ordering::Relaxed);
+    // Only the thread polling the job charges it, so no other charge races this one (frees
+    // on other threads only lower `current`), and a plain store is enough.
+    if now > account.peak.load(Ordering::Relaxed) {
+        account.peak.store(now, Ordering::Relaxed);
+    }
 }
 
 fn uncharge(tag: u64, bytes: usize) {
