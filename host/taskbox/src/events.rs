@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt as _};
 use redis::Script;
 use taskbox_runtime::events::{EventBus, invalid_channel, invalid_event};
 
+use crate::job_writes::JobWrites;
 use crate::queue::Queue;
 
 /// How many events each channel keeps for replay (about: Redis trims in whole nodes).
@@ -110,14 +111,6 @@ impl Events {
             |message| async move { parse_message(message.get_payload_bytes()) },
         )))
     }
-
-    /// The bus a job of `tenant` publishes through.
-    pub fn bus(&self, tenant: &str) -> TenantBus {
-        TenantBus {
-            events: self.clone(),
-            tenant: tenant.to_owned(),
-        }
-    }
 }
 
 /// Adds the event to the replay stream (capped, expiring) and publishes it with its id.
@@ -145,8 +138,18 @@ fn parse_message(payload: &[u8]) -> Option<Event> {
 /// The event bus of one tenant's jobs.
 #[derive(Debug, Clone)]
 pub struct TenantBus {
-    events: Events,
+    writes: JobWrites,
     tenant: String,
+}
+
+impl TenantBus {
+    /// The bus of `tenant`'s jobs, publishing as job-caused writes.
+    pub(crate) fn new(writes: JobWrites, tenant: &str) -> Self {
+        Self {
+            writes,
+            tenant: tenant.to_owned(),
+        }
+    }
 }
 
 impl EventBus for TenantBus {
@@ -157,7 +160,7 @@ impl EventBus for TenantBus {
         data: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
-            self.events
+            self.writes
                 .publish(&self.tenant, channel, event, data)
                 .await
                 .map(drop)
