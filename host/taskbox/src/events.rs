@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt as _};
 use redis::Script;
-use taskbox_runtime::events::{EventBus, invalid_channel, invalid_event};
+use taskbox_runtime::events::{invalid_channel, invalid_event};
 
-use crate::job_writes::JobWrites;
 use crate::queue::Queue;
 
 /// How many events each channel keeps for replay (about: Redis trims in whole nodes).
@@ -133,40 +132,6 @@ fn parse_message(payload: &[u8]) -> Option<Event> {
         event: parts.next()?.to_owned(),
         data: parts.next()?.to_owned(),
     })
-}
-
-/// The event bus of one tenant's jobs.
-#[derive(Debug, Clone)]
-pub struct TenantBus {
-    writes: JobWrites,
-    tenant: String,
-}
-
-impl TenantBus {
-    /// The bus of `tenant`'s jobs, publishing as job-caused writes.
-    pub(crate) fn new(writes: JobWrites, tenant: &str) -> Self {
-        Self {
-            writes,
-            tenant: tenant.to_owned(),
-        }
-    }
-}
-
-impl EventBus for TenantBus {
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        event: &'a str,
-        data: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move {
-            self.writes
-                .publish(&self.tenant, channel, event, data)
-                .await
-                .map(drop)
-                .map_err(|err| format!("{err:#}"))
-        })
-    }
 }
 
 #[cfg(test)]

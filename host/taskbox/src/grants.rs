@@ -16,8 +16,7 @@ use taskbox_runtime::sql::SqlDatabases;
 use taskbox_runtime::{Capabilities, JobError};
 
 use crate::auth::DEFAULT_TENANT;
-use crate::events::TenantBus;
-use crate::job_writes::JobWrites;
+use crate::job_writes::{JobWrites, TenantBus};
 use crate::manifest::{Manifest, Policy};
 use crate::queue::{
     DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Priority, Queue,

@@ -6,9 +6,11 @@
 //! job that floods waits inside its own host call, on its own wall clock, for room; what is
 //! under way stays small enough that no write waits long behind the others.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use taskbox_runtime::events::EventBus;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::events::Events;
@@ -82,5 +84,39 @@ impl JobWrites {
     ) -> Result<Enqueued, EnqueueError> {
         let _room = self.room(job.input.len()).await;
         self.queue.enqueue(tenant, job).await
+    }
+}
+
+/// The event bus of one tenant's jobs.
+#[derive(Debug, Clone)]
+pub(crate) struct TenantBus {
+    writes: JobWrites,
+    tenant: String,
+}
+
+impl TenantBus {
+    /// The bus of `tenant`'s jobs, publishing as job-caused writes.
+    pub(crate) fn new(writes: JobWrites, tenant: &str) -> Self {
+        Self {
+            writes,
+            tenant: tenant.to_owned(),
+        }
+    }
+}
+
+impl EventBus for TenantBus {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        event: &'a str,
+        data: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.writes
+                .publish(&self.tenant, channel, event, data)
+                .await
+                .map(drop)
+                .map_err(|err| format!("{err:#}"))
+        })
     }
 }

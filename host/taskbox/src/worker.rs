@@ -12,11 +12,11 @@
 //! holds an entry it cannot start; another (`maintain`) heartbeats and promotes delayed jobs
 //! and never waits for a slot.
 //!
-//! What jobs cause Redis to do never queues in front of that work: their events, enqueues and
-//! progress go out as [`JobWrites`], outcomes on a connection of their own, and blocking reads
-//! on a third. When Redis refuses an outcome because it reached its `maxmemory`, the worker
-//! keeps the outcome and its entry and tries again, and takes no new jobs until an outcome is
-//! stored again: a job taken then could not store its own.
+//! What running jobs make Redis do never queues in front of that work, nor of the API's: their
+//! events, enqueues and progress go out as [`JobWrites`], on a connection of their own, and
+//! outcomes on another. When Redis refuses an outcome because it reached its `maxmemory`, the
+//! worker keeps the outcome and its entry and tries again, and takes no new jobs until an
+//! outcome is stored again: a job taken then could not store its own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -459,6 +459,7 @@ impl Worker {
                 _ = stop.wait_for(|stop| *stop) => break,
                 permits = free_slots(&slots) => permits,
             };
+            // A job taken while Redis refuses outcomes would only add one more to keep.
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => break,
