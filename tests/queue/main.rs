@@ -1289,7 +1289,7 @@ async fn jobs_flooding_events_do_not_stall_the_job_beside_them() {
         let input = json!({
             "channel": format!("allowed:flood-{flooder}"),
             "bytes": EVENT_BYTES,
-            "ms": 2500,
+            "ms": 3000,
         });
         floods.push(
             h.enqueue(
