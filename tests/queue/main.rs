@@ -54,21 +54,25 @@ impl Harness {
     /// Publishes the `hello` and `fixtures` guests. Publishing compiles, so no test's timing
     /// includes compiling.
     async fn publish_guests(&self) {
+        for name in ["hello", "fixtures"] {
+            self.publish_guest(name).await;
+        }
+    }
+
+    /// Publishes the guest in `guests/{name}`.
+    async fn publish_guest(&self, name: &str) {
         let registry = Registry::new(
             self.queue.clone(),
             Arc::clone(&RUNTIME),
             RegistryConfig::default(),
         );
-        for name in ["hello", "fixtures"] {
-            let bytes = std::fs::read(guests::wasm(name)).unwrap();
-            let path = format!(
-                "{}/../../guests/{name}/taskbox.toml",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let manifest =
-                Manifest::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
-            registry.publish(TENANT, manifest, bytes).await.unwrap();
-        }
+        let bytes = std::fs::read(guests::wasm(&name.replace('-', "_"))).unwrap();
+        let path = format!(
+            "{}/../../guests/{name}/taskbox.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let manifest = Manifest::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+        registry.publish(TENANT, manifest, bytes).await.unwrap();
     }
 
     /// A connection of the test's own, for looking at Redis the way an operator would.
@@ -146,8 +150,21 @@ impl Harness {
 
     /// Starts `taskbox serve` as a separate worker process, its stderr piped when `logs`.
     fn worker_process(&self, visibility: &str, concurrency: usize, logs: bool) -> WorkerProcess {
+        self.worker_process_with(visibility, concurrency, logs, &[])
+    }
+
+    /// [`Harness::worker_process`] with further arguments of `taskbox serve`.
+    fn worker_process_with(
+        &self,
+        visibility: &str,
+        concurrency: usize,
+        logs: bool,
+        args: &[&str],
+    ) -> WorkerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_taskbox"))
             .args(["serve", "--redis", &self.redis.url()])
+            .args(args)
+            .args(["--roles", "worker"])
             .args(["--visibility-timeout", visibility])
             .args(["--concurrency", &concurrency.to_string()])
             .stdout(Stdio::null())
@@ -254,6 +271,22 @@ impl WorkerProcess {
         said
     }
 
+    /// The process's stderr (it must be piped), line by line, until the process ends.
+    fn stderr_lines(&mut self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        use std::io::BufRead as _;
+        let stderr = self.0.stderr.take().expect("stderr is piped");
+        let (send, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = send.send(line);
+            }
+        });
+        lines
+    }
+
     fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -303,6 +336,21 @@ async fn assert_counted(what: &str, count: impl Fn() -> u64, expected: u64) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(count(), expected, "{what}");
+}
+
+/// Waits for the next line of `log` with `marker` in it, 20 s at most.
+async fn next_line_with(log: &mut tokio::sync::mpsc::UnboundedReceiver<String>, marker: &str) {
+    let next = async {
+        while let Some(line) = log.recv().await {
+            if line.contains(marker) {
+                return;
+            }
+        }
+        panic!("the log ended before a line with {marker:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(20), next)
+        .await
+        .unwrap_or_else(|_| panic!("no line with {marker:?} within 20 s"));
 }
 
 fn rand_suffix() -> u32 {
@@ -1199,4 +1247,234 @@ async fn a_worker_serves_every_queue_it_is_given() {
             (JobStatus::Completed, queue)
         );
     }
+}
+
+/// Jobs that publish large events as fast as they can, for seconds, hold up neither the job
+/// beside them nor the worker's own Redis calls: the other job completes before the flood
+/// ends, the flooding jobs' events are all taken (they wait for room, they are not refused),
+/// and nothing the worker asks Redis times out. Fifteen jobs with 4 MiB events have 60 MiB on
+/// their way at once: on one connection shared with the rest, that timed out the job beside
+/// them, the floods' own events and the worker's promoter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_flooding_events_do_not_stall_the_job_beside_them() {
+    const FLOODERS: usize = 15;
+    const EVENT_BYTES: usize = 4 << 20;
+    let h = Harness::start().await;
+    h.publish_guest("fixtures-grants").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("taskbox.toml");
+    std::fs::write(
+        &config,
+        format!("[events]\nmax_event_size = \"{EVENT_BYTES}\"\n"),
+    )
+    .unwrap();
+    let mut worker = h.worker_process_with(
+        "30s",
+        FLOODERS + 1,
+        true,
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut log = worker.stderr_lines();
+    let warm_up = h
+        .enqueue(
+            "fixtures-grants",
+            "noop",
+            Value::Null,
+            EnqueueOptions::default(),
+        )
+        .await;
+    h.wait(&warm_up, Duration::from_secs(30)).await;
+    let mut floods = Vec::new();
+    for flooder in 0..FLOODERS {
+        let input = json!({
+            "channel": format!("allowed:flood-{flooder}"),
+            "bytes": EVENT_BYTES,
+            "ms": 3000,
+        });
+        floods.push(
+            h.enqueue(
+                "fixtures-grants",
+                "event_flood",
+                input,
+                EnqueueOptions::default(),
+            )
+            .await,
+        );
+    }
+    for flood in &floods {
+        h.wait_until(flood, Duration::from_secs(30), |job| {
+            job.status == JobStatus::Running
+        })
+        .await;
+    }
+    let beside = h
+        .enqueue(
+            "fixtures-grants",
+            "noop",
+            Value::Null,
+            EnqueueOptions::default(),
+        )
+        .await;
+    let beside = h.wait(&beside, Duration::from_secs(10)).await;
+    assert_eq!(beside.status, JobStatus::Completed, "{beside:?}");
+    for flood in &floods {
+        let flood = h.wait(flood, Duration::from_secs(30)).await;
+        assert_eq!(flood.status, JobStatus::Completed, "{flood:?}");
+        assert!(
+            beside.finished_at < flood.finished_at,
+            "the job beside the flood finished only after it: {beside:?}\n{flood:?}"
+        );
+        let flooded = result_json(&flood);
+        assert!(
+            flooded["published"].as_u64().unwrap() > 0 && flooded["refused"] == 0,
+            "{flooded}"
+        );
+    }
+    worker.kill();
+    let mut timed_out = Vec::new();
+    while let Some(line) = log.recv().await {
+        if line.contains("timed out") {
+            timed_out.push(line);
+        }
+    }
+    assert!(timed_out.is_empty(), "{timed_out:#?}");
+}
+
+/// When Redis reaches its `maxmemory`, a worker keeps the outcome Redis refuses, and its job's
+/// entry, and takes no new job (not even one promoted meanwhile) until Redis has room again;
+/// then the outcome is stored, from the first attempt, and the waiting job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_keeps_outcomes_waiting_and_new_jobs_queued_until_it_has_room() {
+    let h = Harness::with(RedisOptions {
+        maxmemory: Some(16 << 20),
+        ..RedisOptions::default()
+    })
+    .await;
+    let mut worker = h.worker_process("30s", 2, true);
+    let mut log = worker.stderr_lines();
+    let warm_up = h
+        .enqueue("fixtures", "noop", Value::Null, EnqueueOptions::default())
+        .await;
+    h.wait(&warm_up, Duration::from_secs(30)).await;
+    let finished_while_full = h
+        .enqueue(
+            "fixtures",
+            "sleep",
+            json!({"ms": 1500}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    // Due while Redis is full; the promoter moves it onto its stream all the same.
+    let promoted_while_full = h
+        .enqueue(
+            "hello",
+            "greet",
+            json!({"name": "later"}),
+            EnqueueOptions {
+                delay: Some(Duration::from_secs(5)),
+                ..EnqueueOptions::default()
+            },
+        )
+        .await;
+    h.wait_until(&finished_while_full, Duration::from_secs(30), |job| {
+        job.status == JobStatus::Running
+    })
+    .await;
+
+    let mut redis = h.redis_connection().await;
+    let chunk = vec![b'f'; 64 << 10];
+    loop {
+        let appended: redis::RedisResult<u64> = redis::cmd("APPEND")
+            .arg("filler")
+            .arg(&chunk)
+            .query_async(&mut redis)
+            .await;
+        match appended {
+            Ok(_) => {}
+            Err(err) if err.code() == Some("OOM") => break,
+            Err(err) => panic!("filling Redis failed: {err}"),
+        }
+    }
+    // Redis counts its clients' buffers too, which come and go by tens of KiB: with the cap
+    // a MiB under what it holds, it stays full until the filler goes.
+    let memory: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let used: u64 = memory
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used - (1 << 20))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.job(&finished_while_full).await.status,
+        JobStatus::Running,
+        "the job finished before Redis was full"
+    );
+    let refused = "Redis is full, so the outcome waits here";
+    next_line_with(&mut log, refused).await;
+    let promoted = h.job(&promoted_while_full).await;
+    assert_eq!(
+        promoted.status,
+        JobStatus::Scheduled,
+        "the delayed job became due before the first outcome was refused: {promoted:?}"
+    );
+    h.wait_until(&promoted_while_full, Duration::from_secs(30), |job| {
+        job.status != JobStatus::Scheduled
+    })
+    .await;
+    // Two more tries of the outcome from now are a backoff step apart, a second at least by
+    // now: long enough for a worker that still took jobs to take the promoted one, which it
+    // has a free slot for.
+    while log.try_recv().is_ok() {}
+    for _ in 0..2 {
+        next_line_with(&mut log, refused).await;
+    }
+    assert_eq!(
+        (
+            h.job(&finished_while_full).await.status,
+            h.job(&promoted_while_full).await.status
+        ),
+        (JobStatus::Running, JobStatus::Pending),
+        "while Redis is full, the outcome is not stored and no new job starts"
+    );
+    // Not even taken: an entry taken and not started would wait out the visibility timeout.
+    let (taken, ..): (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg("tb:{default}:s:normal")
+        .arg("workers")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        taken, 1,
+        "the worker holds more than the finished job's entry"
+    );
+
+    let () = redis::cmd("DEL")
+        .arg("filler")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let finished = h.wait(&finished_while_full, Duration::from_secs(30)).await;
+    assert_eq!(
+        (finished.status, finished.attempt, result_json(&finished)),
+        (JobStatus::Completed, 1, json!(1500)),
+        "{finished:?}"
+    );
+    let promoted = h.wait(&promoted_while_full, Duration::from_secs(30)).await;
+    assert_eq!(
+        (promoted.status, promoted.attempt),
+        (JobStatus::Completed, 1),
+        "{promoted:?}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Calls the events, jobs, progress and config capabilities as its input says and returns
 //! what the host answered, so that tests can check grants and limits from a real guest.
 
+use std::time::{Duration, Instant};
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use taskbox_guest::{Bytes, Job, TaskError, config, events, jobs};
@@ -141,6 +143,32 @@ fn progress_flood(job: &Job, input: Flood) -> Result<Value, TaskError> {
     Ok(json!({"reports": input.reports}))
 }
 
+#[derive(Deserialize)]
+struct EventFlood {
+    channel: String,
+    bytes: usize,
+    ms: u64,
+}
+
+/// Publishes events of `bytes` bytes of data on `channel` as fast as it can for `ms`
+/// milliseconds; answers how many it published and how many the host refused, with the first
+/// refusal.
+fn event_flood(_job: &Job, input: EventFlood) -> Result<Value, TaskError> {
+    let data = "e".repeat(input.bytes);
+    let until = Instant::now() + Duration::from_millis(input.ms);
+    let (mut published, mut refused, mut first_refusal) = (0u64, 0u64, None);
+    while Instant::now() < until {
+        match events::publish(&input.channel, "", &data) {
+            Ok(()) => published += 1,
+            Err(err) => {
+                refused += 1;
+                first_refusal.get_or_insert_with(|| format!("{err:?}"));
+            }
+        }
+    }
+    Ok(json!({"published": published, "refused": refused, "first_refusal": first_refusal}))
+}
+
 /// Does nothing.
 fn noop(_job: &Job, _input: Bytes) -> Result<Bytes, TaskError> {
     Ok(Bytes(Vec::new()))
@@ -155,5 +183,6 @@ taskbox_guest::tasks!(
     config,
     progress,
     progress_flood,
+    event_flood,
     noop
 );

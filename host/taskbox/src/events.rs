@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt as _};
 use redis::Script;
-use taskbox_runtime::events::{EventBus, invalid_channel, invalid_event};
+use taskbox_runtime::events::{invalid_channel, invalid_event};
 
 use crate::queue::Queue;
 
@@ -110,14 +110,6 @@ impl Events {
             |message| async move { parse_message(message.get_payload_bytes()) },
         )))
     }
-
-    /// The bus a job of `tenant` publishes through.
-    pub fn bus(&self, tenant: &str) -> TenantBus {
-        TenantBus {
-            events: self.clone(),
-            tenant: tenant.to_owned(),
-        }
-    }
 }
 
 /// Adds the event to the replay stream (capped, expiring) and publishes it with its id.
@@ -140,30 +132,6 @@ fn parse_message(payload: &[u8]) -> Option<Event> {
         event: parts.next()?.to_owned(),
         data: parts.next()?.to_owned(),
     })
-}
-
-/// The event bus of one tenant's jobs.
-#[derive(Debug, Clone)]
-pub struct TenantBus {
-    events: Events,
-    tenant: String,
-}
-
-impl EventBus for TenantBus {
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        event: &'a str,
-        data: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move {
-            self.events
-                .publish(&self.tenant, channel, event, data)
-                .await
-                .map(drop)
-                .map_err(|err| format!("{err:#}"))
-        })
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use taskbox_runtime::sql::SqlDatabases;
 use taskbox_runtime::{Capabilities, JobError};
 
 use crate::auth::DEFAULT_TENANT;
-use crate::events::Events;
+use crate::job_writes::{JobWrites, TenantBus};
 use crate::manifest::{Manifest, Policy};
 use crate::queue::{
     DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Priority, Queue,
@@ -114,7 +114,7 @@ struct ModuleGrants {
 pub(crate) struct Grants {
     host: HostCapabilities,
     queue: Queue,
-    events: Events,
+    writes: JobWrites,
     modules: Mutex<HashMap<(String, String, String), Arc<ModuleGrants>>>,
     /// Settings by tenant and module, with when they were read.
     settings: Mutex<HashMap<(String, String), ReadSettings>>,
@@ -129,11 +129,13 @@ impl std::fmt::Debug for Grants {
 }
 
 impl Grants {
-    pub(crate) fn new(host: HostCapabilities, queue: Queue) -> Self {
+    /// Grants whose manifests and settings are read from `queue` and whose events and
+    /// enqueues go out as `writes`.
+    pub(crate) fn new(host: HostCapabilities, queue: Queue, writes: JobWrites) -> Self {
         Self {
             host,
-            events: Events::new(queue.clone()),
             queue,
+            writes,
             modules: Mutex::default(),
             settings: Mutex::default(),
         }
@@ -160,7 +162,7 @@ impl Grants {
                 targets: module.enqueue.clone(),
                 max_enqueues: self.host.max_enqueues,
                 spawner: Arc::new(Spawner {
-                    queue: self.queue.clone(),
+                    writes: self.writes.clone(),
                     tenant: job.tenant.clone(),
                     parent: job.id.clone(),
                     depth: job.depth,
@@ -271,7 +273,7 @@ impl Grants {
             Arc::new(EventGrant {
                 channels: requested.event_channels.clone(),
                 max_event_bytes: self.host.max_event_bytes,
-                bus: Arc::new(self.events.bus(tenant)),
+                bus: Arc::new(TenantBus::new(self.writes.clone(), tenant)),
             })
         });
         let http = (!requested.allowed_outbound_hosts.is_empty())
@@ -306,7 +308,7 @@ impl Grants {
 /// Enqueues the children of one job.
 #[derive(Debug)]
 struct Spawner {
-    queue: Queue,
+    writes: JobWrites,
     tenant: String,
     parent: String,
     depth: u32,
@@ -350,7 +352,7 @@ impl JobSpawner for Spawner {
             // The same checks as the API's: a task is one more client of the queue.
             job.check(self.max_input)
                 .map_err(|err| SpawnError::Invalid(err.to_string()))?;
-            match self.queue.enqueue(&self.tenant, job).await {
+            match self.writes.enqueue(&self.tenant, job).await {
                 Ok(enqueued) => Ok(enqueued.id),
                 Err(EnqueueError::Redis(err)) => Err(SpawnError::Unavailable(format!("{err:#}"))),
                 Err(err) => Err(SpawnError::Invalid(err.to_string())),

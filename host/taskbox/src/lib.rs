@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod grants;
+pub mod job_writes;
 pub mod manifest;
 pub mod progress;
 pub mod queue;

@@ -17,6 +17,9 @@ pub struct RedisOptions {
     pub dir: Option<PathBuf>,
     /// The port; a free one when none.
     pub port: Option<u16>,
+    /// The most bytes Redis may use; past them it refuses writes (`noeviction`). None for no
+    /// cap.
+    pub maxmemory: Option<u64>,
 }
 
 /// A running private Redis.
@@ -45,7 +48,7 @@ impl RedisServer {
             Some(port) => port,
             None => free_port()?,
         };
-        let child = spawn(port, &dir, options.appendonly)?;
+        let child = spawn(port, &dir, &options)?;
         let mut server = Self {
             child,
             port,
@@ -74,7 +77,7 @@ impl RedisServer {
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.child = spawn(self.port, &self.dir, self.options.appendonly)?;
+        self.child = spawn(self.port, &self.dir, &self.options)?;
         self.wait_ready()
     }
 
@@ -110,8 +113,14 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &Path, appendonly: bool) -> anyhow::Result<Child> {
-    Command::new("redis-server")
+fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> anyhow::Result<Child> {
+    let mut command = Command::new("redis-server");
+    if let Some(bytes) = options.maxmemory {
+        command
+            .args(["--maxmemory", &bytes.to_string()])
+            .args(["--maxmemory-policy", "noeviction"]);
+    }
+    command
         .args([
             "--port",
             &port.to_string(),
@@ -120,7 +129,10 @@ fn spawn(port: u16, dir: &Path, appendonly: bool) -> anyhow::Result<Child> {
             "--save",
             "",
         ])
-        .args(["--appendonly", if appendonly { "yes" } else { "no" }])
+        .args([
+            "--appendonly",
+            if options.appendonly { "yes" } else { "no" },
+        ])
         .args(["--appendfsync", "always"])
         .arg("--dir")
         .arg(dir)

@@ -11,6 +11,12 @@
 //! One task per worker takes jobs (`fetch`), always with free slots in hand, so it never
 //! holds an entry it cannot start; another (`maintain`) heartbeats and promotes delayed jobs
 //! and never waits for a slot.
+//!
+//! What running jobs make Redis do never queues in front of that work, nor of the API's: their
+//! events, enqueues and progress go out as [`JobWrites`], on a connection of their own, and
+//! outcomes on another. When Redis refuses an outcome because it reached its `maxmemory`, the
+//! worker keeps the outcome and its entry and tries again, and takes no new jobs until an
+//! outcome is stored again: a job taken then could not store its own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +33,7 @@ use taskbox_runtime::{
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::grants::{Grants, HostCapabilities, JobContext};
+use crate::job_writes::JobWrites;
 use crate::progress::{ProgressSlot, ProgressTarget, ProgressWriter};
 use crate::queue::{Backoff, GROUP, MAX_RETRY_DELAY, Priority, Queue, WorkerInfo, unix_millis};
 
@@ -41,6 +48,14 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// The longest wait between tries.
 const RETRY_MOST: Duration = Duration::from_secs(5);
+
+/// The most outcomes one script call stores, and the most that wait for the next call; a job
+/// whose outcome finds no room waits for it.
+const OUTCOMES_AT_ONCE: usize = 512;
+
+/// How long storing a batch of outcomes may wait for its reply. Only other outcomes are ahead
+/// of it on its connection, but a batch can carry hundreds of results and logs.
+const OUTCOME_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Environment variable for the number of jobs a worker runs at once.
 pub const ENV_CONCURRENCY: &str = "TASKBOX_CONCURRENCY";
@@ -111,7 +126,10 @@ pub struct Worker {
     started_at: SystemTime,
     grants: Grants,
     progress: ProgressWriter,
-    outcomes: mpsc::UnboundedSender<(Outcome, Stored)>,
+    outcomes: mpsc::Sender<(Outcome, Stored)>,
+    /// True from an outcome Redis refused for its `maxmemory` until one is stored: no new
+    /// jobs are taken meanwhile.
+    redis_full: watch::Sender<bool>,
 }
 
 /// Cancel handles of the jobs this worker runs. A job's handle exists from just after its
@@ -181,13 +199,14 @@ type Stored = oneshot::Sender<Result<Option<String>, NotStored>>;
 struct NotStored {
     outcome: Outcome,
     error: anyhow::Error,
+    /// Redis refused it because it reached its `maxmemory`.
+    out_of_memory: bool,
 }
 
 /// Stores outcomes in batches: while one batch is being written, the next one gathers.
-async fn store_outcomes(queue: Queue, mut outcomes: mpsc::UnboundedReceiver<(Outcome, Stored)>) {
-    const MOST: usize = 512;
-    let mut batch = Vec::with_capacity(MOST);
-    while outcomes.recv_many(&mut batch, MOST).await > 0 {
+async fn store_outcomes(queue: Queue, mut outcomes: mpsc::Receiver<(Outcome, Stored)>) {
+    let mut batch = Vec::with_capacity(OUTCOMES_AT_ONCE);
+    while outcomes.recv_many(&mut batch, OUTCOMES_AT_ONCE).await > 0 {
         let mut by_queue: HashMap<String, (Vec<Outcome>, Vec<Stored>)> = HashMap::new();
         for (outcome, stored) in batch.drain(..) {
             let (outcomes, answers) = by_queue.entry(outcome.queue.clone()).or_default();
@@ -203,9 +222,14 @@ async fn store_outcomes(queue: Queue, mut outcomes: mpsc::UnboundedReceiver<(Out
                     }
                 }
                 Err(err) => {
+                    let out_of_memory = crate::queue::is_out_of_memory(&err);
                     for (outcome, stored) in outcomes.into_iter().zip(answers) {
                         let error = anyhow::anyhow!("storing the outcome failed: {err:#}");
-                        let _ = stored.send(Err(NotStored { outcome, error }));
+                        let _ = stored.send(Err(NotStored {
+                            outcome,
+                            error,
+                            out_of_memory,
+                        }));
                     }
                 }
             }
@@ -322,10 +346,14 @@ struct Delivery {
 impl Worker {
     /// A worker for `queue` that runs jobs in `runtime`.
     pub fn new(queue: Queue, runtime: Arc<Runtime>, config: WorkerConfig) -> Arc<Self> {
-        let progress = ProgressWriter::new(queue.clone());
-        let grants = Grants::new(config.capabilities.clone(), queue.clone());
-        let (outcomes, to_store) = mpsc::unbounded_channel();
-        tokio::spawn(store_outcomes(queue.clone(), to_store));
+        let writes = JobWrites::new(&queue);
+        let progress = ProgressWriter::new(writes.clone());
+        let grants = Grants::new(config.capabilities.clone(), queue.clone(), writes);
+        let (outcomes, to_store) = mpsc::channel(OUTCOMES_AT_ONCE);
+        tokio::spawn(store_outcomes(
+            queue.with_own_connection(OUTCOME_REPLY_TIMEOUT),
+            to_store,
+        ));
         Arc::new(Self {
             queue,
             runtime,
@@ -339,6 +367,7 @@ impl Worker {
             started_at: SystemTime::now(),
             progress,
             outcomes,
+            redis_full: watch::Sender::new(false),
         })
     }
 
@@ -423,12 +452,19 @@ impl Worker {
         let mut retry_in = RETRY_FIRST;
         let takeover_every = self.config.visibility_timeout / 3;
         let mut next_takeover = tokio::time::Instant::now();
+        let mut redis_full = self.redis_full.subscribe();
         loop {
             let permits = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => break,
                 permits = free_slots(&slots) => permits,
             };
+            // A job taken while Redis refuses outcomes would only add one more to keep.
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
+                _ = redis_full.wait_for(|full| !*full) => {}
+            }
             let take_over = tokio::time::Instant::now() >= next_takeover;
             if take_over {
                 next_takeover = tokio::time::Instant::now() + takeover_every;
@@ -874,14 +910,30 @@ impl Worker {
             let (stored, status) = oneshot::channel();
             self.outcomes
                 .send((outcome, stored))
+                .await
                 .map_err(|_| anyhow::anyhow!("the outcome writer stopped"))?;
             match status.await? {
-                Ok(status) => break status,
+                Ok(status) => {
+                    if self.redis_full.send_replace(false) {
+                        tracing::info!("Redis took an outcome again: taking new jobs again");
+                    }
+                    break status;
+                }
                 Err(not_stored) if self.releasing.load(Ordering::SeqCst) => {
                     return Err(not_stored.error);
                 }
                 Err(not_stored) => {
-                    tracing::warn!(job = %delivery.job, attempt, "{:#}; trying again in {retry_in:?}", not_stored.error);
+                    if not_stored.out_of_memory {
+                        if !self.redis_full.send_replace(true) {
+                            tracing::warn!(
+                                "Redis is full (it reached its maxmemory): taking no new jobs \
+                                 until it stores outcomes again"
+                            );
+                        }
+                        tracing::warn!(job = %delivery.job, attempt, "Redis is full, so the outcome waits here, the job still held; trying again in {retry_in:?}");
+                    } else {
+                        tracing::warn!(job = %delivery.job, attempt, "{:#}; trying again in {retry_in:?}", not_stored.error);
+                    }
                     outcome = not_stored.outcome;
                     tokio::time::sleep(retry_in).await;
                     retry_in = (retry_in * 2).min(RETRY_MOST);

@@ -14,8 +14,8 @@ use taskbox_runtime::events::HOST_CHANNEL_PREFIX;
 use taskbox_runtime::{Progress, ProgressSink};
 use tokio::sync::Notify;
 
-use crate::events::Events;
-use crate::queue::{Queue, QueueKeys};
+use crate::job_writes::JobWrites;
+use crate::queue::QueueKeys;
 
 /// The shortest time between two writes of one job's progress.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -53,19 +53,17 @@ impl ProgressSlot {
     }
 }
 
-/// Writes the progress of a worker's running jobs.
+/// Writes the progress of a worker's running jobs, as job-caused writes.
 #[derive(Debug, Clone)]
 pub(crate) struct ProgressWriter {
-    queue: Queue,
-    events: Events,
+    writes: JobWrites,
     store: Script,
 }
 
 impl ProgressWriter {
-    pub(crate) fn new(queue: Queue) -> Self {
+    pub(crate) fn new(writes: JobWrites) -> Self {
         Self {
-            events: Events::new(queue.clone()),
-            queue,
+            writes,
             store: Script::new(include_str!("lua/store_progress.lua")),
         }
     }
@@ -102,16 +100,19 @@ impl ProgressWriter {
     /// Stores `progress` on the job and publishes it as a `progress` event.
     async fn write(&self, to: &ProgressTarget, progress: &Progress) {
         let json = serde_json::to_string(progress).unwrap_or_default();
+        let channel = format!("{HOST_CHANNEL_PREFIX}{}", to.job);
+        // Stored and published: the report goes out twice.
+        let _room = self.writes.room(2 * json.len() + channel.len()).await;
         let stored: redis::RedisResult<()> = self
             .store
             .key(to.keys.job(&to.job))
             .arg(&json)
-            .invoke_async(&mut self.queue.connection())
+            .invoke_async(&mut self.writes.queue().connection())
             .await;
-        let channel = format!("{HOST_CHANNEL_PREFIX}{}", to.job);
         let published = match stored {
             Ok(()) => self
-                .events
+                .writes
+                .events()
                 .publish(&to.tenant, &channel, "progress", &json)
                 .await
                 .map(drop),

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script};
 use taskbox_runtime::guest_text::quote;
 
@@ -340,6 +340,19 @@ impl Queue {
 
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// This queue on a connection of its own, made at its first use, whose replies may take
+    /// up to `response_timeout`: what it carries queues behind nothing of this queue's, and
+    /// nothing of this queue's behind it.
+    pub(crate) fn with_own_connection(&self, response_timeout: Duration) -> Self {
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(response_timeout));
+        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .expect("a connection manager without push settings is always made");
+        Self {
+            conn,
+            ..self.clone()
+        }
     }
 
     pub(crate) fn retention(&self) -> Duration {
