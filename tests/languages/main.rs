@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use taskbox::events::Events;
+use taskbox::events::{Events, Subscriptions};
 use taskbox::grants::HostCapabilities;
 use taskbox::manifest::Manifest;
 use taskbox::queue::{EnqueueOptions, JobRecord, JobStatus, NewJob, Queue};
@@ -284,7 +284,7 @@ async fn check_example(wasm: &Path, example: Example) {
         1
     );
 
-    let mut heard = Events::new(host.queue.clone())
+    let mut heard = Subscriptions::new(Events::new(host.queue.clone()))
         .subscribe(TENANT, example.channel)
         .await
         .unwrap();

@@ -28,6 +28,7 @@ pub mod guest_text;
 pub mod host_memory;
 mod job;
 mod limits;
+pub mod lru;
 mod module;
 mod outcome;
 mod runtime;
@@ -39,6 +40,8 @@ pub use capabilities::progress::ProgressSink;
 pub use capabilities::{config, events, http, jobs, sql};
 pub use job::{JobInfo, JobRequest};
 pub use limits::Limits;
-pub use module::{Abi, ModuleDigest, TaskModule, componentize_command, is_core_module};
+pub use module::{
+    Abi, InvalidDigest, ModuleDigest, TaskModule, componentize_command, is_core_module,
+};
 pub use outcome::{JobError, JobReport, Progress, RunStats};
-pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig};
+pub use runtime::{DEFAULT_MODULE_CACHE_BYTES, EPOCH_TICK, Runtime, RuntimeConfig};

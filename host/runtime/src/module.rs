@@ -25,6 +25,21 @@ impl ModuleDigest {
     }
 }
 
+/// A digest that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a module digest is 64 hex digits (a SHA-256)")]
+pub struct InvalidDigest;
+
+impl std::str::FromStr for ModuleDigest {
+    type Err = InvalidDigest;
+
+    fn from_str(hex: &str) -> Result<Self, Self::Err> {
+        let mut digest = [0; 32];
+        hex::decode_to_slice(hex, &mut digest).map_err(|_| InvalidDigest)?;
+        Ok(Self(digest))
+    }
+}
+
 impl fmt::Display for ModuleDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))
@@ -57,6 +72,7 @@ pub struct TaskModule {
     engine: Engine,
     entry: Entry,
     imports: Vec<String>,
+    compiled_size: u64,
 }
 
 impl fmt::Debug for TaskModule {
@@ -71,6 +87,12 @@ impl TaskModule {
     /// The module's digest.
     pub fn digest(&self) -> ModuleDigest {
         self.digest
+    }
+
+    /// The size of its compiled code and data in memory, in bytes: what keeping it loaded
+    /// costs.
+    pub fn compiled_size(&self) -> u64 {
+        self.compiled_size
     }
 
     /// The names of the interfaces the component imports (`taskbox:task/log@0.1.0`, ...).
@@ -135,8 +157,16 @@ impl TaskModule {
             engine: engine.clone(),
             entry,
             imports,
+            compiled_size: image_size(component),
         })
     }
+}
+
+/// The bytes of a compiled component's image: its machine code, data segments and metadata,
+/// about what its precompiled file takes on disk.
+fn image_size(component: &Component) -> u64 {
+    let image = component.image_range();
+    (image.end.addr() - image.start.addr()) as u64
 }
 
 /// Turns the linker's refusal into `missing_import`. The linker says

@@ -1,6 +1,5 @@
 //! The process-wide engine: configuration, the epoch ticker, the linker and the module cache.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +15,7 @@ use wasmtime::{
 use crate::capabilities;
 use crate::job::{self, JobRequest, JobState};
 use crate::limits::MAX_TABLE_ELEMENTS;
+use crate::lru::Lru;
 use crate::module::{ArtifactCache, ModuleDigest, TaskModule, check_is_component};
 use crate::outcome::{JobError, JobReport};
 use crate::swap;
@@ -67,7 +67,18 @@ pub struct RuntimeConfig {
     /// Meter fuel (the default). Without it only the wall-clock deadline bounds a busy guest,
     /// and CPU-bound guests run a little faster.
     pub fuel: bool,
+    /// The most compiled code the loaded modules may take, in bytes; past it the least
+    /// recently used modules are dropped (a running job keeps its module until it ends) and
+    /// loaded again, from `cache_dir` or by compiling, when next needed.
+    pub module_cache_bytes: u64,
 }
+
+/// The default bound on loaded modules' compiled code. A Rust task module compiles to 1 or
+/// 2 MiB of code, and the Python and JavaScript interpreters to some tens of MiB each, so
+/// 512 MiB keeps hundreds of small modules or about ten interpreted ones loaded: a worker
+/// that runs more distinct modules than that in turn reloads them from `cache_dir`
+/// (milliseconds) rather than holding every module it ever ran.
+pub const DEFAULT_MODULE_CACHE_BYTES: u64 = 512 << 20;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -76,6 +87,7 @@ impl Default for RuntimeConfig {
             max_concurrent_jobs: 200,
             cache_dir: None,
             fuel: true,
+            module_cache_bytes: DEFAULT_MODULE_CACHE_BYTES,
         }
     }
 }
@@ -87,7 +99,8 @@ pub struct Runtime {
     /// The task linker plus `wasi:filesystem` (with nothing preopened), for commands.
     command_linker: Linker<JobState>,
     fuel: bool,
-    modules: Mutex<HashMap<ModuleDigest, Arc<TaskModule>>>,
+    /// Loaded modules, weighed by their compiled size.
+    modules: Mutex<Lru<ModuleDigest, Arc<TaskModule>>>,
     artifacts: Option<ArtifactCache>,
     _ticker: EpochTicker,
 }
@@ -122,14 +135,14 @@ impl Runtime {
             linker,
             command_linker,
             fuel: config.fuel,
-            modules: Mutex::default(),
+            modules: Mutex::new(Lru::new(config.module_cache_bytes)),
             artifacts,
         })
     }
 
     /// The module with this digest, if it is loaded.
     pub fn cached(&self, digest: ModuleDigest) -> Option<Arc<TaskModule>> {
-        self.modules().get(&digest).cloned()
+        self.modules().get(&digest)
     }
 
     /// Loads a component: from memory if loaded before, else from the precompiled cache, else
@@ -156,7 +169,14 @@ impl Runtime {
             &self.linker,
             &self.command_linker,
         )?);
-        self.modules().insert(digest, Arc::clone(&module));
+        let size = module.compiled_size();
+        if !self.modules().insert(digest, Arc::clone(&module), size) {
+            tracing::warn!(
+                %digest,
+                "the module's {size} bytes of compiled code are more than the whole module \
+                 cache holds, so it is loaded again for each job: raise the cache's size"
+            );
+        }
         Ok(module)
     }
 
@@ -178,7 +198,7 @@ impl Runtime {
         job::run(module, request, self.fuel).await
     }
 
-    fn modules(&self) -> std::sync::MutexGuard<'_, HashMap<ModuleDigest, Arc<TaskModule>>> {
+    fn modules(&self) -> std::sync::MutexGuard<'_, Lru<ModuleDigest, Arc<TaskModule>>> {
         self.modules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

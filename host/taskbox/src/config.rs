@@ -26,11 +26,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use taskbox_runtime::Limits;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::jobs::JobGrant;
 use taskbox_runtime::sql::{DatabaseConfig, SqlConfig, SqlDatabases};
+use taskbox_runtime::{DEFAULT_MODULE_CACHE_BYTES, Limits};
 
 use crate::grants::{DEFAULT_MAX_CHAIN_DEPTH, HostCapabilities, ModuleSettings};
 use crate::manifest::{Policy, duration, size};
@@ -56,6 +56,8 @@ pub struct HostConfig {
     pub jobs: JobSettings,
     /// What the host keeps of what each job hands it.
     pub limits: LimitSettings,
+    /// The sandbox engine of each process.
+    pub runtime: RuntimeSettings,
     /// Settings of modules, by `name` (default tenant) or `tenant/name`.
     pub modules: BTreeMap<String, ModuleSettings>,
 }
@@ -263,6 +265,24 @@ impl Default for LimitSettings {
     }
 }
 
+/// The sandbox engine of each process (worker or API).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// The most compiled code of loaded modules a process keeps (`"512MiB"`); past it the
+    /// least recently used modules are dropped and loaded again when next needed.
+    #[serde(with = "size")]
+    pub module_cache_size: u64,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            module_cache_size: DEFAULT_MODULE_CACHE_BYTES,
+        }
+    }
+}
+
 /// How uploads are checked.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -301,6 +321,10 @@ pub struct ApiSettings {
     pub enqueue_rate: f64,
     /// Jobs each token may enqueue at once, above the rate.
     pub enqueue_burst: f64,
+    /// Event streams (SSE) each API process serves at once.
+    pub max_event_streams: usize,
+    /// Event streams (SSE) each API process serves one tenant at once.
+    pub max_event_streams_per_tenant: usize,
 }
 
 impl Default for ApiSettings {
@@ -311,6 +335,8 @@ impl Default for ApiSettings {
             max_input: api.max_input as u64,
             enqueue_rate: api.enqueue_rate,
             enqueue_burst: api.enqueue_burst,
+            max_event_streams: api.max_event_streams,
+            max_event_streams_per_tenant: api.max_event_streams_per_tenant,
         }
     }
 }
@@ -391,7 +417,8 @@ mod tests {
         let config: HostConfig = toml::from_str(&format!(
             "[limits]\nmax_error_size = \"4KiB\"\nmax_progress_message = \"100B\"\n\
              host_memory = \"32MiB\"\n\
-             [sql]\nmax_self_size = \"1MiB\"\nself_dir = {:?}\n[api]\nmax_input = \"2KiB\"\n",
+             [sql]\nmax_self_size = \"1MiB\"\nself_dir = {:?}\n[api]\nmax_input = \"2KiB\"\n\
+             [runtime]\nmodule_cache_size = \"64MiB\"\n",
             dir.path()
         ))
         .unwrap();
@@ -400,6 +427,7 @@ mod tests {
         assert_eq!(limits.host_memory, 32 << 20);
         assert_eq!(config.sql.config().max_self_bytes, 1 << 20);
         assert_eq!(config.capabilities().unwrap().max_input, 2048);
+        assert_eq!(config.runtime.module_cache_size, 64 << 20);
         let defaults = HostConfig::default().job_limits();
         assert_eq!(
             (defaults.error_bytes, defaults.progress_bytes),

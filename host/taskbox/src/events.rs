@@ -4,13 +4,22 @@
 //! replay, in one script call, under one id: the stream entry's. Channels belong to a
 //! tenant: the same channel name in two tenants is two channels. Listeners subscribe first
 //! and then replay what they missed (`after` an id), so nothing falls between the two.
+//!
+//! The listeners of one channel in one process share one Redis subscription
+//! ([`Subscriptions`]): a thousand browsers watching a job's progress are one subscriber to
+//! Redis, not a thousand connections.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt as _};
+use futures_util::{Stream, StreamExt as _, stream};
 use redis::Script;
 use taskbox_runtime::events::{invalid_channel, invalid_event};
+use tokio::sync::OnceCell;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::task::AbortHandle;
 
 use crate::queue::Queue;
 
@@ -18,6 +27,10 @@ use crate::queue::Queue;
 pub const REPLAY_LENGTH: usize = 1000;
 /// How long a channel nobody publishes on keeps its events.
 pub const REPLAY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How many events a channel's listeners in one process may be behind the newest. A listener
+/// further behind is dropped (its SSE client reconnects with `Last-Event-ID` and replays what
+/// it missed) rather than making the others wait or the process buffer without end.
+pub const FAN_OUT_BUFFER: usize = 256;
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -97,19 +110,175 @@ impl Events {
             })
             .collect())
     }
+}
 
-    /// Live events of `channel` from now on, on a connection of their own.
-    pub async fn subscribe(
-        &self,
-        tenant: &str,
-        channel: &str,
-    ) -> anyhow::Result<Pin<Box<dyn Stream<Item = Event> + Send>>> {
-        let mut pubsub = self.queue.client().get_async_pubsub().await?;
-        pubsub.subscribe(self.key(tenant, channel)).await?;
-        Ok(Box::pin(pubsub.into_on_message().filter_map(
-            |message| async move { parse_message(message.get_payload_bytes()) },
-        )))
+/// Live events, with one Redis subscription per channel however many listen to it in this
+/// process. A channel's subscription is made for its first listener and closed with its last.
+#[derive(Debug, Clone)]
+pub struct Subscriptions {
+    events: Events,
+    channels: Arc<Mutex<Channels>>,
+}
+
+/// The channels listened to, by key; an entry outlives its channel only until the channel's
+/// drop removes it.
+type Channels = HashMap<String, Weak<Channel>>;
+
+/// One channel's fan-out: its subscription's events go to every listener's receiver.
+struct Channel {
+    key: String,
+    channels: Weak<Mutex<Channels>>,
+    /// Taken when the subscription ends, which closes every listener's receiver.
+    sender: Mutex<Option<broadcast::Sender<Arc<Event>>>>,
+    /// The task reading the subscription, once it is made.
+    subscription: OnceCell<AbortHandle>,
+}
+
+/// A live stream of events.
+pub type Live = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+impl Subscriptions {
+    /// Live events on the Redis of `events`.
+    pub fn new(events: Events) -> Self {
+        Self {
+            events,
+            channels: Arc::default(),
+        }
     }
+
+    /// The live events of `channel` from now on: once this returns, Redis sends this process
+    /// every event published on it. The stream ends when the subscription breaks, or when
+    /// this listener falls [`FAN_OUT_BUFFER`] events behind.
+    pub async fn subscribe(&self, tenant: &str, channel: &str) -> anyhow::Result<Live> {
+        let key = self.events.key(tenant, channel);
+        // A channel found with its subscription just ended is forgotten, and a new one made.
+        for _ in 0..2 {
+            let shared = self.channel(&key);
+            let receiver = shared
+                .sender
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(broadcast::Sender::subscribe);
+            let Some(receiver) = receiver else {
+                self.forget(&shared);
+                continue;
+            };
+            // The receiver exists before the subscription, so the first listener misses
+            // nothing that Redis sends.
+            shared
+                .subscription
+                .get_or_try_init(|| self.open(&shared))
+                .await?;
+            return Ok(listen(shared, receiver));
+        }
+        anyhow::bail!("the subscription to the channel ended as it was made")
+    }
+
+    /// The channel of `key`, made if nobody listens to it.
+    fn channel(&self, key: &str) -> Arc<Channel> {
+        let mut channels = self.channels();
+        if let Some(channel) = channels.get(key).and_then(Weak::upgrade) {
+            return channel;
+        }
+        let channel = Arc::new(Channel {
+            key: key.to_owned(),
+            channels: Arc::downgrade(&self.channels),
+            sender: Mutex::new(Some(broadcast::channel(FAN_OUT_BUFFER).0)),
+            subscription: OnceCell::new(),
+        });
+        channels.insert(key.to_owned(), Arc::downgrade(&channel));
+        channel
+    }
+
+    fn forget(&self, channel: &Arc<Channel>) {
+        let mut channels = self.channels();
+        if channels
+            .get(&channel.key)
+            .is_some_and(|entry| entry.as_ptr() == Arc::as_ptr(channel))
+        {
+            channels.remove(&channel.key);
+        }
+    }
+
+    /// Subscribes to the channel on a connection of its own, and starts the task that hands
+    /// what arrives to its listeners.
+    async fn open(&self, channel: &Arc<Channel>) -> anyhow::Result<AbortHandle> {
+        let mut pubsub = self.events.queue.client().get_async_pubsub().await?;
+        pubsub.subscribe(&channel.key).await?;
+        let weak = Arc::downgrade(channel);
+        let task = tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let Some(event) = parse_message(message.get_payload_bytes()) else {
+                    continue;
+                };
+                let Some(channel) = weak.upgrade() else {
+                    return;
+                };
+                if let Some(sender) = channel.sender().as_ref() {
+                    // Fails only when no listener is left, and then the channel is going.
+                    let _ = sender.send(Arc::new(event));
+                }
+            }
+            tracing::warn!(
+                "a subscription to an event channel ended; its listeners are disconnected"
+            );
+            if let Some(channel) = weak.upgrade() {
+                channel.sender().take();
+            }
+        });
+        Ok(task.abort_handle())
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, Channels> {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Channel {
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<Event>>>> {
+        self.sender.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Channel {
+    /// The last listener is gone: unsubscribe (by closing the connection) and forget the
+    /// channel, unless a new one of the same key has taken its place.
+    fn drop(&mut self) {
+        if let Some(subscription) = self.subscription.get() {
+            subscription.abort();
+        }
+        if let Some(channels) = self.channels.upgrade() {
+            let mut channels = channels.lock().unwrap_or_else(PoisonError::into_inner);
+            if channels
+                .get(&self.key)
+                .is_some_and(|entry| entry.strong_count() == 0)
+            {
+                channels.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The events of `receiver`, until it is closed or its listener lags.
+fn listen(channel: Arc<Channel>, receiver: broadcast::Receiver<Arc<Event>>) -> Live {
+    Box::pin(stream::unfold(
+        (channel, receiver),
+        |(channel, mut receiver)| async move {
+            match receiver.recv().await {
+                Ok(event) => Some((Event::clone(&event), (channel, receiver))),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::info!(
+                        "an event listener fell {missed} events behind, so it is disconnected \
+                         (an SSE client resumes with Last-Event-ID)"
+                    );
+                    None
+                }
+                Err(RecvError::Closed) => None,
+            }
+        },
+    ))
 }
 
 /// Adds the event to the replay stream (capped, expiring) and publishes it with its id.

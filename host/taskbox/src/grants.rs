@@ -1,10 +1,10 @@
 //! What a job may reach: its module's manifest, within the operator's policy and host
 //! config, turned into the sandbox's capability grants.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use taskbox_runtime::config::ConfigValues;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::http::{HttpGrant, HttpLimits};
 use taskbox_runtime::jobs::{ChildJob, ChildPriority, JobGrant, JobSpawner, SpawnError};
+use taskbox_runtime::lru::Lru;
 use taskbox_runtime::sql::SqlDatabases;
 use taskbox_runtime::{Capabilities, JobError};
 
@@ -71,6 +72,16 @@ pub const DEFAULT_MAX_CHAIN_DEPTH: u32 = 10;
 /// How long a worker uses a module's settings before it reads them again, by default.
 pub const SETTINGS_REFRESH: Duration = Duration::from_secs(5);
 
+/// How long a worker uses a module version's grants before it works them out again. A
+/// version's manifest never changes, but the version can be deleted (its jobs then get no
+/// capabilities), and one not found yet must not stay without capabilities for good.
+pub const GRANTS_REFRESH: Duration = Duration::from_secs(60);
+
+/// How many module versions' grants, and how many modules' settings, a worker keeps: enough
+/// for the modules a worker runs in turn, while a flood of distinct modules evicts the least
+/// recently used instead of growing the worker.
+pub const MAX_CACHED_MODULES: u64 = 1024;
+
 /// One module's settings, which its tasks read with `config.get`.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -101,9 +112,6 @@ pub(crate) struct JobContext {
     pub(crate) depth: u32,
 }
 
-/// A module's settings and when they were read.
-type ReadSettings = (Instant, Arc<ConfigValues>);
-
 /// A module version's grants, the same for all its jobs.
 struct ModuleGrants {
     capabilities: Capabilities,
@@ -115,9 +123,10 @@ pub(crate) struct Grants {
     host: HostCapabilities,
     queue: Queue,
     writes: JobWrites,
-    modules: Mutex<HashMap<(String, String, String), Arc<ModuleGrants>>>,
-    /// Settings by tenant and module, with when they were read.
-    settings: Mutex<HashMap<(String, String), ReadSettings>>,
+    /// Grants by tenant, module and version.
+    modules: ReadCache<(String, String, String), Arc<ModuleGrants>>,
+    /// Settings by tenant and module.
+    settings: ReadCache<(String, String), Arc<ConfigValues>>,
 }
 
 impl std::fmt::Debug for Grants {
@@ -133,11 +142,11 @@ impl Grants {
     /// enqueues go out as `writes`.
     pub(crate) fn new(host: HostCapabilities, queue: Queue, writes: JobWrites) -> Self {
         Self {
+            modules: ReadCache::new(MAX_CACHED_MODULES, GRANTS_REFRESH),
+            settings: ReadCache::new(MAX_CACHED_MODULES, host.settings_refresh),
             host,
             queue,
             writes,
-            modules: Mutex::default(),
-            settings: Mutex::default(),
         }
     }
 
@@ -146,12 +155,12 @@ impl Grants {
     /// be read now, the job fails with an internal (retryable) error.
     pub(crate) async fn for_job(&self, job: &JobContext) -> Result<Capabilities, JobError> {
         let key = (job.tenant.clone(), job.module.clone(), job.version.clone());
-        let cached = self.cache().get(&key).cloned();
-        let module = match cached {
-            Some(module) => module,
-            None => {
+        let module = match self.modules.get(&key, Instant::now()) {
+            Read::Fresh(module) => module,
+            Read::Stale(_) | Read::Missing => {
                 let module = Arc::new(self.module_grants(job).await?);
-                self.cache().insert(key, Arc::clone(&module));
+                self.modules
+                    .insert(key, Arc::clone(&module), Instant::now());
                 module
             }
         };
@@ -174,33 +183,21 @@ impl Grants {
         Ok(capabilities)
     }
 
-    fn cache(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), Arc<ModuleGrants>>> {
-        self.modules.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The module's settings: the host config's, overridden key by key by those set over the
     /// API, read again after `settings_refresh`. While Redis cannot be read, the last ones
     /// read serve.
     async fn settings(&self, tenant: &str, module: &str) -> Result<Arc<ConfigValues>, JobError> {
         let key = (tenant.to_owned(), module.to_owned());
-        let cached = self
-            .settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        if let Some((read_at, values)) = &cached
-            && read_at.elapsed() < self.host.settings_refresh
-        {
-            return Ok(Arc::clone(values));
-        }
+        let cached = match self.settings.get(&key, Instant::now()) {
+            Read::Fresh(values) => return Ok(values),
+            Read::Stale(values) => Some(values),
+            Read::Missing => None,
+        };
         let stored = match crate::registry::module_settings(&self.queue, tenant, module).await {
             Ok(stored) => stored,
             Err(err) => {
                 return match cached {
-                    Some((_, values)) => Ok(values),
+                    Some(values) => Ok(values),
                     None => Err(JobError::Internal {
                         message: format!("reading the settings of {module}: {err:#}"),
                     }),
@@ -215,9 +212,7 @@ impl Grants {
         settings.secrets.extend(stored.secrets);
         let values = Arc::new(ConfigValues::new(settings.config, settings.secrets));
         self.settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, (Instant::now(), Arc::clone(&values)));
+            .insert(key, Arc::clone(&values), Instant::now());
         Ok(values)
     }
 
@@ -305,6 +300,50 @@ impl Grants {
     }
 }
 
+/// Values read from Redis, each used for `ttl` after it was read; at most `capacity` of them,
+/// the least recently used dropped first.
+struct ReadCache<K, V> {
+    ttl: Duration,
+    entries: Mutex<Lru<K, (Instant, V)>>,
+}
+
+/// What a [`ReadCache`] has of a key.
+#[derive(Debug, PartialEq)]
+enum Read<V> {
+    /// Read within the time it may be used.
+    Fresh(V),
+    /// Read longer ago: read it again, but it may serve while Redis cannot be read.
+    Stale(V),
+    Missing,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> ReadCache<K, V> {
+    fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(Lru::new(capacity)),
+        }
+    }
+
+    fn get(&self, key: &K, now: Instant) -> Read<V> {
+        match self.entries().get(key) {
+            Some((read_at, value)) if now.saturating_duration_since(read_at) < self.ttl => {
+                Read::Fresh(value)
+            }
+            Some((_, value)) => Read::Stale(value),
+            None => Read::Missing,
+        }
+    }
+
+    fn insert(&self, key: K, value: V, read_at: Instant) {
+        self.entries().insert(key, (read_at, value), 1);
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Lru<K, (Instant, V)>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Enqueues the children of one job.
 #[derive(Debug)]
 struct Spawner {
@@ -358,5 +397,41 @@ impl JobSpawner for Spawner {
                 Err(err) => Err(SpawnError::Invalid(err.to_string())),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_value_serves_for_its_ttl_then_is_stale() {
+        let cache = ReadCache::new(10, Duration::from_secs(5));
+        let read_at = Instant::now();
+        cache.insert("m", 1, read_at);
+        let later = |secs: f64| read_at + Duration::from_secs_f64(secs);
+        assert_eq!(cache.get(&"m", later(4.9)), Read::Fresh(1));
+        assert_eq!(cache.get(&"m", later(5.0)), Read::Stale(1));
+        cache.insert("m", 2, later(5.0));
+        assert_eq!(cache.get(&"m", later(9.9)), Read::Fresh(2));
+        assert_eq!(cache.get(&"other", later(0.0)), Read::Missing);
+    }
+
+    #[test]
+    fn a_flood_of_modules_keeps_only_the_most_recently_used() {
+        let cache = ReadCache::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        for module in 0..3 {
+            cache.insert(module, module, now);
+        }
+        // Module 0 keeps running; 1000 others come and go.
+        for module in 3..1003 {
+            assert_eq!(cache.get(&0, now), Read::Fresh(0));
+            cache.insert(module, module, now);
+        }
+        assert_eq!(cache.entries().len(), 3);
+        assert_eq!(cache.get(&0, now), Read::Fresh(0));
+        assert_eq!(cache.get(&1002, now), Read::Fresh(1002));
+        assert_eq!(cache.get(&1, now), Read::Missing);
     }
 }

@@ -28,7 +28,8 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands as _, AsyncConnectionConfig};
 use taskbox_runtime::{
-    CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, Runtime, TaskModule,
+    CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits, ModuleDigest, Runtime,
+    TaskModule,
 };
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
@@ -113,9 +114,10 @@ pub struct Worker {
     runtime: Arc<Runtime>,
     config: WorkerConfig,
     stats: Arc<WorkerStats>,
-    /// Loaded modules by digest; the cell makes concurrent first jobs of a module wait for
-    /// one compile instead of each compiling it.
-    modules: Mutex<HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>>,
+    /// Modules being loaded, by digest: the cell makes concurrent first jobs of a module wait
+    /// for one compile instead of each compiling it. A cell is removed once its load ends, so
+    /// this holds no more than the jobs running; loaded modules are in the runtime's cache.
+    loading: Mutex<HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>>,
     running: Mutex<RunningJobs>,
     /// Stream entries this worker holds, by stream: those of its running jobs, from their
     /// start until their outcome is stored, and those read but waiting for a slot. Only these
@@ -359,7 +361,7 @@ impl Worker {
             runtime,
             config,
             stats: Arc::default(),
-            modules: Mutex::default(),
+            loading: Mutex::default(),
             running: Mutex::default(),
             in_flight: Mutex::default(),
             releasing: AtomicBool::new(false),
@@ -953,10 +955,16 @@ impl Worker {
         Ok(())
     }
 
-    /// The module with this digest, compiled once per worker process.
+    /// The module with this digest: from the runtime's cache, else loaded once however many
+    /// jobs ask for it at the same time.
     async fn module(&self, digest: &str) -> Result<Arc<TaskModule>, JobError> {
-        let cell = Arc::clone(self.modules_cache().entry(digest.to_owned()).or_default());
-        let module = cell
+        if let Ok(parsed) = digest.parse::<ModuleDigest>()
+            && let Some(module) = self.runtime.cached(parsed)
+        {
+            return Ok(module);
+        }
+        let cell = Arc::clone(self.loading().entry(digest.to_owned()).or_default());
+        let loaded = cell
             .get_or_try_init(|| async {
                 let bytes =
                     self.queue
@@ -972,8 +980,16 @@ impl Worker {
                         message: format!("compiling the module panicked: {err}"),
                     })?
             })
-            .await?;
-        Ok(Arc::clone(module))
+            .await
+            .cloned();
+        let mut loading = self.loading();
+        if loading
+            .get(digest)
+            .is_some_and(|current| Arc::ptr_eq(current, &cell))
+        {
+            loading.remove(digest);
+        }
+        loaded
     }
 
     /// Stops running jobs when asked on a queue's cancel channel.
@@ -1099,10 +1115,10 @@ impl Worker {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn modules_cache(
+    fn loading(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>> {
-        self.modules.lock().unwrap_or_else(PoisonError::into_inner)
+        self.loading.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -5,7 +5,9 @@
     reason = "utoipa's `path` macro qualifies the `IntoParams` types it is given"
 )]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -31,12 +33,18 @@ pub(crate) struct Resume {
 /// Stream a channel's events (`text/event-stream`). Each event has the id, name and data it
 /// was published with; a client reconnecting with `Last-Event-ID` (or `?after=ID`) first gets
 /// the events it missed, from the last 1000 of the channel. Jobs report progress on
-/// `job:{id}` as `progress` events.
+/// `job:{id}` as `progress` events. A client that falls far behind the live events is
+/// disconnected, and resumes with `Last-Event-ID`. Streams open at once are capped per tenant
+/// and per server: past either cap the answer is 503 `too_many_event_streams` with a
+/// `Retry-After`.
 #[utoipa::path(get, path = "/v1/events/{channel}", tag = "events",
     params(("channel" = String, Path, description = "the channel"), Resume),
     responses(
         (status = 200, content_type = "text/event-stream", body = String),
-        (status = 400, body = crate::api::error::ErrorBody)),
+        (status = 400, body = crate::api::error::ErrorBody),
+        (status = 503, description = "too many event streams open; see Retry-After",
+            body = crate::api::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait before trying again")))),
     security(("bearer" = [])))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
@@ -62,10 +70,11 @@ pub(crate) async fn stream(
         })?),
         None => None,
     };
+    let slot = state.event_streams.take(&caller.tenant)?;
     // Subscribe before replaying, so that nothing published in between is lost; what both
     // bring is sent once.
     let live = state
-        .events
+        .subscriptions
         .subscribe(&caller.tenant, &channel)
         .await
         .map_err(ApiError::internal)?;
@@ -92,7 +101,11 @@ pub(crate) async fn stream(
         }
         std::future::ready(new)
     });
-    let events = stream::iter(missed).chain(live).map(|event| Ok(sse(event)));
+    let events = stream::iter(missed).chain(live).map(move |event| {
+        // The stream holds its slot until the client goes and the stream is dropped.
+        let _held = &slot;
+        Ok(sse(event))
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -118,5 +131,109 @@ impl EventId {
 impl std::fmt::Display for EventId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+/// When a client refused for too many streams may try again, in seconds.
+const STREAMS_RETRY_SECS: u64 = 5;
+
+/// The event streams open in this process, counted against their caps.
+#[derive(Debug)]
+pub(crate) struct StreamSlots {
+    max_total: usize,
+    max_per_tenant: usize,
+    open: Mutex<OpenStreams>,
+}
+
+#[derive(Debug, Default)]
+struct OpenStreams {
+    total: usize,
+    /// Only tenants with a stream open, so at most `max_total` entries.
+    by_tenant: HashMap<String, usize>,
+}
+
+/// One open stream's place; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    tenant: String,
+}
+
+impl StreamSlots {
+    pub(crate) fn new(max_total: usize, max_per_tenant: usize) -> Self {
+        Self {
+            max_total,
+            max_per_tenant,
+            open: Mutex::default(),
+        }
+    }
+
+    /// A place for one more stream of `tenant`, or 503 when a cap is reached.
+    pub(crate) fn take(self: &Arc<Self>, tenant: &str) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open();
+        let of_tenant = open.by_tenant.get(tenant).copied().unwrap_or(0);
+        let full = if of_tenant >= self.max_per_tenant {
+            Some(format!(
+                "this tenant has {of_tenant} event streams open, the most allowed \
+                 ([api] max_event_streams_per_tenant)"
+            ))
+        } else if open.total >= self.max_total {
+            Some(format!(
+                "the server has {} event streams open, the most allowed ([api] max_event_streams)",
+                open.total
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = full {
+            return Err(ApiError::busy(
+                "too_many_event_streams",
+                format!("{reason}; close one or try again in {STREAMS_RETRY_SECS}s"),
+                STREAMS_RETRY_SECS,
+            ));
+        }
+        open.total += 1;
+        *open.by_tenant.entry(tenant.to_owned()).or_default() += 1;
+        Ok(StreamSlot {
+            slots: Arc::clone(self),
+            tenant: tenant.to_owned(),
+        })
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, OpenStreams> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open();
+        open.total -= 1;
+        if let Some(count) = open.by_tenant.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                open.by_tenant.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_capped_per_tenant_and_in_total_and_given_back_when_dropped() {
+        let slots = Arc::new(StreamSlots::new(3, 2));
+        let a1 = slots.take("a").unwrap();
+        let _a2 = slots.take("a").unwrap();
+        let refused = slots.take("a").unwrap_err();
+        assert!(format!("{refused:?}").contains("max_event_streams_per_tenant"));
+        let _b1 = slots.take("b").unwrap();
+        let refused = slots.take("b").unwrap_err();
+        assert!(format!("{refused:?}").contains("[api] max_event_streams)"));
+        drop(a1);
+        let _b2 = slots.take("b").unwrap();
+        assert_eq!(slots.open().by_tenant.len(), 2);
     }
 }

@@ -41,6 +41,14 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Environment variable with the operator's admin token.
 pub const ENV_ADMIN_TOKEN: &str = "TASKBOX_ADMIN_TOKEN";
 
+/// Event streams open at once in one API process, by default. Each channel listened to holds
+/// one Redis connection, and Redis serves 10,000 clients by default, shared with every
+/// worker and API process: a thousand streams keep one process well within that.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1000;
+/// Event streams one tenant may have open at once in one API process, by default: a tenth
+/// of the total, so that one tenant's listeners cannot lock the others out.
+pub const DEFAULT_MAX_EVENT_STREAMS_PER_TENANT: usize = 100;
+
 /// How the API serves.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -58,6 +66,10 @@ pub struct ApiConfig {
     pub enqueue_burst: f64,
     /// The longest `?wait=` a request may ask for.
     pub max_wait: Duration,
+    /// Event streams (SSE) open at once in this process.
+    pub max_event_streams: usize,
+    /// Event streams (SSE) one tenant may have open at once in this process.
+    pub max_event_streams_per_tenant: usize,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +82,8 @@ impl Default for ApiConfig {
             enqueue_rate: 1000.0,
             enqueue_burst: 5000.0,
             max_wait: Duration::from_secs(60),
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+            max_event_streams_per_tenant: DEFAULT_MAX_EVENT_STREAMS_PER_TENANT,
         }
     }
 }
@@ -80,6 +94,8 @@ pub(crate) struct AppState {
     pub(crate) queue: Queue,
     pub(crate) registry: Registry,
     pub(crate) events: crate::events::Events,
+    pub(crate) subscriptions: crate::events::Subscriptions,
+    pub(crate) event_streams: Arc<events::StreamSlots>,
     pub(crate) schedules: crate::scheduler::Schedules,
     tokens: Tokens,
     pub(crate) config: Arc<ApiConfig>,
@@ -128,8 +144,13 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
             config.enqueue_rate,
             config.enqueue_burst,
         )),
+        event_streams: Arc::new(events::StreamSlots::new(
+            config.max_event_streams,
+            config.max_event_streams_per_tenant,
+        )),
         config: Arc::new(config),
         events: crate::events::Events::new(queue.clone()),
+        subscriptions: crate::events::Subscriptions::new(crate::events::Events::new(queue.clone())),
         schedules: crate::scheduler::Schedules::new(queue.clone()),
         queue,
         registry,

@@ -90,6 +90,8 @@ impl ApiArgs {
             max_input: usize::try_from(host.api.max_input).unwrap_or(usize::MAX),
             enqueue_rate: host.api.enqueue_rate,
             enqueue_burst: host.api.enqueue_burst,
+            max_event_streams: host.api.max_event_streams,
+            max_event_streams_per_tenant: host.api.max_event_streams_per_tenant,
             ..ApiConfig::default()
         }
     }
@@ -189,7 +191,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(dev_url_file(), &url)
         .with_context(|| format!("writing {}", dev_url_file().display()))?;
     eprintln!("taskbox dev: Redis at {url}");
-    let runtime = worker_runtime(&args.worker)?;
+    let runtime = worker_runtime(&args.worker, &host)?;
     let registry = Registry::new(queue.clone(), Arc::clone(&runtime), host.registry());
     for path in &args.modules {
         let (manifest, _, bytes) = read_module(path, None)?;
@@ -223,7 +225,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let host = args.api.host_config()?;
     let queue = args.redis.connect().await?;
-    let runtime = worker_runtime(&args.worker)?;
+    let runtime = worker_runtime(&args.worker, &host)?;
     let registry = Registry::new(queue.clone(), Arc::clone(&runtime), host.registry());
     let api = api.then(|| args.api.api_config(&host));
     run_roles(
@@ -414,10 +416,11 @@ fn only_wasm_in(dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn worker_runtime(args: &WorkerArgs) -> anyhow::Result<Arc<Runtime>> {
+fn worker_runtime(args: &WorkerArgs, host: &HostConfig) -> anyhow::Result<Arc<Runtime>> {
     Ok(Arc::new(Runtime::new(&RuntimeConfig {
         max_concurrent_jobs: u32::try_from(args.concurrency)?.max(1) * 2,
         cache_dir: args.cache_dir.clone(),
+        module_cache_bytes: host.runtime.module_cache_size,
         ..RuntimeConfig::default()
     })?))
 }
