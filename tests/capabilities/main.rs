@@ -42,6 +42,10 @@ struct Host {
 
 impl Host {
     async fn start(host: HostCapabilities) -> Self {
+        Self::start_with(host, ApiConfig::default()).await
+    }
+
+    async fn start_with(host: HostCapabilities, api: ApiConfig) -> Self {
         let (redis, queue) = private_redis::start(RedisOptions::default()).await;
         let registry = Registry::new(
             queue.clone(),
@@ -65,7 +69,7 @@ impl Host {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let config = ApiConfig {
             admin_token: Some(ADMIN.into()),
-            ..ApiConfig::default()
+            ..api
         };
         let app = router(queue.clone(), registry, config);
         let worker = Worker::new(
@@ -131,24 +135,59 @@ impl Host {
         job
     }
 
-    /// Opens the SSE stream of `channel`; it is subscribed once this returns.
-    async fn sse(&self, token: &str, channel: &str, last_event_id: Option<&str>) -> SseReader {
+    /// Asks for the SSE stream of `channel`.
+    async fn sse_response(
+        &self,
+        token: &str,
+        channel: &str,
+        last_event_id: Option<&str>,
+    ) -> reqwest::Response {
         let mut request = reqwest::Client::new()
             .get(format!("{}/v1/events/{channel}", self.url))
             .bearer_auth(token);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        let response = request.send().await.unwrap();
+        request.send().await.unwrap()
+    }
+
+    /// Opens the SSE stream of `channel`; it is subscribed once this returns.
+    async fn sse(&self, token: &str, channel: &str, last_event_id: Option<&str>) -> SseReader {
+        let response = self.sse_response(token, channel, last_event_id).await;
         assert_eq!(response.status(), 200);
-        SseReader {
-            body: Box::pin(
-                response
-                    .bytes_stream()
-                    .map(|chunk| chunk.map(|bytes| bytes.to_vec())),
-            ),
-            pending: String::new(),
-        }
+        SseReader::new(response)
+    }
+
+    /// How many connections of this process Redis has subscribed to `channel` of `tenant`,
+    /// as `PUBSUB NUMSUB` says.
+    async fn subscribers(&self, tenant: &str, channel: &str) -> u64 {
+        let mut redis = self.redis().await;
+        let names: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(format!("*events:{tenant}:{channel}"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let Some(name) = names.first() else {
+            return 0;
+        };
+        assert_eq!(names.len(), 1, "{names:?}");
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(name)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        counts[0].1
+    }
+}
+
+/// Waits up to 20 s for `check` to hold, asking again every 20 ms.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within 20 s: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -166,6 +205,17 @@ struct SseReader {
 type Received = (String, String, String);
 
 impl SseReader {
+    fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: Box::pin(
+                response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map(|bytes| bytes.to_vec())),
+            ),
+            pending: String::new(),
+        }
+    }
+
     /// The next event (keep-alives skipped), failing after 20 s.
     async fn next(&mut self) -> Received {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -231,6 +281,102 @@ async fn events_reach_sse_clients_live_and_are_replayed_after_last_event_id() {
     let mut from_first = host.sse(ADMIN, "allowed:room", Some(&first)).await;
     assert_eq!(from_first.next().await.2, "two");
     assert_eq!(from_first.next().await.2, "three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_clients_of_a_channel_share_one_redis_subscription() {
+    let host = Host::start(HostCapabilities::default()).await;
+    let mut first = host.sse(ADMIN, "allowed:shared", None).await;
+    let mut second = host.sse(ADMIN, "allowed:shared", None).await;
+    assert_eq!(host.subscribers(TENANT, "allowed:shared").await, 1);
+
+    let events = Events::new(host.queue.clone());
+    let id = events
+        .publish(TENANT, "allowed:shared", "said", "to both")
+        .await
+        .unwrap();
+    let expected = (id, "said".to_owned(), "to both".to_owned());
+    assert_eq!(first.next().await, expected);
+    assert_eq!(second.next().await, expected);
+
+    // A client of another channel has a subscription of its own.
+    let _other = host.sse(ADMIN, "allowed:other", None).await;
+    assert_eq!(host.subscribers(TENANT, "allowed:other").await, 1);
+
+    // The subscription goes with the channel's last client, and comes back with the next.
+    drop(first);
+    let id = events
+        .publish(TENANT, "allowed:shared", "said", "to one")
+        .await
+        .unwrap();
+    assert_eq!(second.next().await.0, id);
+    drop(second);
+    eventually("the last client's going ends the subscription", || async {
+        host.subscribers(TENANT, "allowed:shared").await == 0
+    })
+    .await;
+    let mut third = host.sse(ADMIN, "allowed:shared", None).await;
+    assert_eq!(host.subscribers(TENANT, "allowed:shared").await, 1);
+    let id = events
+        .publish(TENANT, "allowed:shared", "said", "again")
+        .await
+        .unwrap();
+    assert_eq!(third.next().await.0, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_clients_past_the_caps_get_503_until_one_leaves() {
+    let api = ApiConfig {
+        max_event_streams: 3,
+        max_event_streams_per_tenant: 2,
+        ..ApiConfig::default()
+    };
+    let host = Host::start_with(HostCapabilities::default(), api).await;
+    let acme = Tokens::new(host.queue.clone())
+        .create("acme", Role::Viewer)
+        .await
+        .unwrap();
+    let refused = async |token: &str, limit: &str| {
+        let response = host.sse_response(token, "allowed:busy", None).await;
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "too_many_event_streams", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{message}");
+    };
+
+    let first = host.sse(ADMIN, "allowed:busy", None).await;
+    let _second = host.sse(ADMIN, "allowed:busy", None).await;
+    refused(ADMIN, "[api] max_event_streams_per_tenant").await;
+    // Another tenant is not refused for the first tenant's streams, but for the total.
+    let mut of_acme = host.sse(&acme, "allowed:busy", None).await;
+    refused(&acme, "[api] max_event_streams)").await;
+
+    drop(first);
+    eventually("a closed stream frees its place", || async {
+        host.sse_response(ADMIN, "allowed:busy", None)
+            .await
+            .status()
+            == 200
+    })
+    .await;
+    // The streams let in still work.
+    let id = Events::new(host.queue.clone())
+        .publish("acme", "allowed:busy", "said", "still here")
+        .await
+        .unwrap();
+    assert_eq!(of_acme.next().await.0, id);
+
+    // The API's description says so.
+    let document: Value = reqwest::get(format!("{}/v1/openapi.json", host.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refusal = &document["paths"]["/v1/events/{channel}"]["get"]["responses"]["503"];
+    assert!(refusal["headers"]["Retry-After"].is_object(), "{refusal}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

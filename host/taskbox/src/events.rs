@@ -316,4 +316,29 @@ mod tests {
         );
         assert_eq!(parse_message(b"1-0 only"), None);
     }
+
+    #[tokio::test]
+    async fn a_listener_that_falls_behind_is_dropped_and_the_others_get_every_event() {
+        let (sender, slow) = broadcast::channel(FAN_OUT_BUFFER);
+        let channel = Arc::new(Channel {
+            key: "events:default:room".into(),
+            channels: Weak::new(),
+            sender: Mutex::new(Some(sender.clone())),
+            subscription: OnceCell::new(),
+        });
+        let mut fast = listen(Arc::clone(&channel), sender.subscribe());
+        let mut slow = listen(channel, slow);
+        let event = |n: usize| Event {
+            id: format!("{n}-0"),
+            event: "tick".into(),
+            data: n.to_string(),
+        };
+        for n in 0..=FAN_OUT_BUFFER {
+            sender.send(Arc::new(event(n))).unwrap();
+            assert_eq!(fast.next().await, Some(event(n)));
+        }
+        assert_eq!(slow.next().await, None, "the slow listener is dropped");
+        sender.send(Arc::new(event(FAN_OUT_BUFFER + 1))).unwrap();
+        assert_eq!(fast.next().await, Some(event(FAN_OUT_BUFFER + 1)));
+    }
 }
