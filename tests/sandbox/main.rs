@@ -423,6 +423,41 @@ fn core_modules_and_garbage_are_invalid_modules() {
     ));
 }
 
+#[tokio::test]
+async fn the_module_cache_drops_the_least_recently_used_past_its_size_and_running_ones_live_on() {
+    let (hello, fixtures, uploads) = (
+        wasm_bytes("hello"),
+        wasm_bytes("fixtures"),
+        wasm_bytes("uploads"),
+    );
+    let sizes: Vec<u64> = [&hello, &fixtures, &uploads]
+        .map(|bytes| RUNTIME.load(bytes).unwrap().compiled_size())
+        .into();
+    assert!(sizes.iter().all(|&size| size > 0), "{sizes:?}");
+    // Room for any two of them, not for all three.
+    let runtime = Runtime::new(&RuntimeConfig {
+        max_concurrent_jobs: 4,
+        module_cache_bytes: sizes.iter().sum::<u64>() - 1,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let held = runtime.load(&hello).unwrap();
+    let fixtures = runtime.load(&fixtures).unwrap().digest();
+    // Using `hello` makes `fixtures` the least recently used, so `uploads` evicts it.
+    assert!(runtime.cached(held.digest()).is_some());
+    let uploads = runtime.load(&uploads).unwrap().digest();
+    assert!(runtime.cached(fixtures).is_none());
+    assert!(runtime.cached(uploads).is_some());
+
+    // And a module held by a job runs on after it is evicted.
+    runtime.load(&wasm_bytes("fixtures")).unwrap();
+    assert!(runtime.cached(held.digest()).is_none());
+    let report = runtime
+        .run(&held, request("greet", json!({"name": "Ada"})))
+        .await;
+    assert_eq!(output_json(&report), json!({"message": "Hello, Ada!"}));
+}
+
 #[test]
 fn precompiled_modules_survive_a_restart_and_damage_is_recompiled() {
     let dir = tempfile::tempdir().unwrap();
