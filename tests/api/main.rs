@@ -224,6 +224,13 @@ async fn push_enqueue_and_get_the_result_over_http() {
         .call(server.request(Method::GET, "/v1/workers", Some(ADMIN)))
         .await;
     assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "{workers}");
+    // An operator sizing a host sees what the worker holds and the most it can come to.
+    let worker = &workers["workers"][0];
+    let (resident, bound) = (
+        worker["resident_memory"].as_u64().unwrap(),
+        worker["memory_bound"].as_u64().unwrap(),
+    );
+    assert!(0 < resident && resident < bound, "{worker}");
 
     let (status, document) = server
         .call(server.request(Method::GET, "/v1/openapi.json", None))

@@ -103,6 +103,9 @@ pub struct Runtime {
     /// Loaded modules, weighed by their compiled size.
     modules: Mutex<Lru<ModuleDigest, Arc<TaskModule>>>,
     artifacts: Option<ArtifactCache>,
+    /// What the engine's pool keeps, for [`Runtime::memory_bound`].
+    pool: Option<PoolShape>,
+    module_cache_bytes: u64,
     _ticker: EpochTicker,
 }
 
@@ -117,7 +120,10 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the engine, links the host capabilities and starts the epoch ticker.
     pub fn new(config: &RuntimeConfig) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(config))?;
+        let pool = config
+            .pooling
+            .then(|| PoolShape::new(config.max_concurrent_jobs));
+        let engine = Engine::new(&engine_config(config, pool))?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)?;
         let mut command_linker = Linker::new(&engine);
@@ -138,6 +144,8 @@ impl Runtime {
             fuel: config.fuel,
             modules: Mutex::new(Lru::new(config.module_cache_bytes)),
             artifacts,
+            pool,
+            module_cache_bytes: config.module_cache_bytes,
         })
     }
 
@@ -199,12 +207,24 @@ impl Runtime {
         job::run(module, request, self.fuel).await
     }
 
+    /// The most resident memory this runtime can hold with `jobs` jobs running at once, each
+    /// with at most `guest` bytes of linear memory and `host` bytes of host heap: for each
+    /// running job its memory, host heap, tables and native stack; for the pool, what it keeps
+    /// of idle slots and the freed memories it releases in batches; and the module cache.
+    /// The process's own baseline (its code, Redis buffers, the API) comes on top.
+    pub fn memory_bound(&self, jobs: u64, guest: u64, host: u64) -> u64 {
+        let tables = u64::from(MAX_TABLES_PER_COMPONENT) * MAX_TABLE_ELEMENTS as u64 * 8;
+        let per_job = guest + host + tables + ASYNC_STACK_SIZE as u64;
+        let pool = self.pool.map_or(0, |pool| pool.idle_bytes(guest));
+        jobs * per_job + pool + self.module_cache_bytes
+    }
+
     fn modules(&self) -> std::sync::MutexGuard<'_, Lru<ModuleDigest, Arc<TaskModule>>> {
         self.modules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn engine_config(config: &RuntimeConfig) -> Config {
+fn engine_config(config: &RuntimeConfig, pool: Option<PoolShape>) -> Config {
     let mut engine = Config::new();
     engine
         .wasm_component_model(true)
@@ -214,43 +234,92 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .max_wasm_stack(MAX_WASM_STACK)
         .async_stack_size(ASYNC_STACK_SIZE)
         .memory_init_cow(true);
-    if config.pooling {
-        engine.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(
-            config.max_concurrent_jobs,
-        )));
-    } else {
-        engine.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-    }
+    match pool {
+        Some(pool) => {
+            engine.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.config()))
+        }
+        None => engine.allocation_strategy(InstanceAllocationStrategy::OnDemand),
+    };
     engine
 }
 
-/// Slots for `jobs` concurrent sandboxes, each big enough for the CPython (about 18 MB) and
-/// SpiderMonkey (about 12 MB) components that componentize-py and componentize-js build:
-/// those have many core instances and tables, and tables of tens of thousands of functions.
-fn pool(jobs: u32) -> PoolingAllocationConfig {
-    let (pagemap, memory_keep_resident) = match pagemap_scan() {
-        true => (Enabled::Yes, MEMORY_KEEP_RESIDENT_WITH_PAGEMAP),
-        false => (Enabled::No, KEEP_RESIDENT),
-    };
+/// The pool's size and what it keeps resident, from which both its configuration and the
+/// memory it can hold follow.
+#[derive(Debug, Clone, Copy)]
+struct PoolShape {
+    jobs: u32,
+    pagemap: bool,
+}
+
+impl PoolShape {
+    fn new(jobs: u32) -> Self {
+        Self {
+            jobs,
+            pagemap: pagemap_scan(),
+        }
+    }
+
     // Totals sized for `jobs` typical components, but never below what one big one needs.
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(jobs)
-        .total_core_instances((jobs * 16).max(MAX_CORE_INSTANCES_PER_COMPONENT))
-        .total_memories((jobs * 2).max(MAX_MEMORIES_PER_COMPONENT))
-        .total_tables((jobs * 8).max(MAX_TABLES_PER_COMPONENT))
-        .total_stacks(jobs)
-        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
-        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
-        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
-        .max_tables_per_module(8)
-        .table_elements(MAX_TABLE_ELEMENTS)
-        .max_memory_size(MAX_MEMORY_SIZE)
-        .linear_memory_keep_resident(memory_keep_resident)
-        .pagemap_scan(pagemap)
-        .table_keep_resident(KEEP_RESIDENT)
-        .async_stack_keep_resident(ASYNC_STACK_SIZE)
-        .decommit_batch_size(64);
-    pool
+    fn memories(&self) -> u32 {
+        (self.jobs * 2).max(MAX_MEMORIES_PER_COMPONENT)
+    }
+
+    fn tables(&self) -> u32 {
+        (self.jobs * 8).max(MAX_TABLES_PER_COMPONENT)
+    }
+
+    fn memory_keep_resident(&self) -> usize {
+        match self.pagemap {
+            true => MEMORY_KEEP_RESIDENT_WITH_PAGEMAP,
+            false => KEEP_RESIDENT,
+        }
+    }
+
+    /// Freed memories past their kept-resident part are given back to the kernel once this
+    /// many wait, so at most this many slots hold a finished job's memory. Half the pool's
+    /// jobs is a worker's concurrency (the worker sizes the pool at twice it).
+    fn decommit_batch(&self) -> u32 {
+        (self.jobs / 2).max(1)
+    }
+
+    /// What idle slots can hold: the kept-resident part of every memory and table, every
+    /// native stack whole, and the freed memories (each at most `guest` bytes) waiting to be
+    /// released.
+    fn idle_bytes(&self, guest: u64) -> u64 {
+        u64::from(self.memories()) * self.memory_keep_resident() as u64
+            + u64::from(self.tables()) * KEEP_RESIDENT as u64
+            + u64::from(self.jobs) * ASYNC_STACK_SIZE as u64
+            + u64::from(self.decommit_batch()) * guest
+    }
+
+    /// Slots for `jobs` concurrent sandboxes, each big enough for the CPython (about 18 MB)
+    /// and SpiderMonkey (about 12 MB) components that componentize-py and componentize-js
+    /// build: those have many core instances and tables, and tables of tens of thousands of
+    /// functions.
+    fn config(&self) -> PoolingAllocationConfig {
+        let jobs = self.jobs;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(jobs)
+            .total_core_instances((jobs * 16).max(MAX_CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(self.memories())
+            .total_tables(self.tables())
+            .total_stacks(jobs)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .max_tables_per_module(8)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_memory_size(MAX_MEMORY_SIZE)
+            .linear_memory_keep_resident(self.memory_keep_resident())
+            .pagemap_scan(match self.pagemap {
+                true => Enabled::Yes,
+                false => Enabled::No,
+            })
+            .table_keep_resident(KEEP_RESIDENT)
+            .async_stack_keep_resident(ASYNC_STACK_SIZE)
+            .decommit_batch_size(self.decommit_batch() as usize);
+        pool
+    }
 }
 
 /// Whether pool slots are reset with `PAGEMAP_SCAN`: when the kernel has it and nothing of

@@ -1100,6 +1100,16 @@ impl Worker {
             queues: self.config.queues.clone(),
             concurrency: self.config.concurrency,
             in_flight: self.running().handles.len(),
+            resident_memory: resident_memory().unwrap_or(0),
+            memory_bound: self.runtime.memory_bound(
+                self.config.concurrency as u64,
+                self.config
+                    .capabilities
+                    .policy
+                    .max_memory
+                    .max(self.config.limits.memory),
+                self.config.limits.host_memory,
+            ),
             started_at: unix_millis(self.started_at),
             last_heartbeat: unix_millis(SystemTime::now()),
         }
@@ -1161,6 +1171,14 @@ fn error_json(err: &JobError) -> Vec<u8> {
 }
 
 /// This machine's name, as far as the environment says.
+/// This process's resident set, from `/proc/self/status` (Linux).
+fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use bytesize::ByteSize;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -329,13 +330,22 @@ pub(crate) async fn queues(args: StatusArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn workers(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client()?;
     let reply = client.get("/v1/workers").await?;
-    let rows = reply["workers"].as_array().cloned().unwrap_or_default();
+    let mut rows = reply["workers"].as_array().cloned().unwrap_or_default();
+    for row in &mut rows {
+        for column in ["resident_memory", "memory_bound"] {
+            if let Some(bytes) = row[column].as_u64() {
+                row[column] = ByteSize(bytes).display().iec().to_string().into();
+            }
+        }
+    }
     let columns = [
         "id",
         "host",
         "queues",
         "concurrency",
         "in_flight",
+        "resident_memory",
+        "memory_bound",
         "last_heartbeat",
     ];
     print(args.client.output, &reply, &rows, &columns);

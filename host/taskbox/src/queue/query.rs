@@ -130,6 +130,14 @@ pub struct WorkerInfo {
     pub concurrency: usize,
     /// Jobs it is running.
     pub in_flight: usize,
+    /// Its resident memory when it reported, in bytes (0 where the OS does not say).
+    #[serde(default)]
+    pub resident_memory: u64,
+    /// The most resident memory its jobs can make it hold, in bytes: with every slot
+    /// running a job at the largest memory the policy allows and at its host-memory limit,
+    /// plus what its sandbox pool keeps and its module cache (its own baseline comes on top).
+    #[serde(default)]
+    pub memory_bound: u64,
     /// When it started, in ms since the Unix epoch.
     pub started_at: u64,
     /// Its last heartbeat, in ms since the Unix epoch.
