@@ -363,6 +363,7 @@ impl HostConfig {
     pub fn policy(&self) -> Policy {
         Policy {
             sql_databases: self.sql.databases.keys().cloned().collect(),
+            job_caps: self.job_limits(),
             ..self.policy.clone()
         }
     }

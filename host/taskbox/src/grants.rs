@@ -18,7 +18,7 @@ use taskbox_runtime::{Capabilities, JobError};
 
 use crate::auth::DEFAULT_TENANT;
 use crate::job_writes::{JobWrites, TenantBus};
-use crate::manifest::{Manifest, Policy};
+use crate::manifest::{LimitSettings, Manifest, Policy};
 use crate::queue::{
     DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Priority, Queue,
 };
@@ -116,6 +116,14 @@ pub(crate) struct JobContext {
 struct ModuleGrants {
     capabilities: Capabilities,
     enqueue: Vec<String>,
+    limits: LimitSettings,
+}
+
+/// What a job may reach, and the caps its manifest lowers.
+#[derive(Debug)]
+pub(crate) struct JobGrants {
+    pub(crate) capabilities: Capabilities,
+    pub(crate) limits: LimitSettings,
 }
 
 /// Turns jobs into their grants, keeping each module version's (versions are immutable).
@@ -153,7 +161,7 @@ impl Grants {
     /// The capabilities of `job`. A module whose manifest is gone, or asks for more than the
     /// policy now allows, gets none: each call it makes is denied. When the manifest cannot
     /// be read now, the job fails with an internal (retryable) error.
-    pub(crate) async fn for_job(&self, job: &JobContext) -> Result<Capabilities, JobError> {
+    pub(crate) async fn for_job(&self, job: &JobContext) -> Result<JobGrants, JobError> {
         let key = (job.tenant.clone(), job.module.clone(), job.version.clone());
         let module = match self.modules.get(&key, Instant::now()) {
             Read::Fresh(module) => module,
@@ -180,7 +188,10 @@ impl Grants {
                 }),
             }));
         }
-        Ok(capabilities)
+        Ok(JobGrants {
+            capabilities,
+            limits: module.limits.clone(),
+        })
     }
 
     /// The module's settings: the host config's, overridden key by key by those set over the
@@ -231,6 +242,7 @@ impl Grants {
         let none = ModuleGrants {
             capabilities: Capabilities::default(),
             enqueue: Vec::new(),
+            limits: LimitSettings::default(),
         };
         let manifest = match crate::registry::resolve(
             &self.queue,
@@ -258,6 +270,7 @@ impl Grants {
         let grants = ModuleGrants {
             capabilities: self.capabilities(&job.tenant, &manifest),
             enqueue: manifest.capabilities.enqueue.clone(),
+            limits: manifest.limits.clone(),
         };
         Ok(grants)
     }

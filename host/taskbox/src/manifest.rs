@@ -26,8 +26,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use taskbox_runtime::Abi;
 use taskbox_runtime::http::HostPattern;
+use taskbox_runtime::{Abi, Limits};
 
 use crate::queue::{Backoff, Priority};
 
@@ -157,6 +157,34 @@ pub struct LimitSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// The most heap the host may hold for one job (`"16MiB"`), at most the host's.
+    #[serde(default, with = "opt_size", skip_serializing_if = "Option::is_none")]
+    pub host_memory: Option<u64>,
+    /// The most of a task error's message kept, at most the host's.
+    #[serde(default, with = "opt_size", skip_serializing_if = "Option::is_none")]
+    pub max_error_size: Option<u64>,
+    /// The most of a progress message kept, at most the host's.
+    #[serde(default, with = "opt_size", skip_serializing_if = "Option::is_none")]
+    pub max_progress_message: Option<u64>,
+}
+
+impl LimitSettings {
+    /// `limits` with the caps this manifest asks to lower lowered; it can never raise one.
+    pub fn narrow(&self, limits: Limits) -> Limits {
+        let bytes = |asked: Option<u64>, host: usize| {
+            asked.map_or(host, |asked| {
+                host.min(usize::try_from(asked).unwrap_or(usize::MAX))
+            })
+        };
+        Limits {
+            host_memory: self
+                .host_memory
+                .map_or(limits.host_memory, |asked| asked.min(limits.host_memory)),
+            error_bytes: bytes(self.max_error_size, limits.error_bytes),
+            progress_bytes: bytes(self.max_progress_message, limits.progress_bytes),
+            ..limits
+        }
+    }
 }
 
 /// The capabilities a module asks for.
@@ -369,6 +397,10 @@ pub struct Policy {
     /// The databases modules may ask for by name: those of the host config's `[sql]`.
     #[serde(skip)]
     pub sql_databases: Vec<String>,
+    /// The host's caps on what a job hands it (the host config's `[limits]`), which a
+    /// manifest may only lower.
+    #[serde(skip)]
+    pub job_caps: Limits,
 }
 
 impl Default for Policy {
@@ -383,6 +415,7 @@ impl Default for Policy {
             allowed_outbound_hosts: vec!["*".into()],
             sql_self: true,
             sql_databases: Vec::new(),
+            job_caps: Limits::default(),
         }
     }
 }
@@ -421,6 +454,37 @@ impl Policy {
                     ByteSize(self.max_memory).display().iec()
                 ),
             );
+        }
+        let caps = [
+            (
+                "limits.host_memory",
+                limits.host_memory,
+                self.job_caps.host_memory,
+            ),
+            (
+                "limits.max_error_size",
+                limits.max_error_size,
+                self.job_caps.error_bytes as u64,
+            ),
+            (
+                "limits.max_progress_message",
+                limits.max_progress_message,
+                self.job_caps.progress_bytes as u64,
+            ),
+        ];
+        for (field, asked, host) in caps {
+            if let Some(asked) = asked
+                && asked > host
+            {
+                return violation(
+                    field.into(),
+                    format!(
+                        "{} asked, at most {} allowed (the host's [limits])",
+                        ByteSize(asked).display().iec(),
+                        ByteSize(host).display().iec()
+                    ),
+                );
+            }
         }
         let timeouts = std::iter::once(("limits.timeout".to_owned(), limits.timeout)).chain(
             manifest
@@ -763,6 +827,24 @@ task = "cleanup"
     }
 
     #[test]
+    fn a_manifest_lowers_the_hosts_caps_and_never_raises_them() {
+        let asked = LimitSettings {
+            host_memory: Some(16 << 20),
+            max_error_size: Some(1 << 30),
+            ..LimitSettings::default()
+        };
+        let host = Limits::default();
+        let narrowed = asked.narrow(host);
+        assert_eq!(narrowed.host_memory, 16 << 20);
+        assert_eq!(
+            narrowed.error_bytes, host.error_bytes,
+            "asking more gets the host's"
+        );
+        assert_eq!(narrowed.progress_bytes, host.progress_bytes);
+        assert_eq!(LimitSettings::default().narrow(host), host);
+    }
+
+    #[test]
     fn the_policy_refuses_requests_beyond_it_naming_the_field() {
         let manifest = Manifest::parse("taskbox.toml", GOOD).unwrap();
         assert_eq!(Policy::default().check(&manifest), Ok(()));
@@ -772,6 +854,16 @@ task = "cleanup"
             ..Policy::default()
         };
         assert_eq!(small.check(&manifest).unwrap_err().field, "limits.memory");
+
+        let asks_more = Manifest::parse(
+            "taskbox.toml",
+            &GOOD.replace("[limits]\n", "[limits]\nhost_memory = \"1GiB\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            Policy::default().check(&asks_more).unwrap_err().field,
+            "limits.host_memory"
+        );
 
         let strict = Policy {
             max_retries: 2,

@@ -813,11 +813,11 @@ impl Worker {
                 .grants
                 .for_job(&context)
                 .await
-                .map(|capabilities| (module, capabilities)),
+                .map(|grants| (module, grants)),
             Err(err) => Err(err),
         };
         let report = match loaded {
-            Ok((module, capabilities)) => {
+            Ok((module, grants)) => {
                 let request = JobRequest {
                     task,
                     input,
@@ -829,17 +829,17 @@ impl Worker {
                         queue: delivery.queue.clone(),
                         enqueued_at: UNIX_EPOCH + Duration::from_millis(created_at),
                     },
-                    limits: Limits {
+                    limits: grants.limits.narrow(Limits {
                         timeout: timeout_ms
                             .parse()
                             .map_or(self.config.limits.timeout, Duration::from_millis),
                         fuel: fuel.parse().unwrap_or(self.config.limits.fuel),
                         memory: memory.parse().unwrap_or(self.config.limits.memory),
                         ..self.config.limits
-                    },
+                    }),
                     cancel,
                     progress: Some(slot.sink()),
-                    capabilities,
+                    capabilities: grants.capabilities,
                 };
                 let to = ProgressTarget {
                     keys,
