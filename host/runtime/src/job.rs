@@ -164,6 +164,7 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
         module: info.module.as_str().into(),
         deadline,
         log: log.clone(),
+        denials: Arc::default(),
     };
     // A command's stdout is its output: kept up to the output limit, and counted beyond.
     let stdout = match module.entry() {
