@@ -68,7 +68,10 @@ impl Caller {
     /// operator's disk (one job of the hostile suite wrote 340 KB of them in a second).
     pub(crate) fn denied(&self, capability: &str, target: &str, reason: &str) {
         let target = quote(target);
-        let denials = self.denials.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let denials = self
+            .denials
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         if denials <= LOGGED_DENIALS {
             tracing::warn!(
                 module = %self.module,
