@@ -243,7 +243,10 @@ fn scan(_job: &Job, input: Marker) -> Result<Value, TaskError> {
     std::hint::black_box(&reserved);
     let own = pattern.as_ptr() as usize..pattern.as_ptr() as usize + pattern.len();
     let size = core::arch::wasm32::memory_size(0) * 65536;
-    let first = pattern.first().copied().ok_or_else(|| TaskError::fatal("an empty seed"))?;
+    let first = pattern
+        .first()
+        .copied()
+        .ok_or_else(|| TaskError::fatal("an empty seed"))?;
     // Volatile reads: the reserved heap was never written by this job, so the compiler may
     // not assume anything about it. Address 0 is skipped: Rust does not read through null.
     let byte = |at: usize| unsafe { std::ptr::read_volatile(at as *const u8) };
