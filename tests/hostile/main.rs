@@ -444,6 +444,7 @@ impl Host {
             ids.push(self.enqueue(case.module, case.task, &case.input).await);
         }
         let deadline = Instant::now() + ROUND_TIMEOUT;
+        let (mut largest_record, mut most_logged) = (0, 0);
         for (case, id) in cases.iter().zip(&ids) {
             let job = self.outcome(id, deadline).await;
             (case.expect)(&job);
@@ -461,7 +462,13 @@ impl Host {
                 case.module,
                 case.task
             );
+            largest_record = largest_record.max(size);
+            most_logged = most_logged.max(logged);
         }
+        eprintln!(
+            "largest job record {largest_record} bytes, most worker log about one job \
+             {most_logged} bytes"
+        );
         let log = std::fs::read_to_string(&self.log).unwrap();
         let stalls: Vec<&str> = log
             .lines()
