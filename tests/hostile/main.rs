@@ -44,7 +44,7 @@ const SETTLE_JOBS: usize = 128;
 /// Hostile rounds before the first reading of the worker's memory.
 const WARM_UP_ROUNDS: usize = 2;
 /// How much the worker's memory outside the sandbox pool may grow after the warm-up: twice
-/// the most it moved in ten measured rounds (23 MiB, from 116 MiB; see the README).
+/// the most it moved in ten measured rounds (20 MiB, from 107 MiB; see the README).
 const HEAP_MARGIN: u64 = 48 << 20;
 /// The most the sandbox pool keeps resident once every slot has been used, by its settings
 /// in `taskbox_runtime` for a worker of 16 jobs (32 sandboxes): the first 2 MiB of each of
@@ -506,9 +506,9 @@ impl WorkerProcess {
             // One malloc arena, so that what the test reads is what the host holds. With
             // glibc's default of up to 8 arenas a core, each thread's arena keeps the pages
             // of the large copies hostile jobs make it free, and the worker's memory outside
-            // the pool went from 155 to 258 MiB over ten rounds (from 116 to at most 139 MiB
-            // with one arena); that is the allocator's choice, reported, not a leak the host
-            // can be held to here.
+            // the pool went from 205 to 264 MiB from the first round to the tenth (with one
+            // arena it stayed between 107 and 127 MiB): the allocator's choice, reported, not
+            // a leak the host can be held to here.
             .env("MALLOC_ARENA_MAX", "1")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
