@@ -179,6 +179,7 @@ async fn run_charged(
         module: info.module.as_str().into(),
         deadline,
         log: log.clone(),
+        denials: Arc::default(),
     };
     // A command's stdout is its output: kept up to the output limit, and counted beyond.
     let stdout = match module.entry() {

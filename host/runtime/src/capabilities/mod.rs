@@ -18,6 +18,7 @@ pub mod sql;
 pub(crate) mod wasi;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -52,21 +53,40 @@ pub(crate) struct Caller {
     pub(crate) deadline: std::time::Instant,
     /// The job's log, where denials are written for the task's author to see.
     pub(crate) log: log::JobLog,
+    /// The job's denials so far, across its capabilities.
+    pub(crate) denials: Arc<AtomicU32>,
 }
+
+/// The denials of one job the host's log shows; the job's own log, bounded, shows them all.
+pub(crate) const LOGGED_DENIALS: u32 = 5;
 
 impl Caller {
     /// Records that `capability` refused `target`: in the host's log with module, job and
     /// target, and in the job's log. Either shows only the start of a long target, so a
-    /// guest that is refused in a loop cannot make the host write its values over and over.
+    /// guest cannot make the host write its values over and over; and the host's log shows
+    /// only a job's first [`LOGGED_DENIALS`], so a guest refused in a loop cannot fill the
+    /// operator's disk (one job of the hostile suite wrote 340 KB of them in a second).
     pub(crate) fn denied(&self, capability: &str, target: &str, reason: &str) {
         let target = quote(target);
-        tracing::warn!(
-            module = %self.module,
-            job = %self.job,
-            capability,
-            %target,
-            "capability denied: {reason}"
-        );
+        let denials = self
+            .denials
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if denials <= LOGGED_DENIALS {
+            tracing::warn!(
+                module = %self.module,
+                job = %self.job,
+                capability,
+                %target,
+                "capability denied: {reason}"
+            );
+        } else if denials == LOGGED_DENIALS + 1 {
+            tracing::warn!(
+                module = %self.module,
+                job = %self.job,
+                "capability denied again: this job's further denials are only in its own log"
+            );
+        }
         self.log
             .append(format!("[taskbox] {capability} denied for {target}: {reason}\n").as_bytes());
     }

@@ -295,6 +295,15 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+/// The shared connection's settings. The redis crate gives up on a reply after 500 ms, but a
+/// worker's replies are read by the same threads that run its guests: with 16 hostile jobs on
+/// a busy 2-core machine they came later than that, and jobs failed (`reading the settings
+/// of ...: timed out`), guests' enqueues and events answered `unavailable`, and stored
+/// outcomes were stored again. 10 s, as the worker's own fetch connection waits.
+fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(10)))
+}
+
 /// The oldest Redis with every command the queue uses (XAUTOCLAIM).
 const MIN_REDIS_VERSION: (u32, u32) = (6, 2);
 
@@ -306,7 +315,7 @@ impl Queue {
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         let mut conn = loop {
-            match ConnectionManager::new(client.clone()).await {
+            match ConnectionManager::new_with_config(client.clone(), connection_config()).await {
                 Ok(conn) => break conn,
                 Err(err) if started.elapsed() < patience => {
                     tracing::warn!(
