@@ -15,6 +15,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use wasmtime::{Engine, EngineWeak};
 
 /// How many jobs can be counted at once in one process; a job started while all are taken
 /// runs uncounted (a worker runs far fewer at once).
@@ -32,6 +35,9 @@ struct Account {
     tag: AtomicU64,
     current: AtomicUsize,
     peak: AtomicUsize,
+    limit: AtomicUsize,
+    /// Whether the engines were nudged since the job passed its limit.
+    nudged: AtomicBool,
 }
 
 static ACCOUNT_TABLE: [Account; ACCOUNTS] = [const {
@@ -39,8 +45,14 @@ static ACCOUNT_TABLE: [Account; ACCOUNTS] = [const {
         tag: AtomicU64::new(0),
         current: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
+        limit: AtomicUsize::new(usize::MAX),
+        nudged: AtomicBool::new(false),
     }
 }; ACCOUNTS];
+/// The engines whose epoch a job passing its limit advances, so that the job's epoch callback
+/// runs as soon as it is back in WebAssembly: a loop of host calls can make the host allocate
+/// tens of megabytes between two ticks of the epoch ticker.
+static ENGINES: Mutex<Vec<EngineWeak>> = Mutex::new(Vec::new());
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 static NEXT_ACCOUNT: AtomicUsize = AtomicUsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -78,6 +90,31 @@ fn charge(tag: u64, bytes: usize) {
     if now > account.peak.load(Ordering::Relaxed) {
         account.peak.store(now, Ordering::Relaxed);
     }
+    if now > account.limit.load(Ordering::Relaxed) && !account.nudged.swap(true, Ordering::Relaxed)
+    {
+        nudge_engines();
+    }
+}
+
+/// Advances the epoch of every registered engine: an extra tick, which running jobs that are
+/// within their limits simply yield at.
+fn nudge_engines() {
+    // Not `lock`: this runs inside the allocator, maybe while the list itself is allocating.
+    let Ok(engines) = ENGINES.try_lock() else {
+        return;
+    };
+    for engine in engines.iter() {
+        if let Some(engine) = engine.upgrade() {
+            engine.increment_epoch();
+        }
+    }
+}
+
+/// Lets jobs of `engine` be stopped as soon as they pass their host-memory limit.
+pub(crate) fn register_engine(engine: &Engine) {
+    let mut engines = ENGINES.lock().unwrap_or_else(PoisonError::into_inner);
+    engines.retain(|known| known.upgrade().is_some());
+    engines.push(engine.weak());
 }
 
 fn uncharge(tag: u64, bytes: usize) {
@@ -191,9 +228,9 @@ pub(crate) struct JobMemory {
 }
 
 impl JobMemory {
-    /// Opens an account, or a null one (counting nothing) when counting is off or every
-    /// account is in use.
-    pub(crate) fn open() -> Self {
+    /// Opens an account for a job that may make the host hold `limit` bytes, or a null one
+    /// (counting nothing) when counting is off or every account is in use.
+    pub(crate) fn open(limit: u64) -> Self {
         if !is_counted() {
             return Self { tag: 0 };
         }
@@ -210,6 +247,9 @@ impl JobMemory {
             {
                 account.current.store(0, Ordering::Relaxed);
                 account.peak.store(0, Ordering::Relaxed);
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                account.limit.store(limit, Ordering::Relaxed);
+                account.nudged.store(false, Ordering::Relaxed);
                 return Self { tag };
             }
         }
@@ -256,13 +296,14 @@ pub(crate) struct Meter {
 }
 
 impl Meter {
-    /// Bytes the host holds for the job now.
-    pub(crate) fn current(&self) -> u64 {
+    /// Whether the host holds more for the job than its limit.
+    pub(crate) fn exceeded(&self) -> bool {
         match self.tag {
-            0 => 0,
-            tag => ACCOUNT_TABLE[account_index(tag)]
-                .current
-                .load(Ordering::Relaxed) as u64,
+            0 => false,
+            tag => {
+                let account = &ACCOUNT_TABLE[account_index(tag)];
+                account.current.load(Ordering::Relaxed) > account.limit.load(Ordering::Relaxed)
+            }
         }
     }
 

@@ -119,6 +119,7 @@ pub(crate) struct JobState {
     pub(crate) jobs: JobJobs,
     pub(crate) config: Arc<ConfigValues>,
     limiter: MemoryLimiter,
+    host_memory: Meter,
     cancel: CancelHandle,
     deadline: Instant,
 }
@@ -130,6 +131,8 @@ enum Interrupted {
     Deadline,
     #[error("the job was cancelled")]
     Cancelled,
+    #[error("the host holds more for the job than its host-memory limit")]
+    HostMemory,
 }
 
 /// Runs at every epoch tick while the guest computes: stops it once cancelled or past its
@@ -142,6 +145,9 @@ fn on_epoch_tick(store: StoreContextMut<'_, JobState>) -> wasmtime::Result<Updat
     if Instant::now() >= state.deadline {
         return Err(wasmtime::Error::new(Interrupted::Deadline));
     }
+    if state.host_memory.exceeded() {
+        return Err(wasmtime::Error::new(Interrupted::HostMemory));
+    }
     Ok(UpdateDeadline::Yield(1))
 }
 
@@ -149,7 +155,7 @@ fn on_epoch_tick(store: StoreContextMut<'_, JobState>) -> wasmtime::Result<Updat
 /// the guest: every failure becomes a [`JobError`].
 /// With `fuel` off, the limits' fuel budget is not applied and no fuel is reported used.
 pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) -> JobReport {
-    let memory = JobMemory::open();
+    let memory = JobMemory::open(request.limits.host_memory);
     memory
         .charging(run_charged(module, request, fuel, memory.meter()))
         .await
@@ -214,6 +220,7 @@ async fn run_charged(
         jobs: JobJobs::new(capabilities.jobs, caller),
         config: capabilities.config,
         limiter: MemoryLimiter::new(limits.memory),
+        host_memory,
         cancel: cancel.clone(),
         deadline,
     };
@@ -261,13 +268,13 @@ async fn run_charged(
                 }
             }
         };
-        // Checked whenever the job's task wakes: a computing guest yields at every epoch tick,
-        // and a host call that allocates wakes it when its I/O does.
-        let host_memory_exceeded =
-            std::future::poll_fn(|_| match host_memory.current() > limits.host_memory {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            });
+        // A guest back in WebAssembly is stopped by the epoch callback, which the allocator
+        // brings forward when the job passes its limit; this stops one waiting in a host call,
+        // when its task next wakes.
+        let host_memory_exceeded = std::future::poll_fn(|_| match host_memory.exceeded() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        });
         // The epoch callback stops a computing guest; these two stop one blocked in a host
         // call, by dropping the call.
         tokio::select! {
@@ -378,6 +385,9 @@ fn classify(err: &wasmtime::Error, limits: &Limits, memory_limit_hit: bool) -> J
         return match interrupted {
             Interrupted::Deadline => timeout(limits),
             Interrupted::Cancelled => JobError::Cancelled,
+            Interrupted::HostMemory => JobError::HostMemoryLimit {
+                limit: limits.host_memory,
+            },
         };
     }
     if let Some(exhausted) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {

@@ -124,6 +124,7 @@ impl Runtime {
             .pooling
             .then(|| PoolShape::new(config.max_concurrent_jobs));
         let engine = Engine::new(&engine_config(config, pool))?;
+        crate::host_memory::register_engine(&engine);
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)?;
         let mut command_linker = Linker::new(&engine);
