@@ -13,6 +13,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// As in the `taskbox` binary: counts what the host holds for each job.
+#[global_allocator]
+static ALLOCATOR: taskbox_runtime::host_memory::CountingAllocator =
+    taskbox_runtime::host_memory::CountingAllocator;
+
 use serde_json::{Value, json};
 use taskbox_runtime::sql::{DatabaseConfig, SqlConfig, SqlDatabases};
 use taskbox_runtime::{Capabilities, JobError, JobReport};
@@ -449,6 +454,27 @@ async fn postgres_queries_writes_batches_and_refuses_writes_on_a_read_grant() {
     )
     .await;
     assert!(error_of(&unmapped).contains("cast it"), "{unmapped}");
+
+    // Rows are read one by one: a result far past the row cap (here 1,000,000 rows, some
+    // 130 MB) is refused when it passes the cap, and the host never holds the rest.
+    let huge = run(
+        "query",
+        json!({"db": "shared", "sql": "SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g"}),
+        caps(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let answer: Value =
+        serde_json::from_slice(huge.outcome.as_ref().expect("the job runs")).unwrap();
+    assert!(
+        error_of(&answer).contains("more than 10000 rows"),
+        "{answer}"
+    );
+    assert!(
+        huge.stats.peak_host_memory < 16 << 20,
+        "the host held {} bytes for the job",
+        huge.stats.peak_host_memory
+    );
 
     let started = Instant::now();
     let report = run(

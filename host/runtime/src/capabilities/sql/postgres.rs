@@ -9,6 +9,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use futures_core::Stream as _;
 use tokio::sync::Semaphore;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
@@ -55,32 +56,34 @@ impl Pool {
     ) -> Result<Rows, Error> {
         let _slot = self.slots.acquire().await.map_err(unavailable)?;
         let mut client = self.client().await?;
-        let rows = {
+        let (columns, rows) = {
             let (transaction, started) = begin(&mut client, limits).await?;
             let statement = transaction.prepare(sql).await.map_err(classify)?;
             let params = bind(params, statement.params())?;
-            let rows = transaction
-                .query(&statement, &as_refs(&params))
+            let columns = statement
+                .columns()
+                .iter()
+                .map(|column| column.name().to_owned())
+                .collect();
+            // Row by row, so that a result past the caps is refused as soon as it passes
+            // them, and the host never holds the rest of it.
+            let stream = transaction
+                .query_raw(&statement, as_refs(&params))
                 .await
                 .map_err(classify)?;
+            let mut stream = std::pin::pin!(stream);
+            let mut budget = ResultBudget::new(limits);
+            let mut rows = Vec::new();
+            while let Some(row) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+                let values = read_row(&row.map_err(classify)?)?;
+                budget.take(&values)?;
+                rows.push(values);
+            }
             still_ours(&transaction, &started).await?;
             transaction.commit().await.map_err(classify)?;
-            rows
+            (columns, rows)
         };
         self.give_back(client).await;
-        let columns = match rows.first() {
-            Some(row) => row.columns().iter().map(|c| c.name().to_owned()).collect(),
-            None => Vec::new(),
-        };
-        let mut budget = ResultBudget::new(limits);
-        let rows = rows
-            .iter()
-            .map(|row| {
-                let values = read_row(row)?;
-                budget.take(&values)?;
-                Ok(values)
-            })
-            .collect::<Result<_, Error>>()?;
         Ok(Rows { columns, rows })
     }
 
