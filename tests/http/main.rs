@@ -219,6 +219,26 @@ async fn responses_over_the_caps_and_requests_over_the_count_fail_with_their_cod
         error.contains("bodysize") || error.contains("body size"),
         "{chunked}"
     );
+    // A request body past the cap is refused before it is sent: the server sees none of it.
+    let posted = fetch(
+        json!({"url": server.url("/echo"), "method": "POST", "body": "x".repeat(100 << 10)}),
+        grant(
+            &["http://127.0.0.1:*"],
+            HttpLimits {
+                max_request_bytes: 64 << 10,
+                ..private()
+            },
+        ),
+    )
+    .await;
+    assert!(
+        error_of(&posted).contains("HttpRequestBodySize"),
+        "{posted}"
+    );
+    assert!(
+        server.seen().iter().all(|seen| seen.body.len() < 100 << 10),
+        "the server got the body"
+    );
     let headers = fetch(json!({"url": server.url("/headers")}), caps()).await;
     assert!(
         error_of(&headers).contains("HttpResponseHeaderSectionSize"),

@@ -217,7 +217,14 @@ impl Request {
             .body()
             .map_err(|()| HttpError::Body("no request body".into()))?;
         let future = outgoing_handler::handle(request, None).map_err(classify)?;
-        write_body(&body, &self.body)?;
+        if let Err(err) = write_body(&body, &self.body) {
+            // The body's stream closes when the request fails; the reason is the request's.
+            future.subscribe().block();
+            return Err(match future.get() {
+                Some(Ok(Err(code))) => classify(code),
+                _ => err,
+            });
+        }
         OutgoingBody::finish(body, None).map_err(classify)?;
         future.subscribe().block();
         let response = match future.get() {

@@ -82,6 +82,9 @@ pub struct HttpSettings {
     /// The largest response body (`"16MiB"`).
     #[serde(with = "size")]
     pub max_response_size: u64,
+    /// The largest request body a task may send (`"16MiB"`).
+    #[serde(with = "size")]
+    pub max_request_size: u64,
     /// The largest response header section (`"64KiB"`).
     #[serde(with = "size")]
     pub max_header_size: u64,
@@ -97,6 +100,7 @@ impl Default for HttpSettings {
             connect_timeout: limits.connect_timeout,
             request_timeout: limits.request_timeout,
             max_response_size: limits.max_response_bytes,
+            max_request_size: limits.max_request_bytes,
             max_header_size: limits.max_header_bytes as u64,
         }
     }
@@ -112,6 +116,7 @@ impl HttpSettings {
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
             max_response_bytes: self.max_response_size,
+            max_request_bytes: self.max_request_size,
             max_header_bytes: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
         }
     }

@@ -51,13 +51,15 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// The largest response body, in bytes.
     pub max_response_bytes: u64,
+    /// The largest request body, in bytes.
+    pub max_request_bytes: u64,
     /// The largest response header section, in bytes.
     pub max_header_bytes: usize,
 }
 
 impl Default for HttpLimits {
-    /// 8 at once, 100 per job, 10 s to connect, 30 s per exchange, 16 MiB bodies, 64 KiB of
-    /// headers, no private networks.
+    /// 8 at once, 100 per job, 10 s to connect, 30 s per exchange, 16 MiB bodies each way,
+    /// 64 KiB of headers, no private networks.
     fn default() -> Self {
         Self {
             allow_private_networks: false,
@@ -66,6 +68,7 @@ impl Default for HttpLimits {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 16 << 20,
+            max_request_bytes: 16 << 20,
             max_header_bytes: 64 << 10,
         }
     }
@@ -338,6 +341,22 @@ async fn send(
         .path_and_query(path)
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
+    let request_cap = limits.max_request_bytes;
+    if let Some(length) = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        && length > request_cap
+    {
+        return Err(Error::HttpRequestBodySize(Some(length)));
+    }
+    let request = request.map(|body| {
+        OutgoingCap {
+            body,
+            left: request_cap,
+        }
+        .boxed_unsync()
+    });
     let mut connection = Box::pin(connection);
     let mut response = Box::pin(sender.send_request(request));
     // Drive the connection while waiting for the response head.
@@ -345,11 +364,11 @@ async fn send(
         if let Poll::Ready(result) = response.as_mut().poll(cx) {
             return Poll::Ready(result.map_err(|err| match err.is_parse_too_large() {
                 true => Error::HttpResponseHeaderSectionSize(None),
-                false => Error::from(err),
+                false => exchange_error(err),
             }));
         }
         match connection.as_mut().poll(cx) {
-            Poll::Ready(Err(err)) => Poll::Ready(Err(Error::from(err))),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(exchange_error(err))),
             _ => Poll::Pending,
         }
     })
@@ -497,6 +516,60 @@ impl Body for CappedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
+    }
+}
+
+/// hyper's error as the guest sees it: hyper hides what the request body said, and the
+/// request cap's refusal is the guest's to see.
+fn exchange_error(err: hyper::Error) -> Error {
+    match std::error::Error::source(&err).and_then(|cause| cause.downcast_ref()) {
+        Some(RequestBodyTooLarge) => Error::HttpRequestBodySize(None),
+        None => Error::from(err),
+    }
+}
+
+/// A request body, refused once it has sent more than its cap: however a guest streams it,
+/// the request ends there.
+struct OutgoingCap {
+    body: WasiBody,
+    left: u64,
+}
+
+/// What [`OutgoingCap`] hands hyper when the cap is passed, so that [`send`] can tell the
+/// guest why its request failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body passed the host's max_request_bytes")]
+struct RequestBodyTooLarge;
+
+impl Body for OutgoingCap {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let size = frame.data_ref().map_or(0, |data| data.len() as u64);
+                if size > self.left {
+                    return Poll::Ready(Some(Err(Box::new(RequestBodyTooLarge))));
+                }
+                self.left -= size;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Box::new(err)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
