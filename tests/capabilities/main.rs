@@ -507,6 +507,9 @@ async fn a_progress_flood_keeps_one_small_report_and_writes_a_few() {
     let record: u64 = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(format!("tb:{{default}}:job:{}", job.id))
+        // Every field, not a sample of five extrapolated.
+        .arg("SAMPLES")
+        .arg(0)
         .query_async(&mut conn)
         .await
         .unwrap();

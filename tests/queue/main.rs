@@ -492,6 +492,9 @@ async fn a_huge_task_error_is_kept_to_its_cap_in_the_job_and_the_dead_letters() 
     let record: u64 = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(format!("tb:{{default}}:job:{id}"))
+        // Every field, not a sample of five extrapolated.
+        .arg("SAMPLES")
+        .arg(0)
         .query_async(&mut conn)
         .await
         .unwrap();
