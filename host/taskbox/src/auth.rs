@@ -1,7 +1,7 @@
 //! Tenants, roles and bearer tokens.
 //!
-//! A token belongs to one tenant and has one role. Only its SHA-256 is stored (in Redis, at
-//! `{prefix}token:{sha256}`), so a leaked Redis dump holds no usable token, and tokens are
+//! A token belongs to one tenant and has one role. Only its SHA-256 is stored (in Redis, under
+//! the key `store::keys::token` names), so a leaked Redis dump holds no usable token, and tokens are
 //! never logged.
 
 use std::fmt;
@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::manifest::is_plain_name;
 use crate::queue::{Queue, unix_millis};
+use crate::store::keys;
 
 /// The tenant of local development and of the operator's admin token.
 pub const DEFAULT_TENANT: &str = "default";
@@ -139,7 +140,7 @@ impl Tokens {
     }
 
     fn key(&self, token: &str) -> String {
-        format!("{}token:{}", self.queue.prefix(), hash(token))
+        keys::token(self.queue.prefix(), &hash(token))
     }
 }
 

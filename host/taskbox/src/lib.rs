@@ -17,4 +17,5 @@ pub mod queue;
 pub mod redis_server;
 pub mod registry;
 pub mod scheduler;
+mod store;
 pub mod worker;

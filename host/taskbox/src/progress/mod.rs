@@ -15,7 +15,7 @@ use taskbox_runtime::{Progress, ProgressSink};
 use tokio::sync::Notify;
 
 use crate::job_writes::JobWrites;
-use crate::queue::QueueKeys;
+use crate::store::keys::QueueKeys;
 
 /// The shortest time between two writes of one job's progress.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);

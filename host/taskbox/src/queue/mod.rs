@@ -6,7 +6,6 @@
 //! header naming its KEYS, ARGV and return value).
 
 pub mod job;
-mod keys;
 mod query;
 
 use std::collections::HashMap;
@@ -19,9 +18,9 @@ use redis::{AsyncCommands as _, Script};
 use taskbox_runtime::guest_text::quote;
 
 use crate::registry::{self, RegistryError};
+use crate::store::keys::{self, QueueKeys};
 
 pub use job::{Backoff, JobRecord, JobStatus, Priority};
-pub(crate) use keys::QueueKeys;
 pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
 
 /// The queue jobs go to when none is named.
@@ -376,7 +375,7 @@ impl Queue {
     pub async fn module_bytes(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
         let bytes: Option<Vec<u8>> = self
             .connection()
-            .get(registry::module_bytes_key(&self.prefix, digest))
+            .get(keys::module_bytes(&self.prefix, digest))
             .await?;
         bytes.with_context(|| format!("module {digest} is not stored in Redis"))
     }

@@ -10,7 +10,8 @@ use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::queue::{JobRecord, JobStatus, Priority, Queue, keys, unix_millis};
+use crate::queue::{JobRecord, JobStatus, Priority, Queue, unix_millis};
+use crate::store::keys;
 
 /// Which jobs to list; `None` matches any.
 #[derive(Debug, Clone, Default)]

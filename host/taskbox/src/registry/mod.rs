@@ -23,6 +23,7 @@ use crate::grants::ModuleSettings;
 use crate::manifest::{Manifest, ManifestError, Policy, PolicyViolation, is_plain_name};
 use crate::queue::{Queue, unix_millis};
 use crate::scheduler::Schedules;
+use crate::store::keys::{self, TenantKeys};
 
 /// The largest module accepted by default: Python components are about 18 MB.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
@@ -278,15 +279,15 @@ impl Registry {
             imports,
             manifest,
         };
-        let keys = RegistryKeys::new(self.queue.prefix(), tenant);
+        let keys = TenantKeys::new(self.queue.prefix(), tenant);
         let versions = keys.versions(&version.name);
         let json = serde_json::to_string(&version).map_err(anyhow::Error::from)?;
         let reference = format!("{tenant}/{}@{}", version.name, version.version);
         let existing: Option<String> = PUBLISH
-            .key(module_bytes_key(self.queue.prefix(), &digest))
-            .key(module_refs_key(self.queue.prefix(), &digest))
+            .key(keys::module_bytes(self.queue.prefix(), &digest))
+            .key(keys::module_refs(self.queue.prefix(), &digest))
             .key(&versions)
-            .key(keys.names())
+            .key(keys.modules())
             .arg(&version.version)
             .arg(&json)
             .arg(&reference)
@@ -346,8 +347,8 @@ impl Registry {
 
     /// The names of `tenant`'s modules, each with its versions, highest first.
     pub async fn list(&self, tenant: &str) -> Result<Vec<ModuleSummary>, RegistryError> {
-        let keys = RegistryKeys::new(self.queue.prefix(), tenant);
-        let mut names: Vec<String> = self.queue.connection().smembers(keys.names()).await?;
+        let keys = TenantKeys::new(self.queue.prefix(), tenant);
+        let mut names: Vec<String> = self.queue.connection().smembers(keys.modules()).await?;
         names.sort();
         let mut modules = Vec::with_capacity(names.len());
         for name in names {
@@ -371,7 +372,7 @@ impl Registry {
         tenant: &str,
         name: &str,
     ) -> Result<Vec<ModuleVersion>, RegistryError> {
-        let keys = RegistryKeys::new(self.queue.prefix(), tenant);
+        let keys = TenantKeys::new(self.queue.prefix(), tenant);
         let stored: Vec<(String, String)> =
             self.queue.connection().hgetall(keys.versions(name)).await?;
         let mut versions: Vec<ModuleVersion> = stored
@@ -405,7 +406,7 @@ impl Registry {
         name: &str,
         settings: &ModuleSettings,
     ) -> anyhow::Result<()> {
-        let keys = RegistryKeys::new(self.queue.prefix(), tenant);
+        let keys = TenantKeys::new(self.queue.prefix(), tenant);
         let json = serde_json::to_string(settings)?;
         let () = self
             .queue
@@ -447,24 +448,24 @@ impl Registry {
             }
         }
         let prefix = self.queue.prefix();
-        let keys = RegistryKeys::new(prefix, tenant);
+        let keys = TenantKeys::new(prefix, tenant);
         let reference = format!("{tenant}/{name}@{}", module.version);
         let mut conn = self.queue.connection();
         let (_, _, left, versions): ((), (), usize, usize) = redis::pipe()
             .atomic()
             .hdel(keys.versions(name), &module.version)
-            .srem(module_refs_key(prefix, &module.digest), &reference)
-            .scard(module_refs_key(prefix, &module.digest))
+            .srem(keys::module_refs(prefix, &module.digest), &reference)
+            .scard(keys::module_refs(prefix, &module.digest))
             .hlen(keys.versions(name))
             .query_async(&mut conn)
             .await?;
         if left == 0 {
-            let () = conn.del(module_bytes_key(prefix, &module.digest)).await?;
+            let () = conn.del(keys::module_bytes(prefix, &module.digest)).await?;
         }
         if versions == 0 {
             // The module is gone, and its settings (secrets too) with it.
             let () = redis::pipe()
-                .srem(keys.names(), name)
+                .srem(keys.modules(), name)
                 .del(keys.settings(name))
                 .query_async(&mut conn)
                 .await?;
@@ -508,7 +509,7 @@ pub(crate) async fn resolve(
             "invalid module name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`"
         )));
     }
-    let keys = RegistryKeys::new(queue.prefix(), tenant);
+    let keys = TenantKeys::new(queue.prefix(), tenant);
     let mut conn = queue.connection();
     let json: Option<String> = match version {
         Some(version) => conn.hget(keys.versions(name), version).await?,
@@ -536,7 +537,7 @@ pub(crate) async fn module_settings(
     tenant: &str,
     name: &str,
 ) -> anyhow::Result<ModuleSettings> {
-    let keys = RegistryKeys::new(queue.prefix(), tenant);
+    let keys = TenantKeys::new(queue.prefix(), tenant);
     let json: Option<String> = queue.connection().get(keys.settings(name)).await?;
     Ok(match json {
         Some(json) => serde_json::from_str(&json)
@@ -552,37 +553,3 @@ fn semver_of(version: &str) -> semver::Version {
 /// Stores a version with its bytes, or answers the version already stored.
 static PUBLISH: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/publish.lua")));
-
-/// The bytes of a module.
-pub(crate) fn module_bytes_key(prefix: &str, digest: &str) -> String {
-    format!("{prefix}module:{digest}")
-}
-
-fn module_refs_key(prefix: &str, digest: &str) -> String {
-    format!("{prefix}module-refs:{digest}")
-}
-
-/// The registry keys of one tenant.
-struct RegistryKeys {
-    base: String,
-}
-
-impl RegistryKeys {
-    fn new(prefix: &str, tenant: &str) -> Self {
-        Self {
-            base: format!("{prefix}t:{tenant}:"),
-        }
-    }
-
-    fn names(&self) -> String {
-        format!("{}modules", self.base)
-    }
-
-    fn versions(&self, name: &str) -> String {
-        format!("{}module:{name}", self.base)
-    }
-
-    fn settings(&self, name: &str) -> String {
-        format!("{}settings:{name}", self.base)
-    }
-}

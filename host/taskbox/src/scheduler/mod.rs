@@ -26,6 +26,7 @@ use serde_json::Value;
 use crate::manifest::is_plain_name;
 use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Queue, validate_name};
 use crate::registry::{self, RegistryError};
+use crate::store::keys::CronKeys;
 
 pub use expr::{CronError, CronExpr, parse_zone};
 
@@ -157,35 +158,6 @@ pub struct Schedules {
     advance: redis::Script,
 }
 
-/// Key names. The `{cron}` hash tag keeps them in one Redis Cluster slot for the scripts.
-struct Keys {
-    base: String,
-}
-
-impl Keys {
-    fn new(prefix: &str) -> Self {
-        Self {
-            base: format!("{prefix}{{cron}}:"),
-        }
-    }
-
-    /// One tenant's schedules: name → JSON.
-    fn schedules(&self, tenant: &str) -> String {
-        format!("{}schedules:{tenant}", self.base)
-    }
-
-    /// `tenant/name` of every running schedule, scored by its next fire (ms).
-    fn due(&self) -> String {
-        format!("{}due", self.base)
-    }
-
-    /// A schedule's state: `after` (fires up to it are handled), `last_fire`, `last_job`,
-    /// `last_error`.
-    fn state(&self, member: &str) -> String {
-        format!("{}state:{member}", self.base)
-    }
-}
-
 fn member(tenant: &str, name: &str) -> String {
     format!("{tenant}/{name}")
 }
@@ -248,8 +220,8 @@ impl Schedules {
         }
     }
 
-    fn keys(&self) -> Keys {
-        Keys::new(self.queue.prefix())
+    fn keys(&self) -> CronKeys {
+        CronKeys::new(self.queue.prefix())
     }
 
     /// Stores a schedule made over the API, after checking its fields and that its module

@@ -22,6 +22,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::AbortHandle;
 
 use crate::queue::Queue;
+use crate::store::keys;
 
 /// How many events each channel keeps for replay (about: Redis trims in whole nodes).
 pub const REPLAY_LENGTH: usize = 1000;
@@ -55,13 +56,13 @@ impl Events {
     pub fn new(queue: Queue) -> Self {
         Self {
             queue,
-            publish: Script::new(PUBLISH),
+            publish: Script::new(include_str!("lua/publish.lua")),
         }
     }
 
     /// The key of a channel's replay stream, which is also its pub/sub channel.
     fn key(&self, tenant: &str, channel: &str) -> String {
-        format!("{}events:{tenant}:{channel}", self.queue.prefix())
+        keys::events(self.queue.prefix(), tenant, channel)
     }
 
     /// Publishes `data` as `event` on `channel` of `tenant`; returns the event's id.
@@ -281,16 +282,6 @@ fn listen(channel: Arc<Channel>, receiver: broadcast::Receiver<Arc<Event>>) -> L
     ))
 }
 
-/// Adds the event to the replay stream (capped, expiring) and publishes it with its id.
-/// KEYS[1] the channel's stream and pub/sub channel; ARGV[1] the stream's length; ARGV[2] its
-/// lifetime in seconds; ARGV[3] the event name; ARGV[4] its data. Returns the id.
-const PUBLISH: &str = r"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[3], 'data', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
-return id
-";
-
 /// A published message: id, event name and data, separated by the first two newlines
 /// (neither ids nor event names have newlines).
 fn parse_message(payload: &[u8]) -> Option<Event> {
@@ -321,7 +312,7 @@ mod tests {
     async fn a_listener_that_falls_behind_is_dropped_and_the_others_get_every_event() {
         let (sender, slow) = broadcast::channel(FAN_OUT_BUFFER);
         let channel = Arc::new(Channel {
-            key: "events:default:room".into(),
+            key: keys::events("tb:", "default", "room"),
             channels: Weak::new(),
             sender: Mutex::new(Some(sender.clone())),
             subscription: OnceCell::new(),
