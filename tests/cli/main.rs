@@ -173,6 +173,16 @@ fn bad_flags_are_refused_naming_the_flag() {
 }
 
 #[test]
+fn an_unknown_serve_role_is_refused_naming_the_roles() {
+    // Refused while parsing the flags, before any Redis is looked for.
+    let run = taskbox(&["serve", "--roles", "api,bogus"]);
+    run.assert_code(2);
+    let stderr = run.stderr();
+    assert!(stderr.contains("--roles"), "{stderr}");
+    assert!(stderr.contains("api, worker, scheduler"), "{stderr}");
+}
+
+#[test]
 fn help_documents_every_flag() {
     let run = taskbox(&["run", "--help"]);
     run.assert_code(0);

@@ -4,8 +4,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::bail;
-
 use crate::cli::redis_url::RedisArgs;
 use crate::cli::roles::{ApiArgs, WorkerArgs, run_roles, worker_runtime};
 use crate::registry::Registry;
@@ -15,25 +13,32 @@ use crate::registry::Registry;
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     redis: RedisArgs,
-    /// The roles this process plays: `api`, `worker` and `scheduler` (cron), any of them.
-    #[arg(long, value_delimiter = ',', default_value = "api,worker,scheduler")]
-    roles: Vec<String>,
+    /// The roles this process plays, any of them (`scheduler` fires cron schedules).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "api,worker,scheduler")]
+    roles: Vec<ProcessRole>,
     #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
     worker: WorkerArgs,
 }
 
+/// A part a `taskbox serve` process plays (not a token's role, which is `auth::Role`).
+// The variants carry no doc comments: clap would turn them into a long list in `--help`,
+// and the names say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProcessRole {
+    Api,
+    Worker,
+    Scheduler,
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let (mut api, mut worker, mut scheduler) = (false, false, false);
-    for role in &args.roles {
-        match role.as_str() {
-            "api" => api = true,
-            "worker" => worker = true,
-            "scheduler" => scheduler = true,
-            other => bail!("unknown role `{other}`: the roles are `api`, `worker` and `scheduler`"),
-        }
-    }
+    let plays = |role| args.roles.contains(&role);
+    let (api, worker, scheduler) = (
+        plays(ProcessRole::Api),
+        plays(ProcessRole::Worker),
+        plays(ProcessRole::Scheduler),
+    );
     let host = args.api.host_config()?;
     let queue = args.redis.connect().await?;
     let runtime = worker_runtime(&args.worker, &host)?;
