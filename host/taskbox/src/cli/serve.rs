@@ -14,7 +14,12 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     redis: RedisArgs,
     /// The roles this process plays, any of them (`scheduler` fires cron schedules).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "api,worker,scheduler")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "api,worker,scheduler"
+    )]
     roles: Vec<ProcessRole>,
     #[command(flatten)]
     api: ApiArgs,
