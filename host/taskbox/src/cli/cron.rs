@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use chrono::{SecondsFormat, Utc};
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use crate::cli::client::{ClientArgs, Output, print};
@@ -95,7 +96,7 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
     let output = args.client.output;
     let client = || args.client.client();
     let path = |name: &str, action: &str| format!("/v1/schedules/{name}{action}");
-    let shown = match args.command {
+    let shown: Value = match args.command {
         CronCommand::Add {
             name,
             expr,
@@ -115,14 +116,14 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
             client()?.post("/v1/schedules", &body).await?
         }
         CronCommand::Ls => {
-            let reply = client()?.get("/v1/schedules").await?;
+            let reply: Value = client()?.get("/v1/schedules").await?;
             let rows = reply["schedules"].as_array().cloned().unwrap_or_default();
             print(output, &reply, &rows, COLUMNS);
             return Ok(ExitCode::SUCCESS);
         }
         CronCommand::Show { name } => client()?.get(&path(&name, "")).await?,
         CronCommand::Rm { name } => {
-            client()?.delete(&path(&name, "")).await?;
+            let _: IgnoredAny = client()?.delete(&path(&name, "")).await?;
             return Ok(ExitCode::SUCCESS);
         }
         CronCommand::Pause { name } => client()?.post(&path(&name, "/pause"), &json!({})).await?,

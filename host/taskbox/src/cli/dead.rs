@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use reqwest::Method;
 
+use crate::api::Purged;
 use crate::cli::client::ClientArgs;
 use crate::cli::job::{print_page, retry};
 
@@ -57,10 +58,10 @@ pub(crate) async fn dead(args: DeadArgs) -> anyhow::Result<ExitCode> {
         DeadCommand::Purge { queue } => {
             let query: Vec<(&str, String)> =
                 queue.map(|queue| ("queue", queue)).into_iter().collect();
-            let reply = client
+            let reply: Purged = client
                 .send(client.request(Method::DELETE, "/v1/dead").query(&query))
                 .await?;
-            println!("purged {} dead letters", reply["purged"]);
+            println!("purged {} dead letters", reply.purged);
             Ok(ExitCode::SUCCESS)
         }
     }

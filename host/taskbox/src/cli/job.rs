@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::api::{EnqueueRequest, EnqueuedJob, StatusReply};
 use crate::cli::client::{Client, ClientArgs, Output, print};
 use crate::queue::{JobStatus, Priority};
 
@@ -133,31 +134,28 @@ pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
             let (module, task) = target
                 .split_once('/')
                 .with_context(|| format!("`{target}` is not MODULE/TASK"))?;
-            let mut body = json!({"module": module, "task": task, "input": input});
-            let optional = [
-                ("queue", queue.map(Value::from)),
-                ("delay", delay.map(Value::from)),
-                ("run_at", run_at.map(Value::from)),
-                ("priority", priority.map(|p| json!(p))),
-                ("max_retries", max_retries.map(Value::from)),
-                ("timeout", timeout.map(Value::from)),
-                ("idempotency_key", idempotency_key.map(Value::from)),
-                ("metadata", metadata),
-            ];
-            for (field, value) in optional {
-                if let Some(value) = value {
-                    body[field] = value;
-                }
-            }
-            let enqueued = client.post("/v1/jobs", &body).await?;
-            let id = enqueued["id"].as_str().unwrap_or_default().to_owned();
+            let request = EnqueueRequest {
+                module: module.to_owned(),
+                task: task.to_owned(),
+                input,
+                queue,
+                priority,
+                delay,
+                run_at,
+                max_retries,
+                timeout,
+                idempotency_key,
+                metadata,
+            };
+            let enqueued: EnqueuedJob = client.post("/v1/jobs", &request).await?;
             if !wait {
                 match output {
                     Output::Json => print(output, &enqueued, &[], &[]),
-                    Output::Table => println!("{id}"),
+                    Output::Table => println!("{}", enqueued.id),
                 }
                 return Ok(ExitCode::SUCCESS);
             }
+            let id = enqueued.id;
             let job = wait_for(&client, &id, None).await?;
             print_result(&job, output)
         }
@@ -189,11 +187,9 @@ pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Cancel { id } => {
-            let reply = client
-                .post(&format!("/v1/jobs/{id}/cancel"), &Value::Null)
-                .await?;
-            match reply["status"].as_str() {
-                Some("cancelling") => println!("cancelling {id}: its worker stops it"),
+            let reply: StatusReply = client.post(&format!("/v1/jobs/{id}/cancel"), &()).await?;
+            match reply.status.as_str() {
+                "cancelling" => println!("cancelling {id}: its worker stops it"),
                 _ => println!("cancelled {id}"),
             }
             Ok(ExitCode::SUCCESS)
@@ -234,7 +230,7 @@ async fn wait_for(client: &Client, id: &str, timeout: Option<Duration>) -> anyho
             deadline.saturating_duration_since(tokio::time::Instant::now())
         });
         let wait = left.min(Duration::from_secs(60)).as_millis().max(1);
-        let job = client.get(&format!("/v1/jobs/{id}?wait={wait}ms")).await?;
+        let job: Value = client.get(&format!("/v1/jobs/{id}?wait={wait}ms")).await?;
         let finished = job["status"]
             .as_str()
             .and_then(|status| status.parse::<JobStatus>().ok())
@@ -247,9 +243,7 @@ async fn wait_for(client: &Client, id: &str, timeout: Option<Duration>) -> anyho
 }
 
 pub(crate) async fn retry(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
-    client
-        .post(&format!("/v1/jobs/{id}/retry"), &Value::Null)
-        .await?;
+    let _: StatusReply = client.post(&format!("/v1/jobs/{id}/retry"), &()).await?;
     println!("retrying {id}");
     Ok(ExitCode::SUCCESS)
 }

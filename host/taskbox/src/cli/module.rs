@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::cli::client::{Client, ClientArgs, Output, print};
@@ -80,7 +81,7 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ModuleCommand::Ls => {
-            let reply = client.get("/v1/modules").await?;
+            let reply: Value = client.get("/v1/modules").await?;
             let rows = reply["modules"].as_array().cloned().unwrap_or_default();
             print(
                 output,
@@ -96,7 +97,7 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
             clear,
         } => {
             let path = format!("/v1/modules/{name}/settings");
-            let reply = match (values.is_empty() && secrets.is_empty(), clear) {
+            let reply: Value = match (values.is_empty() && secrets.is_empty(), clear) {
                 (true, false) => client.get(&path).await?,
                 _ => {
                     let body = serde_json::json!({
@@ -120,7 +121,7 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ModuleCommand::Show { name } => {
-            let reply = client.get(&format!("/v1/modules/{name}")).await?;
+            let reply: Value = client.get(&format!("/v1/modules/{name}")).await?;
             let rows = reply["versions"].as_array().cloned().unwrap_or_default();
             print(
                 output,
@@ -133,7 +134,7 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
             let (name, version) = target
                 .split_once('@')
                 .with_context(|| format!("`{target}` is not NAME@VERSION"))?;
-            client
+            let _: IgnoredAny = client
                 .delete(&format!("/v1/modules/{name}/{version}?force={force}"))
                 .await?;
             println!("deleted {name}@{version}");

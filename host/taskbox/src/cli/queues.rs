@@ -15,7 +15,7 @@ pub(crate) struct QueuesArgs {
 
 pub(crate) async fn queues(args: QueuesArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client()?;
-    let reply = client.get("/v1/queues").await?;
+    let reply: Value = client.get("/v1/queues").await?;
     let rows: Vec<Value> = reply["queues"]
         .as_array()
         .into_iter()

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use bytesize::ByteSize;
+use serde_json::{Value, json};
 
+use crate::api::WorkerList;
 use crate::cli::client::{ClientArgs, print};
 
 /// Show the workers that are alive.
@@ -15,15 +17,24 @@ pub(crate) struct WorkersArgs {
 
 pub(crate) async fn workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client()?;
-    let reply = client.get("/v1/workers").await?;
-    let mut rows = reply["workers"].as_array().cloned().unwrap_or_default();
-    for row in &mut rows {
-        for column in ["resident_memory", "memory_bound"] {
-            if let Some(bytes) = row[column].as_u64() {
-                row[column] = ByteSize(bytes).display().iec().to_string().into();
-            }
-        }
-    }
+    let reply: WorkerList = client.get("/v1/workers").await?;
+    let iec = |bytes| ByteSize(bytes).display().iec().to_string();
+    let rows: Vec<Value> = reply
+        .workers
+        .iter()
+        .map(|worker| {
+            json!({
+                "id": worker.id,
+                "host": worker.host,
+                "queues": worker.queues,
+                "concurrency": worker.concurrency,
+                "in_flight": worker.in_flight,
+                "resident_memory": iec(worker.resident_memory),
+                "memory_bound": iec(worker.memory_bound),
+                "last_heartbeat": worker.last_heartbeat,
+            })
+        })
+        .collect();
     let columns = [
         "id",
         "host",
