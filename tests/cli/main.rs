@@ -259,7 +259,7 @@ impl Drop for Server {
 }
 
 #[test]
-fn client_commands_enqueue_wait_cancel_and_show_workers() {
+fn client_commands_set_settings_enqueue_wait_cancel_and_show_workers() {
     let server = Server::start();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/hello/taskbox.toml");
     server
@@ -271,6 +271,22 @@ fn client_commands_enqueue_wait_cancel_and_show_workers() {
             &manifest.display().to_string(),
         ])
         .assert_code(0);
+
+    let run = server.client(&[
+        "module",
+        "settings",
+        "hello",
+        "--set",
+        "GREETING=Hi",
+        "--secret",
+        "API_KEY=s3cret",
+    ]);
+    run.assert_code(0);
+    let shown = "GREETING = Hi\nAPI_KEY = [secret]\n";
+    assert_eq!(run.stdout(), shown);
+    let run = server.client(&["module", "settings", "hello"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout(), shown, "the secret is never shown again");
 
     let run = server.client(&[
         "job",

@@ -35,6 +35,7 @@ use crate::registry::Registry;
 pub use connections::serve_router;
 pub use error::ApiError;
 pub(crate) use jobs::{EnqueueRequest, EnqueuedJob, Purged, StatusReply};
+pub(crate) use modules::SettingsView;
 pub use openapi::openapi_json;
 pub(crate) use system::WorkerList;
 

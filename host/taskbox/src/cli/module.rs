@@ -1,6 +1,7 @@
 //! `taskbox module ...`: uploading, listing, showing and deleting task modules, and reading
 //! a module from disk (shared with `dev` and `bench`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,7 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
+use crate::api::SettingsView;
 use crate::cli::client::{Client, ClientArgs, Output, print};
+use crate::grants::ModuleSettings;
 use crate::manifest::{MANIFEST_FILE, Manifest};
 
 /// Upload, list, show and delete task modules.
@@ -97,13 +100,13 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
             clear,
         } => {
             let path = format!("/v1/modules/{name}/settings");
-            let reply: Value = match (values.is_empty() && secrets.is_empty(), clear) {
+            let reply: SettingsView = match (values.is_empty() && secrets.is_empty(), clear) {
                 (true, false) => client.get(&path).await?,
                 _ => {
-                    let body = serde_json::json!({
-                        "config": key_values(&values)?,
-                        "secrets": key_values(&secrets)?,
-                    });
+                    let body = ModuleSettings {
+                        config: key_values(&values)?,
+                        secrets: key_values(&secrets)?,
+                    };
                     let request = client.request(reqwest::Method::PUT, &path).json(&body);
                     client.send(request).await?
                 }
@@ -111,11 +114,11 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
             match output {
                 Output::Json => print(output, &reply, &[], &[]),
                 Output::Table => {
-                    for (key, value) in reply["config"].as_object().into_iter().flatten() {
-                        println!("{key} = {}", value.as_str().unwrap_or_default());
+                    for (key, value) in &reply.config {
+                        println!("{key} = {value}");
                     }
-                    for key in reply["secrets"].as_array().into_iter().flatten() {
-                        println!("{} = [secret]", key.as_str().unwrap_or_default());
+                    for key in &reply.secrets {
+                        println!("{key} = [secret]");
                     }
                 }
             }
@@ -226,13 +229,13 @@ fn only_wasm_in(dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// `KEY=VALUE` arguments as a JSON object; the error names the argument without `=`.
-fn key_values(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+/// `KEY=VALUE` arguments as a map; the error names the argument without `=`.
+fn key_values(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     pairs
         .iter()
         .enumerate()
         .map(|(index, pair)| match pair.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.into())),
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
             // Not echoed: it may be a secret typed without its key.
             _ => bail!("setting {} is not KEY=VALUE", index + 1),
         })
