@@ -37,6 +37,7 @@ pub use error::ApiError;
 pub(crate) use jobs::{EnqueueRequest, EnqueuedJob, Purged, StatusReply};
 pub(crate) use modules::SettingsView;
 pub use openapi::openapi_json;
+pub(crate) use schedules::NewSchedule;
 pub(crate) use system::WorkerList;
 
 /// The address the API listens on, and the CLI's server, by default.

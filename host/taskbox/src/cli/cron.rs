@@ -8,6 +8,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
+use crate::api::NewSchedule;
 use crate::cli::client::{ClientArgs, Output, print};
 use crate::cli::job::parse_json;
 use crate::scheduler::{CatchUp, CronExpr, parse_zone};
@@ -109,10 +110,16 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
             let (module, task) = target
                 .split_once('/')
                 .with_context(|| format!("`{target}` is not MODULE/TASK"))?;
-            let body = json!({
-                "name": name, "cron": expr, "timezone": tz, "module": module, "task": task,
-                "input": input, "queue": queue, "catch_up": catch_up,
-            });
+            let body = NewSchedule {
+                name,
+                cron: expr,
+                timezone: Some(tz),
+                module: module.to_owned(),
+                task: task.to_owned(),
+                input,
+                queue,
+                catch_up: Some(catch_up),
+            };
             client()?.post("/v1/schedules", &body).await?
         }
         CronCommand::Ls => {
