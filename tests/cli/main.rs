@@ -4,7 +4,10 @@
 mod guests;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use taskbox::redis_server::{RedisOptions, RedisServer};
 
 /// Runs `taskbox` with `args`; the failure message of any assertion on the result shows the
 /// command, its exit status, stdout and stderr.
@@ -173,6 +176,16 @@ fn bad_flags_are_refused_naming_the_flag() {
 }
 
 #[test]
+fn an_unknown_serve_role_is_refused_naming_the_roles() {
+    // Refused while parsing the flags, before any Redis is looked for.
+    let run = taskbox(&["serve", "--roles", "api,bogus"]);
+    run.assert_code(2);
+    let stderr = run.stderr();
+    assert!(stderr.contains("--roles"), "{stderr}");
+    assert!(stderr.contains("api, worker, scheduler"), "{stderr}");
+}
+
+#[test]
 fn help_documents_every_flag() {
     let run = taskbox(&["run", "--help"]);
     run.assert_code(0);
@@ -183,4 +196,174 @@ fn help_documents_every_flag() {
             "`taskbox run --help` does not mention {flag}:\n{help}"
         );
     }
+}
+
+/// A `taskbox serve` child process (API, worker, scheduler) on a private redis-server, killed
+/// on drop.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    _redis: RedisServer,
+}
+
+impl Server {
+    /// Starts the server and waits until its worker shows in `taskbox workers`.
+    fn start() -> Self {
+        let redis = RedisServer::start(RedisOptions::default()).expect("starting redis-server");
+        // The port is free when asked; nothing else on the machine takes ports meanwhile.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_taskbox"))
+            .args(["serve", "--redis", &redis.url(), "--listen", &listen])
+            .args(["--concurrency", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting taskbox serve");
+        let server = Self {
+            child,
+            url: format!("http://{listen}"),
+            _redis: redis,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = server.client(&["workers", "--output", "json"]);
+            if run.code() == Some(0) && run.stdout().contains("\"id\"") {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no worker within 60 s: {}",
+                run.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs a client command of `taskbox` against this server.
+    fn client(&self, args: &[&str]) -> Run {
+        let mut args = args.to_vec();
+        args.extend(["--server", &self.url]);
+        taskbox(&args)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn client_commands_set_settings_enqueue_wait_cancel_and_show_workers() {
+    let server = Server::start();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/hello/taskbox.toml");
+    server
+        .client(&[
+            "module",
+            "push",
+            &path("hello"),
+            "--manifest",
+            &manifest.display().to_string(),
+        ])
+        .assert_code(0);
+
+    let run = server.client(&[
+        "module",
+        "settings",
+        "hello",
+        "--set",
+        "GREETING=Hi",
+        "--secret",
+        "API_KEY=s3cret",
+    ]);
+    run.assert_code(0);
+    let shown = "GREETING = Hi\nAPI_KEY = [secret]\n";
+    assert_eq!(run.stdout(), shown);
+    let run = server.client(&["module", "settings", "hello"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout(), shown, "the secret is never shown again");
+
+    let run = server.client(&[
+        "job",
+        "enqueue",
+        "hello/greet",
+        "--input",
+        r#"{"name":"Ada"}"#,
+        "--wait",
+    ]);
+    run.assert_code(0);
+    assert!(run.stdout().contains("Hello, Ada!"), "{}", run.stdout());
+
+    let run = server.client(&[
+        "job",
+        "enqueue",
+        "hello/greet",
+        "--delay",
+        "1h",
+        "--queue",
+        "later",
+        "--idempotency-key",
+        "once",
+        "--output",
+        "json",
+    ]);
+    run.assert_code(0);
+    let enqueued: serde_json::Value = serde_json::from_str(&run.stdout()).expect("JSON");
+    assert_eq!(
+        (&enqueued["queue"], &enqueued["created"]),
+        (&serde_json::json!("later"), &serde_json::json!(true)),
+        "{enqueued}"
+    );
+    let id = enqueued["id"].as_str().expect("an id").to_owned();
+    let again = server.client(&[
+        "job",
+        "enqueue",
+        "hello/greet",
+        "--queue",
+        "later",
+        "--idempotency-key",
+        "once",
+    ]);
+    again.assert_code(0);
+    assert_eq!(
+        again.stdout().trim(),
+        id,
+        "the same key gives the first job"
+    );
+
+    let run = server.client(&["job", "cancel", &id]);
+    run.assert_code(0);
+    assert_eq!(run.stdout().trim(), format!("cancelled {id}"));
+    let run = server.client(&["dead", "purge"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout().trim(), "purged 0 dead letters");
+
+    let run = server.client(&["workers"]);
+    run.assert_code(0);
+    let table = run.stdout();
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ID",
+            "HOST",
+            "QUEUES",
+            "CONCURRENCY",
+            "IN_FLIGHT",
+            "RESIDENT_MEMORY",
+            "MEMORY_BOUND",
+            "LAST_HEARTBEAT"
+        ],
+        "{table}"
+    );
+    let row = lines.next().expect("a worker");
+    // Sizes in IEC units, e.g. `45.2 MiB`.
+    assert!(row.contains("iB"), "{table}");
+    assert!(row.contains(" 2 "), "the concurrency: {table}");
 }

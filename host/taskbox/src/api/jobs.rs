@@ -25,47 +25,57 @@ const MAX_BATCH: usize = 1000;
 const MAX_PAGE: usize = 500;
 
 /// A job to enqueue.
-#[derive(Debug, Deserialize, ToSchema)]
+// Serialize too: the CLI sends it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnqueueRequest {
     /// The module: `name` (its highest version) or `name@version`.
     #[schema(example = "hello")]
-    module: String,
+    pub(crate) module: String,
     /// A task the module's manifest declares.
     #[schema(example = "greet")]
-    task: String,
+    pub(crate) task: String,
     /// The input, any JSON value (the task receives it as JSON bytes).
     #[serde(default)]
     #[schema(value_type = Object, example = json!({"name": "Ada"}))]
-    input: Value,
+    pub(crate) input: Value,
     /// The queue (default: the task's queue from the manifest, else `default`).
-    queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) queue: Option<String>,
     /// `high`, `normal` or `low`.
-    priority: Option<Priority>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) priority: Option<Priority>,
     /// Run no earlier than this from now (`10s`, `5m`).
-    delay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) delay: Option<String>,
     /// Run no earlier than this time (RFC 3339).
-    run_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) run_at: Option<String>,
     /// Retries after the first attempt (default: the manifest's, else 3).
-    max_retries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_retries: Option<u32>,
     /// Wall-clock limit of each attempt (`30s`; default: the manifest's).
-    timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) timeout: Option<String>,
     /// Enqueueing again with the same key returns the first job's id.
-    idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) idempotency_key: Option<String>,
     /// Stored with the job as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
-    metadata: Option<Value>,
+    pub(crate) metadata: Option<Value>,
 }
 
 /// What an enqueue did.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct EnqueuedJob {
     /// The job's id.
-    id: String,
+    pub(crate) id: String,
     /// Its queue.
-    queue: String,
+    pub(crate) queue: String,
     /// False when the idempotency key had been used: `id` is the earlier job's.
-    created: bool,
+    pub(crate) created: bool,
 }
 
 /// Several jobs to enqueue at once.
@@ -354,13 +364,14 @@ pub(crate) async fn logs(
 }
 
 /// A job's status after a cancel or retry.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct StatusReply {
     /// The job id.
-    id: String,
+    pub(crate) id: String,
     /// `cancelled`, `cancelling` (its worker was told to stop it), `pending` (retried), or
     /// the finished status it already had.
-    status: String,
+    pub(crate) status: String,
 }
 
 /// Cancel a job: a queued job never starts; a running one is stopped where it runs.
@@ -542,9 +553,10 @@ pub(crate) struct PurgeOptions {
 }
 
 /// How many dead letters were purged.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct Purged {
-    purged: u64,
+    pub(crate) purged: u64,
 }
 
 /// Delete the caller's dead letters, and the dead jobs with them.

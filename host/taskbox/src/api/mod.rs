@@ -34,7 +34,11 @@ use crate::registry::Registry;
 
 pub use connections::serve_router;
 pub use error::ApiError;
+pub(crate) use jobs::{EnqueueRequest, EnqueuedJob, Purged, StatusReply};
+pub(crate) use modules::SettingsView;
 pub use openapi::openapi_json;
+pub(crate) use schedules::NewSchedule;
+pub(crate) use system::WorkerList;
 
 /// The address the API listens on, and the CLI's server, by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";

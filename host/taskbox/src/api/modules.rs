@@ -188,12 +188,13 @@ pub(crate) async fn remove(
 
 /// A module's settings as the API shows them: plain values, and the names of the secrets
 /// (their values are never shown).
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct SettingsView {
     /// Plain values by key.
-    config: std::collections::BTreeMap<String, String>,
+    pub(crate) config: std::collections::BTreeMap<String, String>,
     /// The keys of the secrets.
-    secrets: Vec<String>,
+    pub(crate) secrets: Vec<String>,
 }
 
 impl From<ModuleSettings> for SettingsView {

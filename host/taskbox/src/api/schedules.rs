@@ -15,33 +15,34 @@ use crate::api::{ApiError, AppState, Caller};
 use crate::scheduler::{CatchUp, Schedule, ScheduleError, ScheduleStatus, Source};
 
 /// A schedule to create.
-#[derive(Debug, Deserialize, ToSchema)]
+// Serialize too: the CLI sends it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewSchedule {
     /// 1 to 64 letters, digits, `-`, `_` or `.`.
     #[schema(example = "nightly-report")]
-    name: String,
+    pub(crate) name: String,
     /// Five fields (minute hour day-of-month month day-of-week), six with seconds first, or
     /// `@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`.
     #[schema(example = "0 3 * * *")]
-    cron: String,
+    pub(crate) cron: String,
     /// An IANA time zone (default `UTC`).
-    timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
     /// The module: each fire runs its highest version.
     #[schema(example = "hello")]
-    module: String,
+    pub(crate) module: String,
     /// A task the module's manifest declares.
     #[schema(example = "greet")]
-    task: String,
+    pub(crate) task: String,
     /// The input of every job (JSON).
     #[serde(default)]
     #[schema(value_type = Object, example = json!({"name": "Ada"}))]
-    input: Value,
+    pub(crate) input: Value,
     /// The queue (default: the task's, else `default`).
-    queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// `latest` (default): after downtime, the latest missed fire runs once; `skip`: missed
     /// fires are dropped.
-    catch_up: Option<CatchUp>,
+    pub(crate) catch_up: Option<CatchUp>,
 }
 
 /// The caller's schedules.

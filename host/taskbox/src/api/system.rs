@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::error::{ErrorBody, Json};
@@ -32,9 +32,10 @@ pub(crate) async fn queues(
 }
 
 /// The workers that heartbeated recently.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct WorkerList {
-    workers: Vec<WorkerInfo>,
+    pub(crate) workers: Vec<WorkerInfo>,
 }
 
 /// Workers: id, host, start, concurrency, jobs in flight, last heartbeat.

@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use taskbox_runtime::{Runtime, RuntimeConfig};
 
 use crate::auth::DEFAULT_TENANT;
-use crate::cli::dev::read_module;
+use crate::cli::module::read_module;
 use crate::cli::redis_url::RedisArgs;
 use crate::queue::{EnqueueOptions, NewJob, Queue};
 use crate::registry::{Registry, RegistryConfig};

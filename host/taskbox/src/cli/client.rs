@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::DEFAULT_LISTEN;
@@ -67,11 +69,15 @@ impl Client {
         }
     }
 
-    /// Sends `request` and returns its JSON answer, or the API's error as an error.
-    pub(crate) async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
+    /// Sends `request` and returns its JSON answer as a `T`, or the API's error as an error.
+    /// An answer without content reads as JSON `null`.
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+    ) -> anyhow::Result<T> {
         let response = self.answer(request).await?;
         if response.status() == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
+            return serde_json::from_value(Value::Null).context("reading the API's empty answer");
         }
         response.json().await.context("reading the API's answer")
     }
@@ -96,21 +102,25 @@ impl Client {
         bail!("{message} ({} {code})", status.as_u16())
     }
 
-    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(Method::GET, path)).await
     }
 
-    pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
-    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(Method::DELETE, path)).await
     }
 }
 
 /// Prints `value` as JSON, or as `columns` of `rows` (each row a JSON object) for people.
-pub(crate) fn print(output: Output, value: &Value, rows: &[Value], columns: &[&str]) {
+pub(crate) fn print(output: Output, value: &impl Serialize, rows: &[Value], columns: &[&str]) {
     match output {
         Output::Json => println!(
             "{}",

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use chrono::{SecondsFormat, Utc};
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
+use crate::api::NewSchedule;
 use crate::cli::client::{ClientArgs, Output, print};
 use crate::cli::job::parse_json;
 use crate::scheduler::{CatchUp, CronExpr, parse_zone};
@@ -95,7 +97,7 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
     let output = args.client.output;
     let client = || args.client.client();
     let path = |name: &str, action: &str| format!("/v1/schedules/{name}{action}");
-    let shown = match args.command {
+    let shown: Value = match args.command {
         CronCommand::Add {
             name,
             expr,
@@ -108,21 +110,27 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
             let (module, task) = target
                 .split_once('/')
                 .with_context(|| format!("`{target}` is not MODULE/TASK"))?;
-            let body = json!({
-                "name": name, "cron": expr, "timezone": tz, "module": module, "task": task,
-                "input": input, "queue": queue, "catch_up": catch_up,
-            });
+            let body = NewSchedule {
+                name,
+                cron: expr,
+                timezone: Some(tz),
+                module: module.to_owned(),
+                task: task.to_owned(),
+                input,
+                queue,
+                catch_up: Some(catch_up),
+            };
             client()?.post("/v1/schedules", &body).await?
         }
         CronCommand::Ls => {
-            let reply = client()?.get("/v1/schedules").await?;
+            let reply: Value = client()?.get("/v1/schedules").await?;
             let rows = reply["schedules"].as_array().cloned().unwrap_or_default();
             print(output, &reply, &rows, COLUMNS);
             return Ok(ExitCode::SUCCESS);
         }
         CronCommand::Show { name } => client()?.get(&path(&name, "")).await?,
         CronCommand::Rm { name } => {
-            client()?.delete(&path(&name, "")).await?;
+            let _: IgnoredAny = client()?.delete(&path(&name, "")).await?;
             return Ok(ExitCode::SUCCESS);
         }
         CronCommand::Pause { name } => client()?.post(&path(&name, "/pause"), &json!({})).await?,

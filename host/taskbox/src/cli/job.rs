@@ -1,5 +1,5 @@
-//! `taskbox job ...`, `taskbox dead ...`, `taskbox queues` and `taskbox workers`: clients
-//! of the HTTP API.
+//! `taskbox job ...`: enqueueing, inspecting, waiting for, cancelling and retrying jobs
+//! through the HTTP API; also how a page of jobs is printed (shared with `dead ls`).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use bytesize::ByteSize;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::api::{EnqueueRequest, EnqueuedJob, StatusReply};
 use crate::cli::client::{Client, ClientArgs, Output, print};
 use crate::queue::{JobStatus, Priority};
 
@@ -112,46 +112,6 @@ enum JobCommand {
     },
 }
 
-/// List, retry and purge dead letters: jobs that failed for good.
-#[derive(Debug, clap::Args)]
-pub(crate) struct DeadArgs {
-    #[command(subcommand)]
-    command: DeadCommand,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum DeadCommand {
-    /// List dead letters, newest first.
-    Ls {
-        /// Only this queue's.
-        #[arg(long)]
-        queue: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
-    /// Give a dead job a new series of attempts.
-    Retry {
-        /// The job id.
-        id: String,
-    },
-    /// Delete dead letters (all of them, or one queue's).
-    Purge {
-        /// Only this queue's.
-        #[arg(long)]
-        queue: Option<String>,
-    },
-}
-
-/// Show the queues or the workers.
-#[derive(Debug, clap::Args)]
-pub(crate) struct StatusArgs {
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
 const JOB_COLUMNS: &[&str] = &["id", "status", "module", "task", "attempt", "queue"];
 
 pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
@@ -174,31 +134,28 @@ pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
             let (module, task) = target
                 .split_once('/')
                 .with_context(|| format!("`{target}` is not MODULE/TASK"))?;
-            let mut body = json!({"module": module, "task": task, "input": input});
-            let optional = [
-                ("queue", queue.map(Value::from)),
-                ("delay", delay.map(Value::from)),
-                ("run_at", run_at.map(Value::from)),
-                ("priority", priority.map(|p| json!(p))),
-                ("max_retries", max_retries.map(Value::from)),
-                ("timeout", timeout.map(Value::from)),
-                ("idempotency_key", idempotency_key.map(Value::from)),
-                ("metadata", metadata),
-            ];
-            for (field, value) in optional {
-                if let Some(value) = value {
-                    body[field] = value;
-                }
-            }
-            let enqueued = client.post("/v1/jobs", &body).await?;
-            let id = enqueued["id"].as_str().unwrap_or_default().to_owned();
+            let request = EnqueueRequest {
+                module: module.to_owned(),
+                task: task.to_owned(),
+                input,
+                queue,
+                priority,
+                delay,
+                run_at,
+                max_retries,
+                timeout,
+                idempotency_key,
+                metadata,
+            };
+            let enqueued: EnqueuedJob = client.post("/v1/jobs", &request).await?;
             if !wait {
                 match output {
                     Output::Json => print(output, &enqueued, &[], &[]),
-                    Output::Table => println!("{id}"),
+                    Output::Table => println!("{}", enqueued.id),
                 }
                 return Ok(ExitCode::SUCCESS);
             }
+            let id = enqueued.id;
             let job = wait_for(&client, &id, None).await?;
             print_result(&job, output)
         }
@@ -230,11 +187,9 @@ pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Cancel { id } => {
-            let reply = client
-                .post(&format!("/v1/jobs/{id}/cancel"), &Value::Null)
-                .await?;
-            match reply["status"].as_str() {
-                Some("cancelling") => println!("cancelling {id}: its worker stops it"),
+            let reply: StatusReply = client.post(&format!("/v1/jobs/{id}/cancel"), &()).await?;
+            match reply.status.as_str() {
+                "cancelling" => println!("cancelling {id}: its worker stops it"),
                 _ => println!("cancelled {id}"),
             }
             Ok(ExitCode::SUCCESS)
@@ -266,92 +221,6 @@ pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub(crate) async fn dead(args: DeadArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client()?;
-    let output = args.client.output;
-    match args.command {
-        DeadCommand::Ls { queue, limit } => {
-            let mut query = vec![("limit", limit.to_string())];
-            query.extend(queue.map(|queue| ("queue", queue)));
-            let page = client
-                .send(client.request(Method::GET, "/v1/dead").query(&query))
-                .await?;
-            print_page(output, &page);
-            Ok(ExitCode::SUCCESS)
-        }
-        DeadCommand::Retry { id } => retry(&client, &id).await,
-        DeadCommand::Purge { queue } => {
-            let query: Vec<(&str, String)> =
-                queue.map(|queue| ("queue", queue)).into_iter().collect();
-            let reply = client
-                .send(client.request(Method::DELETE, "/v1/dead").query(&query))
-                .await?;
-            println!("purged {} dead letters", reply["purged"]);
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-pub(crate) async fn queues(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client()?;
-    let reply = client.get("/v1/queues").await?;
-    let rows: Vec<Value> = reply["queues"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|queue| {
-            let waiting = &queue["waiting"];
-            json!({
-                "name": queue["name"],
-                "waiting": waiting["high"].as_u64().unwrap_or(0)
-                    + waiting["normal"].as_u64().unwrap_or(0)
-                    + waiting["low"].as_u64().unwrap_or(0),
-                "running": queue["running"],
-                "delayed": queue["delayed"],
-                "oldest_waiting_ms": queue["oldest_waiting_ms"],
-                "completed/min": queue["completed_last_minute"],
-                "failed/min": queue["failed_last_minute"],
-            })
-        })
-        .collect();
-    let columns = [
-        "name",
-        "waiting",
-        "running",
-        "delayed",
-        "oldest_waiting_ms",
-        "completed/min",
-        "failed/min",
-    ];
-    print(args.client.output, &reply, &rows, &columns);
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn workers(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client()?;
-    let reply = client.get("/v1/workers").await?;
-    let mut rows = reply["workers"].as_array().cloned().unwrap_or_default();
-    for row in &mut rows {
-        for column in ["resident_memory", "memory_bound"] {
-            if let Some(bytes) = row[column].as_u64() {
-                row[column] = ByteSize(bytes).display().iec().to_string().into();
-            }
-        }
-    }
-    let columns = [
-        "id",
-        "host",
-        "queues",
-        "concurrency",
-        "in_flight",
-        "resident_memory",
-        "memory_bound",
-        "last_heartbeat",
-    ];
-    print(args.client.output, &reply, &rows, &columns);
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Waits for job `id` in long polls of at most a minute, for `timeout` in all (forever when
 /// `None`).
 async fn wait_for(client: &Client, id: &str, timeout: Option<Duration>) -> anyhow::Result<Value> {
@@ -361,7 +230,7 @@ async fn wait_for(client: &Client, id: &str, timeout: Option<Duration>) -> anyho
             deadline.saturating_duration_since(tokio::time::Instant::now())
         });
         let wait = left.min(Duration::from_secs(60)).as_millis().max(1);
-        let job = client.get(&format!("/v1/jobs/{id}?wait={wait}ms")).await?;
+        let job: Value = client.get(&format!("/v1/jobs/{id}?wait={wait}ms")).await?;
         let finished = job["status"]
             .as_str()
             .and_then(|status| status.parse::<JobStatus>().ok())
@@ -373,10 +242,8 @@ async fn wait_for(client: &Client, id: &str, timeout: Option<Duration>) -> anyho
     }
 }
 
-async fn retry(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
-    client
-        .post(&format!("/v1/jobs/{id}/retry"), &Value::Null)
-        .await?;
+pub(crate) async fn retry(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    let _: StatusReply = client.post(&format!("/v1/jobs/{id}/retry"), &()).await?;
     println!("retrying {id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -389,7 +256,7 @@ fn print_job(job: &Value) {
     println!("{}", serde_json::to_string_pretty(job).unwrap_or_default());
 }
 
-fn print_page(output: Output, page: &Value) {
+pub(crate) fn print_page(output: Output, page: &Value) {
     let rows: Vec<Value> = page["jobs"]
         .as_array()
         .into_iter()

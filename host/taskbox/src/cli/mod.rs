@@ -3,11 +3,18 @@
 mod bench;
 mod client;
 mod cron;
+mod dead;
 mod dev;
 mod events;
 mod job;
+mod module;
+mod queues;
 pub(crate) mod redis_url;
+mod roles;
 mod run;
+mod serve;
+mod token;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -28,15 +35,13 @@ pub struct Cli {
 enum Command {
     Run(run::RunArgs),
     Dev(dev::DevArgs),
-    Serve(dev::ServeArgs),
-    Module(dev::ModuleArgs),
+    Serve(serve::ServeArgs),
+    Module(module::ModuleArgs),
     Job(job::JobArgs),
-    Dead(job::DeadArgs),
-    /// Show the queues: depth, oldest waiting job, throughput.
-    Queues(job::StatusArgs),
-    /// Show the workers that are alive.
-    Workers(job::StatusArgs),
-    Token(dev::TokenArgs),
+    Dead(dead::DeadArgs),
+    Queues(queues::QueuesArgs),
+    Workers(workers::WorkersArgs),
+    Token(token::TokenArgs),
     Events(events::EventsArgs),
     Cron(cron::CronArgs),
     Bench(bench::BenchArgs),
@@ -53,13 +58,13 @@ impl Cli {
         match self.command {
             Command::Run(args) => run::run(args),
             Command::Dev(args) => runtime()?.block_on(dev::dev(args)),
-            Command::Serve(args) => runtime()?.block_on(dev::serve(args)),
-            Command::Module(args) => runtime()?.block_on(dev::module(args)),
+            Command::Serve(args) => runtime()?.block_on(serve::serve(args)),
+            Command::Module(args) => runtime()?.block_on(module::module(args)),
             Command::Job(args) => runtime()?.block_on(job::job(args)),
-            Command::Dead(args) => runtime()?.block_on(job::dead(args)),
-            Command::Queues(args) => runtime()?.block_on(job::queues(args)),
-            Command::Workers(args) => runtime()?.block_on(job::workers(args)),
-            Command::Token(args) => runtime()?.block_on(dev::token(args)),
+            Command::Dead(args) => runtime()?.block_on(dead::dead(args)),
+            Command::Queues(args) => runtime()?.block_on(queues::queues(args)),
+            Command::Workers(args) => runtime()?.block_on(workers::workers(args)),
+            Command::Token(args) => runtime()?.block_on(token::token(args)),
             Command::Events(args) => runtime()?.block_on(events::events(args)),
             Command::Cron(args) => runtime()?.block_on(cron::cron(args)),
             Command::Bench(args) => runtime()?.block_on(bench::bench(args)),
