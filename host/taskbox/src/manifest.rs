@@ -311,8 +311,12 @@ impl Manifest {
             }
         }
         for entry in &self.capabilities.allowed_outbound_hosts {
-            HostPattern::parse(entry)
-                .map_err(|reason| ("capabilities.allowed_outbound_hosts".to_owned(), reason))?;
+            HostPattern::parse(entry).map_err(|reason| {
+                (
+                    "capabilities.allowed_outbound_hosts".to_owned(),
+                    reason.to_string(),
+                )
+            })?;
         }
         for grant in &self.capabilities.sql {
             let database = grant.strip_suffix(":read").unwrap_or(grant);

@@ -30,7 +30,7 @@ use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-pub use pattern::HostPattern;
+pub use pattern::{BadHostPattern, HostPattern};
 
 use crate::capabilities::Caller;
 use crate::job::JobState;
@@ -84,7 +84,7 @@ pub struct HttpGrant {
 impl HttpGrant {
     /// A grant of `allowed_hosts` (`scheme://host[:port]` patterns); the error names the
     /// entry that is not one.
-    pub fn new(allowed_hosts: &[String], limits: HttpLimits) -> Result<Self, String> {
+    pub fn new(allowed_hosts: &[String], limits: HttpLimits) -> Result<Self, BadHostPattern> {
         let allowed = allowed_hosts
             .iter()
             .map(|entry| HostPattern::parse(entry))

@@ -29,27 +29,61 @@ impl Scheme {
     }
 }
 
+/// Why an `allowed_outbound_hosts` entry is not a host pattern; each names the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadHostPattern {
+    /// No `://`.
+    #[error("`{0}` is not scheme://host[:port]")]
+    NotAPattern(String),
+    /// A scheme other than http, https or `*`.
+    #[error("`{entry}`: the scheme `{scheme}` is not http or https")]
+    Scheme {
+        /// The entry.
+        entry: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// A user, path, query or fragment besides the host.
+    #[error("`{0}`: only scheme://host[:port], without user, path or query")]
+    NotJustAHost(String),
+    /// A port that is neither a number nor `*`.
+    #[error("`{entry}`: `{port}` is not a port")]
+    Port {
+        /// The entry.
+        entry: String,
+        /// Its port.
+        port: String,
+    },
+    /// A host that is not a name, an address or `*.domain`.
+    #[error("`{entry}`: `{host}` is not a host name or `*.domain`")]
+    Host {
+        /// The entry.
+        entry: String,
+        /// Its host.
+        host: String,
+    },
+}
+
 impl HostPattern {
     /// Parses `scheme://host[:port]`; the error says what is wrong with `text`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, BadHostPattern> {
         let lower = text.to_ascii_lowercase();
         let (scheme, rest) = lower
             .split_once("://")
-            .ok_or_else(|| format!("`{text}` is not scheme://host[:port]"))?;
+            .ok_or_else(|| BadHostPattern::NotAPattern(text.to_owned()))?;
         let scheme = match scheme {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
             "*" => Scheme::Any,
             other => {
-                return Err(format!(
-                    "`{text}`: the scheme `{other}` is not http or https"
-                ));
+                return Err(BadHostPattern::Scheme {
+                    entry: text.to_owned(),
+                    scheme: other.to_owned(),
+                });
             }
         };
         if rest.contains(['/', '@', '?', '#']) {
-            return Err(format!(
-                "`{text}`: only scheme://host[:port], without user, path or query"
-            ));
+            return Err(BadHostPattern::NotJustAHost(text.to_owned()));
         }
         let (host, port) = match rest.find(']') {
             Some(end) => (&rest[..=end], rest[end + 1..].strip_prefix(':')),
@@ -61,10 +95,10 @@ impl HostPattern {
         let port = match port {
             None => scheme.default_port(),
             Some("*") => None,
-            Some(port) => Some(
-                port.parse::<u16>()
-                    .map_err(|_| format!("`{text}`: `{port}` is not a port"))?,
-            ),
+            Some(port) => Some(port.parse::<u16>().map_err(|_| BadHostPattern::Port {
+                entry: text.to_owned(),
+                port: port.to_owned(),
+            })?),
         };
         let host = normalize_host(host);
         let valid = host == "*"
@@ -73,9 +107,10 @@ impl HostPattern {
                     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':')
                 }));
         if !valid {
-            return Err(format!(
-                "`{text}`: `{host}` is not a host name or `*.domain`"
-            ));
+            return Err(BadHostPattern::Host {
+                entry: text.to_owned(),
+                host,
+            });
         }
         Ok(Self { scheme, host, port })
     }
@@ -191,7 +226,7 @@ mod tests {
             ("https://", "not a host"),
         ] {
             let err = HostPattern::parse(entry).unwrap_err();
-            assert!(err.contains(reason), "{entry}: {err}");
+            assert!(err.to_string().contains(reason), "{entry}: {err}");
         }
     }
 

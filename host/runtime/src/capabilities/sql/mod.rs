@@ -106,12 +106,54 @@ pub struct SqlGrant {
     max_result_bytes: usize,
 }
 
+/// Why the host's SQL configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlConfigError {
+    /// The directory of the modules' own databases cannot be made.
+    #[error("creating {}: {source}", dir.display())]
+    SelfDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PostgreSQL database's URL does not parse.
+    #[error("database `{name}`: not a PostgreSQL URL: {reason}")]
+    PostgresUrl {
+        /// The database's name.
+        name: String,
+        /// What the parser said.
+        reason: String,
+    },
+}
+
+/// Why a module cannot have the databases its manifest asks for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqlGrantError {
+    /// The tenant's or module's name cannot name a file.
+    #[error("no private database for {tenant}/{module}")]
+    NoFileName {
+        /// The tenant.
+        tenant: String,
+        /// The module.
+        module: String,
+    },
+    /// `self` asked of a host with no directory for private databases.
+    #[error("this host offers no private databases")]
+    NoSelf,
+    /// A database the host's configuration does not name.
+    #[error("this host offers no database `{0}`")]
+    Unknown(String),
+}
+
 impl SqlDatabases {
     /// The databases of `config`. PostgreSQL connections are made when first used.
-    pub fn new(config: SqlConfig) -> Result<Self, String> {
+    pub fn new(config: SqlConfig) -> Result<Self, SqlConfigError> {
         if let Some(dir) = &config.self_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|err| format!("creating {}: {err}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| SqlConfigError::SelfDir {
+                dir: dir.clone(),
+                source,
+            })?;
         }
         let postgres = config
             .databases
@@ -121,11 +163,16 @@ impl SqlDatabases {
                 DatabaseConfig::Sqlite { .. } => None,
             })
             .map(|(name, url)| {
-                let pool = postgres::Pool::new(url, config.postgres_connections)
-                    .map_err(|err| format!("database `{name}`: {err}"))?;
+                let pool =
+                    postgres::Pool::new(url, config.postgres_connections).map_err(|reason| {
+                        SqlConfigError::PostgresUrl {
+                            name: name.clone(),
+                            reason,
+                        }
+                    })?;
                 Ok((name.clone(), Arc::new(pool)))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SqlConfigError>>()?;
         Ok(Self { config, postgres })
     }
 
@@ -141,7 +188,12 @@ impl SqlDatabases {
 
     /// The grant of `module` of `tenant` for its manifest's `grants` (`self`, `NAME`,
     /// `NAME:read`); the error names a database this host does not offer.
-    pub fn grant(&self, tenant: &str, module: &str, grants: &[String]) -> Result<SqlGrant, String> {
+    pub fn grant(
+        &self,
+        tenant: &str,
+        module: &str,
+        grants: &[String],
+    ) -> Result<SqlGrant, SqlGrantError> {
         let mut databases = HashMap::new();
         for grant in grants {
             let (name, read_only) = match grant.strip_suffix(":read") {
@@ -151,14 +203,17 @@ impl SqlDatabases {
             let backend = match (name, &self.config.self_dir) {
                 ("self", Some(dir)) => {
                     if !is_safe_name(tenant) || !is_safe_name(module) {
-                        return Err(format!("no private database for {tenant}/{module}"));
+                        return Err(SqlGrantError::NoFileName {
+                            tenant: tenant.to_owned(),
+                            module: module.to_owned(),
+                        });
                     }
                     Backend::Sqlite(sqlite::Database {
                         path: dir.join(format!("{tenant}--{module}.sqlite")),
                         max_bytes: Some(self.config.max_self_bytes),
                     })
                 }
-                ("self", None) => return Err("this host offers no private databases".into()),
+                ("self", None) => return Err(SqlGrantError::NoSelf),
                 (name, _) => match self.config.databases.get(name) {
                     // The operator's own files: their size is the operator's business.
                     Some(DatabaseConfig::Sqlite { path }) => Backend::Sqlite(sqlite::Database {
@@ -168,7 +223,7 @@ impl SqlDatabases {
                     Some(DatabaseConfig::Postgres { .. }) => {
                         Backend::Postgres(Arc::clone(&self.postgres[name]))
                     }
-                    None => return Err(format!("this host offers no database `{name}`")),
+                    None => return Err(SqlGrantError::Unknown(name.to_owned())),
                 },
             };
             let entry = databases

@@ -37,10 +37,11 @@ impl std::fmt::Debug for Pool {
 type Param = Box<dyn ToSql + Sync + Send>;
 
 impl Pool {
+    /// A pool for `url`; the error is what the URL parser said.
     pub(crate) fn new(url: &str, size: usize) -> Result<Self, String> {
         let config = url
             .parse()
-            .map_err(|err| format!("not a PostgreSQL URL: {err}"))?;
+            .map_err(|err: tokio_postgres::Error| err.to_string())?;
         Ok(Self {
             config,
             idle: Mutex::new(Vec::new()),
