@@ -5,6 +5,7 @@
 //! transition that touches more than one key is one Lua script (`lua/*.lua`, each with a
 //! header naming its KEYS, ARGV and return value).
 
+mod attempts;
 pub mod job;
 mod keys;
 mod query;
@@ -20,6 +21,7 @@ use taskbox_runtime::guest_text::quote;
 
 use crate::registry::{self, RegistryError};
 
+pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
 pub use job::{Backoff, JobRecord, JobStatus, Priority};
 pub(crate) use keys::QueueKeys;
 pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
@@ -602,18 +604,6 @@ impl Queue {
             .invoke_async(&mut self.connection())
             .await?;
         Ok(retried.is_some())
-    }
-
-    pub(crate) fn scripts_start_batch(&self) -> &Script {
-        &self.scripts.start_batch
-    }
-
-    pub(crate) fn scripts_finish_batch(&self) -> &Script {
-        &self.scripts.finish_batch
-    }
-
-    pub(crate) fn scripts_promote(&self) -> &Script {
-        &self.scripts.promote
     }
 }
 

@@ -5,42 +5,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands as _, AsyncConnectionConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{RETRY_FIRST, RETRY_MOST, Worker};
-use crate::queue::{GROUP, Priority};
+use crate::queue::Delivery;
 
 /// The most entries one call takes.
 pub(super) const MAX_BATCH: usize = 256;
-
-/// What `start_batch.lua` returns for a job that may run: attempt, max attempts, task,
-/// module digest, input, timeout in ms, enqueue time, backoff as JSON, fuel, memory in
-/// bytes (timeout, fuel and memory '' for the default), and tenant, module name, version and
-/// chain depth ('' for 0).
-pub(super) type Started = (
-    u32,
-    u32,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    u64,
-    String,
-    String,
-    String,
-    (String, String, String, String),
-);
-
-/// A stream entry: which queue and stream it came from and the job it names.
-pub(super) struct Delivery {
-    pub(super) queue: String,
-    pub(super) priority: Priority,
-    pub(super) entry: String,
-    pub(super) job: String,
-}
 
 impl Worker {
     /// A connection of its own for blocking reads, which would hold up the shared one.
@@ -95,7 +68,7 @@ impl Worker {
             if lost_group(&err) {
                 // Redis lost its data (or a stream was deleted): make the groups again.
                 for queue in &self.config.queues {
-                    if let Err(err) = self.create_groups(queue).await {
+                    if let Err(err) = self.queue.create_groups(queue).await {
                         tracing::warn!("{err:#}");
                     }
                 }
@@ -134,7 +107,10 @@ impl Worker {
             if permits.is_empty() {
                 return Ok(());
             }
-            let taken = self.start_batch(queue, permits.len(), &[]).await?;
+            let taken = self
+                .queue
+                .start_batch(queue, &self.config.id, permits.len(), &[])
+                .await?;
             started += self.launch(taken, &mut permits);
         }
         if started > 0 || permits.is_empty() {
@@ -144,7 +120,16 @@ impl Worker {
             Some(connection) => connection,
             None => conn.insert(self.fetch_connection().await?),
         };
-        let mut read = match self.read(connection, permits.len()).await {
+        let mut read = match self
+            .queue
+            .read_new(
+                connection,
+                &self.config.queues,
+                &self.config.id,
+                permits.len(),
+            )
+            .await
+        {
             Ok(read) => read,
             Err(err) => {
                 *conn = None;
@@ -157,49 +142,6 @@ impl Worker {
         backlog.extend(waiting);
         self.start_taken(read, &mut permits).await?;
         Ok(())
-    }
-
-    /// One blocking read (a second at most) of up to `count` new entries per stream, over
-    /// every stream of every queue served, most urgent first.
-    pub(super) async fn read(
-        &self,
-        conn: &mut MultiplexedConnection,
-        count: usize,
-    ) -> anyhow::Result<Vec<Delivery>> {
-        let streams: Vec<(String, &String, Priority)> = self
-            .config
-            .queues
-            .iter()
-            .flat_map(|queue| {
-                let keys = self.queue.keys(queue);
-                Priority::ALL.map(|priority| (keys.stream(priority), queue, priority))
-            })
-            .collect();
-        let names: Vec<&str> = streams.iter().map(|(name, ..)| name.as_str()).collect();
-        let options = StreamReadOptions::default()
-            .group(GROUP, &self.config.id)
-            .count(count)
-            .block(1000);
-        let reply: Option<StreamReadReply> = conn
-            .xread_options(&names, &vec![">"; names.len()], &options)
-            .await?;
-        let mut deliveries = Vec::new();
-        for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
-            let Some((_, queue, priority)) = streams.iter().find(|(name, ..)| *name == stream.key)
-            else {
-                continue;
-            };
-            for entry in stream.ids {
-                deliveries.push(Delivery {
-                    queue: (*queue).clone(),
-                    priority: *priority,
-                    job: entry.get::<String>("id").unwrap_or_default(),
-                    entry: entry.id,
-                });
-            }
-        }
-        deliveries.sort_by_key(|delivery| delivery.priority.rank());
-        Ok(deliveries)
     }
 
     /// Starts entries this worker already took (by a blocking read or a takeover), no more
@@ -221,7 +163,11 @@ impl Worker {
         let mut started = 0;
         let mut failed = None;
         for (queue, deliveries) in by_queue {
-            match self.start_batch(&queue, 0, &deliveries).await {
+            match self
+                .queue
+                .start_batch(&queue, &self.config.id, 0, &deliveries)
+                .await
+            {
                 Ok(taken) => started += self.launch(taken, permits),
                 Err(err) => {
                     deliveries.iter().for_each(|delivery| self.unhold(delivery));
@@ -233,55 +179,6 @@ impl Worker {
             Some(err) => Err(err.context("starting jobs failed, they will run again")),
             None => Ok(started),
         }
-    }
-
-    /// Starts jobs with one script call: `read` new entries read by the script itself, then
-    /// the `given` ones. Returns each entry with what its job needs to run, or `None` when it
-    /// must not run (the script has dealt with it).
-    pub(super) async fn start_batch(
-        &self,
-        queue: &str,
-        read: usize,
-        given: &[Delivery],
-    ) -> anyhow::Result<Vec<(Delivery, Option<Started>)>> {
-        let keys = self.queue.keys(queue);
-        let [high, normal, low] = keys.streams();
-        let mut invocation = self.queue.scripts_start_batch().key(keys.dead());
-        invocation
-            .key(high)
-            .key(normal)
-            .key(low)
-            .arg(&self.config.id)
-            .arg(GROUP)
-            .arg(self.queue.retention().as_secs())
-            .arg(keys.job_prefix())
-            .arg(keys.done_channel())
-            .arg(read);
-        for delivery in given {
-            invocation
-                .arg(&delivery.entry)
-                .arg(&delivery.job)
-                .arg(1 + delivery.priority.rank());
-        }
-        let replies: Vec<(String, usize, String, redis::Value)> = invocation
-            .invoke_async(&mut self.queue.connection())
-            .await?;
-        replies
-            .into_iter()
-            .map(|(entry, stream, job, start)| {
-                let delivery = Delivery {
-                    queue: queue.to_owned(),
-                    priority: Priority::ALL[stream.clamp(1, 3) - 1],
-                    entry,
-                    job,
-                };
-                let started = match start {
-                    redis::Value::Int(0) => None,
-                    start => Some(redis::from_redis_value(start)?),
-                };
-                Ok((delivery, started))
-            })
-            .collect()
     }
 }
 

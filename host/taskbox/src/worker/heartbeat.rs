@@ -8,8 +8,13 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Worker;
-use super::fetch::Delivery;
-use crate::queue::{GROUP, Priority};
+use crate::queue::{Delivery, Priority};
+
+/// The most due jobs one promotion moves; the next, 50 ms later, moves more.
+const PROMOTE_AT_ONCE: u32 = 1000;
+
+/// The entries a worker holds of one queue, by stream (indexed by priority rank).
+pub(super) type Held = [HashSet<String>; 3];
 
 impl Worker {
     /// Promotes due delayed jobs and heartbeats held entries, forever. Never waits for a
@@ -44,43 +49,23 @@ impl Worker {
 
     /// Moves the queue's due delayed jobs and retries onto its streams.
     pub(super) async fn promote(&self, queue: &str) -> anyhow::Result<()> {
-        let keys = self.queue.keys(queue);
-        let [high, normal, low] = keys.streams();
-        let _moved: u64 = self
-            .queue
-            .scripts_promote()
-            .key(keys.delayed())
-            .key(high)
-            .key(normal)
-            .key(low)
-            .arg(1000)
-            .arg(keys.job_prefix())
-            .invoke_async(&mut self.queue.connection())
-            .await?;
+        self.queue.promote(queue, PROMOTE_AT_ONCE).await?;
         Ok(())
     }
 
     /// Re-claims the held entries of the queue's streams, which resets their idle time.
     pub(super) async fn heartbeat(&self, queue: &str) -> anyhow::Result<()> {
-        let mut conn = self.queue.connection();
-        for stream in self.queue.keys(queue).streams() {
-            let ids: Vec<String> = self
+        for priority in Priority::ALL {
+            let entries: Vec<String> = self
                 .in_flight()
-                .get(&stream)
-                .map(|entries| entries.iter().cloned().collect())
+                .get(queue)
+                .map(|held| held[priority.rank()].iter().cloned().collect())
                 .unwrap_or_default();
-            if ids.is_empty() {
-                continue;
+            if !entries.is_empty() {
+                self.queue
+                    .heartbeat(queue, priority, &self.config.id, &entries)
+                    .await?;
             }
-            let _: redis::Value = redis::cmd("XCLAIM")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg(&self.config.id)
-                .arg(0)
-                .arg(&ids)
-                .arg("JUSTID")
-                .query_async(&mut conn)
-                .await?;
         }
         Ok(())
     }
@@ -91,32 +76,23 @@ impl Worker {
         self: &Arc<Self>,
         permits: &mut Vec<OwnedSemaphorePermit>,
     ) -> anyhow::Result<usize> {
-        let mut conn = self.queue.connection();
         let mut started = 0;
         for queue in &self.config.queues {
             for priority in Priority::ALL {
                 if permits.is_empty() {
                     return Ok(started);
                 }
-                let claimed: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                    .arg(self.queue.keys(queue).stream(priority))
-                    .arg(GROUP)
-                    .arg(&self.config.id)
-                    .arg(self.config.visibility_timeout.as_millis() as u64)
-                    .arg("0-0")
-                    .arg("COUNT")
-                    .arg(permits.len())
-                    .query_async(&mut conn)
-                    .await?;
-                let deliveries: Vec<Delivery> = claimed
-                    .claimed
-                    .into_iter()
-                    .map(|entry| Delivery {
-                        queue: queue.clone(),
+                let deliveries: Vec<Delivery> = self
+                    .queue
+                    .take_over(
+                        queue,
                         priority,
-                        job: entry.get::<String>("id").unwrap_or_default(),
-                        entry: entry.id,
-                    })
+                        &self.config.id,
+                        self.config.visibility_timeout,
+                        permits.len(),
+                    )
+                    .await?
+                    .into_iter()
                     // Entries this worker holds went idle only because Redis was away longer
                     // than the visibility timeout: their jobs are still running here.
                     .filter(|delivery| !self.holds(delivery))
@@ -134,31 +110,27 @@ impl Worker {
 
     /// Heartbeats the delivery's entry until [`Worker::unhold`].
     pub(super) fn hold(&self, delivery: &Delivery) {
-        let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
-        self.in_flight()
-            .entry(stream)
-            .or_default()
-            .insert(delivery.entry.clone());
+        if let Some(held) = self.in_flight().get_mut(&delivery.queue) {
+            held[delivery.priority.rank()].insert(delivery.entry.clone());
+        }
     }
 
     /// Whether the delivery's entry is held by this worker.
     pub(super) fn holds(&self, delivery: &Delivery) -> bool {
-        let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
         self.in_flight()
-            .get(&stream)
-            .is_some_and(|entries| entries.contains(&delivery.entry))
+            .get(&delivery.queue)
+            .is_some_and(|held| held[delivery.priority.rank()].contains(&delivery.entry))
     }
 
     /// Stops heartbeating the delivery's entry: if it is still pending, it goes idle and
     /// another worker takes it over.
     pub(super) fn unhold(&self, delivery: &Delivery) {
-        let stream = self.queue.keys(&delivery.queue).stream(delivery.priority);
-        if let Some(entries) = self.in_flight().get_mut(&stream) {
-            entries.remove(&delivery.entry);
+        if let Some(held) = self.in_flight().get_mut(&delivery.queue) {
+            held[delivery.priority.rank()].remove(&delivery.entry);
         }
     }
 
-    pub(super) fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -31,23 +31,22 @@ mod modules;
 mod outcome;
 mod run;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
-use redis::AsyncCommands as _;
 use taskbox_runtime::{Limits, Runtime, TaskModule};
 use tokio::sync::{OnceCell, Semaphore, mpsc, watch};
 
 use crate::grants::{Grants, HostCapabilities};
 use crate::job_writes::JobWrites;
 use crate::progress::ProgressWriter;
-use crate::queue::{GROUP, Queue, WorkerInfo, unix_millis};
+use crate::queue::{FinishedAttempt, Queue, WorkerInfo, unix_millis};
 
 use cancel::RunningJobs;
-use outcome::{OUTCOME_REPLY_TIMEOUT, OUTCOMES_AT_ONCE, Outcome, Stored, store_outcomes};
+use heartbeat::Held;
+use outcome::{OUTCOME_REPLY_TIMEOUT, OUTCOMES_AT_ONCE, Stored, store_outcomes};
 
 /// The first wait before trying Redis again after a failure; it doubles up to [`RETRY_MOST`].
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -116,16 +115,17 @@ pub struct Worker {
     /// this holds no more than the jobs running; loaded modules are in the runtime's cache.
     loading: Mutex<HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>>,
     running: Mutex<RunningJobs>,
-    /// Stream entries this worker holds, by stream: those of its running jobs, from their
-    /// start until their outcome is stored, and those read but waiting for a slot. Only these
-    /// are heartbeated; an entry let go goes idle and is taken over by another worker.
-    in_flight: Mutex<HashMap<String, HashSet<String>>>,
+    /// Stream entries this worker holds, by queue and stream: those of its running jobs, from
+    /// their start until their outcome is stored, and those read but waiting for a slot. Only
+    /// these are heartbeated; an entry let go goes idle and is taken over by another worker.
+    /// Every queue served has its sets from the start, so holding an entry allocates no key.
+    in_flight: Mutex<HashMap<String, Held>>,
     /// Set when the grace period of a shutdown is over: running jobs are handed back.
     releasing: AtomicBool,
     started_at: SystemTime,
     grants: Grants,
     progress: ProgressWriter,
-    outcomes: mpsc::Sender<(Outcome, Stored)>,
+    outcomes: mpsc::Sender<(FinishedAttempt, Stored)>,
     /// True from an outcome Redis refused for its `maxmemory` until one is stored: no new
     /// jobs are taken meanwhile.
     redis_full: watch::Sender<bool>,
@@ -150,6 +150,11 @@ impl Worker {
             queue.with_own_connection(OUTCOME_REPLY_TIMEOUT),
             to_store,
         ));
+        let in_flight = config
+            .queues
+            .iter()
+            .map(|queue| (queue.clone(), Held::default()))
+            .collect();
         Arc::new(Self {
             queue,
             runtime,
@@ -157,7 +162,7 @@ impl Worker {
             stats: Arc::default(),
             loading: Mutex::default(),
             running: Mutex::default(),
-            in_flight: Mutex::default(),
+            in_flight: Mutex::new(in_flight),
             releasing: AtomicBool::new(false),
             grants,
             started_at: SystemTime::now(),
@@ -176,7 +181,7 @@ impl Worker {
     /// the grace period, and hands the rest back to the queue.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         for queue in &self.config.queues {
-            self.create_groups(queue).await?;
+            self.queue.create_groups(queue).await?;
         }
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let background = [
@@ -207,23 +212,6 @@ impl Worker {
         }
         for task in background {
             task.abort();
-        }
-        Ok(())
-    }
-
-    /// Creates the consumer group of each of the queue's streams (and the streams), unless
-    /// it exists.
-    async fn create_groups(&self, queue: &str) -> anyhow::Result<()> {
-        let mut conn = self.queue.connection();
-        for stream in self.queue.keys(queue).streams() {
-            let created: redis::RedisResult<()> =
-                conn.xgroup_create_mkstream(&stream, GROUP, "0").await;
-            if let Err(err) = created
-                && err.code() != Some("BUSYGROUP")
-            {
-                return Err(err)
-                    .with_context(|| format!("creating the consumer group of {stream}"));
-            }
         }
         Ok(())
     }

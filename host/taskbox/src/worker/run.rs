@@ -8,17 +8,16 @@ use taskbox_runtime::{CancelHandle, JobInfo, JobReport, JobRequest, Limits};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Worker;
-use super::fetch::{Delivery, Started};
 use crate::grants::JobContext;
 use crate::progress::{ProgressSlot, ProgressTarget};
-use crate::queue::Backoff;
+use crate::queue::{Delivery, StartedJob};
 
 impl Worker {
     /// Runs each started job in a task of its own, with one of `permits`, holding its entry
     /// until its outcome is stored; lets go of the entries of the rest. Returns how many ran.
     pub(super) fn launch(
         self: &Arc<Self>,
-        taken: Vec<(Delivery, Option<Started>)>,
+        taken: Vec<(Delivery, Option<StartedJob>)>,
         permits: &mut Vec<OwnedSemaphorePermit>,
     ) -> usize {
         let mut launched = 0;
@@ -47,32 +46,17 @@ impl Worker {
     pub(super) async fn run_job(
         &self,
         delivery: &Delivery,
-        started: Started,
+        started: StartedJob,
         cancel: CancelHandle,
     ) -> anyhow::Result<()> {
-        let (
-            attempt,
-            max_attempts,
-            task,
-            digest,
-            input,
-            timeout_ms,
-            created_at,
-            backoff,
-            fuel,
-            memory,
-            (tenant, module_name, version, depth),
-        ) = started;
-        let keys = self.queue.keys(&delivery.queue);
-        let slot = Arc::new(ProgressSlot::default());
         let context = JobContext {
             id: delivery.job.clone(),
-            tenant,
-            module: module_name,
-            version,
-            depth: depth.parse().unwrap_or(0),
+            tenant: started.tenant,
+            module: started.module,
+            version: started.version,
+            depth: started.depth,
         };
-        let loaded = match self.module(&digest).await {
+        let loaded = match self.module(&started.digest).await {
             Ok(module) => self
                 .grants
                 .for_job(&context)
@@ -82,23 +66,22 @@ impl Worker {
         };
         let report = match loaded {
             Ok((module, grants)) => {
+                let slot = Arc::new(ProgressSlot::default());
                 let request = JobRequest {
-                    task,
-                    input,
+                    task: started.task,
+                    input: started.input,
                     info: JobInfo {
                         id: delivery.job.clone(),
                         module: context.module,
-                        attempt,
-                        max_attempts,
+                        attempt: started.attempt,
+                        max_attempts: started.max_attempts,
                         queue: delivery.queue.clone(),
-                        enqueued_at: UNIX_EPOCH + Duration::from_millis(created_at),
+                        enqueued_at: UNIX_EPOCH + Duration::from_millis(started.created_at),
                     },
                     limits: grants.limits.narrow(Limits {
-                        timeout: timeout_ms
-                            .parse()
-                            .map_or(self.config.limits.timeout, Duration::from_millis),
-                        fuel: fuel.parse().unwrap_or(self.config.limits.fuel),
-                        memory: memory.parse().unwrap_or(self.config.limits.memory),
+                        timeout: started.timeout.unwrap_or(self.config.limits.timeout),
+                        fuel: started.fuel.unwrap_or(self.config.limits.fuel),
+                        memory: started.memory.unwrap_or(self.config.limits.memory),
                         ..self.config.limits
                     }),
                     cancel,
@@ -106,7 +89,7 @@ impl Worker {
                     capabilities: grants.capabilities,
                 };
                 let to = ProgressTarget {
-                    keys,
+                    keys: self.queue.keys(&delivery.queue),
                     job: delivery.job.clone(),
                     tenant: context.tenant,
                 };
@@ -120,7 +103,7 @@ impl Worker {
                 progress: None,
             },
         };
-        let backoff: Backoff = serde_json::from_str(&backoff).unwrap_or_default();
-        self.finish(delivery, attempt, report, &backoff).await
+        self.finish(delivery, started.attempt, report, &started.backoff)
+            .await
     }
 }

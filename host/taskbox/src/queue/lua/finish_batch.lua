@@ -13,7 +13,7 @@
 --   the retry delay in ms, or -1 for no retry (failed only); the job log; run stats as JSON;
 --   the last progress report as JSON ('' for none), so that a finished job shows its last
 --   report even when the report's own write is still on its way
--- Returns one reply per outcome, in order: the job's new status, or 0 when the attempt is
+-- Returns one reply per outcome, in order: the job's new status, or false when the attempt is
 -- stale (the job is not running that attempt from that entry: a newer attempt owns it) and
 -- nothing was written.
 local time = redis.call('TIME')
@@ -28,7 +28,7 @@ for i = 5, #ARGV, 11 do
   local key = ARGV[4] .. id
   local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind',
     'entry', 'cancel_requested')
-  local status = 0
+  local status = false
   if current[1] == attempt and current[2] == 'running' and current[6] == entry then
     done[stream] = done[stream] or {}
     table.insert(done[stream], entry)
