@@ -57,57 +57,64 @@ pub(crate) struct StartedJob {
     pub(crate) depth: u32,
 }
 
-/// The number of values `start_batch.lua` returns for a job that may run.
-const STARTED_FIELDS: usize = 14;
+/// The job-hash fields `start_batch.lua` returns for a job that may run, in its reply's
+/// order (`attempt` is the one it began).
+pub(crate) const STARTED_FIELDS: [&str; 14] = [
+    "attempt",
+    "max_attempts",
+    "task",
+    "digest",
+    "input",
+    "timeout_ms",
+    "fuel",
+    "memory",
+    "created_at",
+    "backoff",
+    "tenant",
+    "module",
+    "version",
+    "depth",
+];
 
 impl FromRedisValue for StartedJob {
     fn from_redis_value(value: Value) -> Result<Self, ParsingError> {
         let Value::Array(values) = value else {
             return Err("a started job is not an array".into());
         };
-        let Ok(values) = <[Value; STARTED_FIELDS]>::try_from(values) else {
-            return Err(format!("a started job is not {STARTED_FIELDS} values").into());
-        };
-        let [
-            attempt,
-            max_attempts,
-            task,
-            digest,
-            input,
-            timeout_ms,
-            fuel,
-            memory,
-            created_at,
-            backoff,
-            tenant,
-            module,
-            version,
-            depth,
-        ] = values;
-        let backoff: String = redis::from_redis_value(backoff)?;
+        if values.len() != STARTED_FIELDS.len() {
+            return Err(format!("a started job is not {} values", STARTED_FIELDS.len()).into());
+        }
+        let mut fields = STARTED_FIELDS.into_iter().zip(values);
+        let mut next = || fields.next().expect("as many values as fields");
+        // Struct fields are evaluated in the order written, which is the reply's.
         Ok(Self {
-            attempt: redis::from_redis_value(attempt)?,
-            max_attempts: redis::from_redis_value(max_attempts)?,
-            task: redis::from_redis_value(task)?,
-            digest: redis::from_redis_value(digest)?,
-            input: redis::from_redis_value(input)?,
-            timeout: setting(timeout_ms)?.map(Duration::from_millis),
-            fuel: setting(fuel)?,
-            memory: setting(memory)?,
-            created_at: redis::from_redis_value(created_at)?,
-            backoff: serde_json::from_str(&backoff).unwrap_or_default(),
-            tenant: redis::from_redis_value(tenant)?,
-            module: redis::from_redis_value(module)?,
-            version: redis::from_redis_value(version)?,
-            depth: setting(depth)?.unwrap_or(0),
+            attempt: decode(next())?,
+            max_attempts: decode(next())?,
+            task: decode(next())?,
+            digest: decode(next())?,
+            input: decode(next())?,
+            timeout: setting(next())?.map(Duration::from_millis),
+            fuel: setting(next())?,
+            memory: setting(next())?,
+            created_at: decode(next())?,
+            backoff: serde_json::from_str(&decode::<String>(next())?).unwrap_or_default(),
+            tenant: decode(next())?,
+            module: decode(next())?,
+            version: decode(next())?,
+            depth: setting(next())?.unwrap_or(0),
         })
     }
 }
 
+/// One field of a started job; an error names it.
+fn decode<T: FromRedisValue>((name, value): (&str, Value)) -> Result<T, ParsingError> {
+    redis::from_redis_value(value).map_err(|err| format!("field `{name}`: {err}").into())
+}
+
 /// A job's optional number: '' when the job has none, and one that does not parse is taken
 /// as none, so that the worker's default applies.
-fn setting<T: FromStr>(value: Value) -> Result<Option<T>, ParsingError> {
-    let text: String = redis::from_redis_value(value)?;
+fn setting<T: FromStr>(field: (&str, Value)) -> Result<Option<T>, ParsingError> {
+    let text: String = decode(field)?;
     Ok(text.parse().ok())
 }
 
@@ -402,4 +409,49 @@ impl Queue {
 /// negative, which the script reads as "no retry".
 fn retry_delay_ms(delay: Duration) -> i64 {
     i64::try_from(delay.min(MAX_RETRY_DELAY).as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_job_leaves_unset_limits_to_the_worker() {
+        let text = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let backoff = Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_secs(1),
+            jitter: 0.5,
+        };
+        let backoff = serde_json::to_string(&backoff).unwrap();
+        let reply = Value::Array(
+            [
+                "2",
+                "3",
+                "send",
+                "sha256:ab",
+                "{}",
+                "",
+                "1000",
+                "",
+                "1700000000000",
+                &backoff,
+                "acme",
+                "mailer",
+                "1.0.0",
+                "",
+            ]
+            .map(text)
+            .into(),
+        );
+        let started: StartedJob = redis::from_redis_value(reply).unwrap();
+        assert_eq!((started.attempt, started.max_attempts), (2, 3));
+        assert_eq!(started.timeout, None);
+        assert_eq!((started.fuel, started.memory), (Some(1000), None));
+        assert_eq!(started.created_at, 1_700_000_000_000);
+        assert_eq!(started.backoff.base, Duration::from_millis(10));
+        assert_eq!((started.module.as_str(), started.depth), ("mailer", 0));
+        let short = Value::Array(vec![text("1")]);
+        assert!(redis::from_redis_value::<StartedJob>(short).is_err());
+    }
 }

@@ -6,6 +6,8 @@
 //! header naming its KEYS, ARGV and return value).
 
 mod attempts;
+#[cfg(test)]
+mod fields;
 pub mod job;
 mod keys;
 mod query;
@@ -265,15 +267,26 @@ struct Scripts {
     retry_dead: Script,
 }
 
+/// A script: its shared fragments from `lua/lib`, which define functions it calls, then its
+/// own file.
+macro_rules! script {
+    ($file:literal $(, $fragment:literal)*) => {
+        Script::new(concat!(
+            $(include_str!(concat!("lua/lib/", $fragment, ".lua")),)*
+            include_str!(concat!("lua/", $file, ".lua"))
+        ))
+    };
+}
+
 impl Scripts {
     fn new() -> Self {
         Self {
-            enqueue: Script::new(include_str!("lua/enqueue.lua")),
-            start_batch: Script::new(include_str!("lua/start_batch.lua")),
-            finish_batch: Script::new(include_str!("lua/finish_batch.lua")),
-            promote: Script::new(include_str!("lua/promote.lua")),
-            cancel: Script::new(include_str!("lua/cancel.lua")),
-            retry_dead: Script::new(include_str!("lua/retry_dead.lua")),
+            enqueue: script!("enqueue", "clock"),
+            start_batch: script!("start_batch", "clock", "dead_letter"),
+            finish_batch: script!("finish_batch", "clock", "dead_letter"),
+            promote: script!("promote", "clock"),
+            cancel: script!("cancel", "clock"),
+            retry_dead: script!("retry_dead"),
         }
     }
 }

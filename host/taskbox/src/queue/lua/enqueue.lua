@@ -11,11 +11,11 @@
 -- ARGV[6..] field, value pairs of the job hash
 -- Returns {job id, 1} for a new job, or {existing job id, 0} when the idempotency key was
 -- used before.
+-- Uses lib/clock.lua.
 if ARGV[4] ~= '' and not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', ARGV[5]) then
   return {redis.call('GET', KEYS[4]), 0}
 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = tonumber(now_ms())
 local run_at = tonumber(ARGV[2])
 if run_at == 0 then
   run_at = now + tonumber(ARGV[3])

@@ -17,6 +17,7 @@
 -- '' when the job has none), as the worker's `StartedJob` reads it. The attempt number and the
 -- entry id, stored as the job's `entry`, fence every later write: after a retry from the dead
 -- letters the attempt numbers start again, the entry ids do not.
+-- Uses lib/clock.lua and lib/dead_letter.lua.
 local entries = {}
 local want = tonumber(ARGV[6])
 for index = 1, 3 do
@@ -35,9 +36,7 @@ end
 for i = 7, #ARGV, 3 do
   entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1]}
 end
-local time = redis.call('TIME')
--- Milliseconds as a string: Lua numbers are doubles, and formatting them is slow.
-local now = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
+local now = now_ms()
 local replies = {}
 for _, taken in ipairs(entries) do
   local entry, id, stream = taken[1], taken[3], KEYS[1 + taken[2]]
@@ -56,8 +55,7 @@ for _, taken in ipairs(entries) do
   elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
     local error = '{"kind":"worker_lost","message":"the worker running the last attempt stopped responding"}'
-    local dead = redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', job[4],
-      'error', error, 'error_kind', 'worker_lost', 'tries', job[2], 'failed_at', now)
+    local dead = append_dead_letter(KEYS[1], id, job[4], error, 'worker_lost', job[2], now)
     redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
       'finished_at', now, 'dead_entry', dead)
     redis.call('EXPIRE', key, ARGV[3])
