@@ -489,6 +489,8 @@ async fn a_huge_task_error_is_kept_to_its_cap_in_the_job_and_the_dead_letters() 
     assert_eq!(message, expected);
 
     let mut conn = h.redis_connection().await;
+    // Every field counted: by default Redis estimates from 5 sampled fields, and a sample
+    // that holds the error multiplies it by the number of fields.
     let record: u64 = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(format!("tb:{{default}}:job:{id}"))

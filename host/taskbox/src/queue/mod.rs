@@ -5,6 +5,9 @@
 //! transition that touches more than one key is one Lua script (`lua/*.lua`, each with a
 //! header naming its KEYS, ARGV and return value).
 
+mod attempts;
+#[cfg(test)]
+mod fields;
 pub mod job;
 mod query;
 
@@ -20,6 +23,7 @@ use taskbox_runtime::guest_text::quote;
 use crate::registry::{self, RegistryError};
 use crate::store::keys::{self, QueueKeys};
 
+pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
 pub use job::{Backoff, JobRecord, JobStatus, Priority};
 pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
 
@@ -262,15 +266,26 @@ struct Scripts {
     retry_dead: Script,
 }
 
+/// A script: its shared fragments from `lua/lib`, which define functions it calls, then its
+/// own file.
+macro_rules! script {
+    ($file:literal $(, $fragment:literal)*) => {
+        Script::new(concat!(
+            $(include_str!(concat!("lua/lib/", $fragment, ".lua")),)*
+            include_str!(concat!("lua/", $file, ".lua"))
+        ))
+    };
+}
+
 impl Scripts {
     fn new() -> Self {
         Self {
-            enqueue: Script::new(include_str!("lua/enqueue.lua")),
-            start_batch: Script::new(include_str!("lua/start_batch.lua")),
-            finish_batch: Script::new(include_str!("lua/finish_batch.lua")),
-            promote: Script::new(include_str!("lua/promote.lua")),
-            cancel: Script::new(include_str!("lua/cancel.lua")),
-            retry_dead: Script::new(include_str!("lua/retry_dead.lua")),
+            enqueue: script!("enqueue", "clock"),
+            start_batch: script!("start_batch", "clock", "dead_letter"),
+            finish_batch: script!("finish_batch", "clock", "dead_letter"),
+            promote: script!("promote", "clock"),
+            cancel: script!("cancel", "clock"),
+            retry_dead: script!("retry_dead"),
         }
     }
 }
@@ -601,18 +616,6 @@ impl Queue {
             .invoke_async(&mut self.connection())
             .await?;
         Ok(retried.is_some())
-    }
-
-    pub(crate) fn scripts_start_batch(&self) -> &Script {
-        &self.scripts.start_batch
-    }
-
-    pub(crate) fn scripts_finish_batch(&self) -> &Script {
-        &self.scripts.finish_batch
-    }
-
-    pub(crate) fn scripts_promote(&self) -> &Script {
-        &self.scripts.promote
     }
 }
 

@@ -6,13 +6,13 @@
 -- ARGV[3] the cancel channel; ARGV[4] the channel that announces finished jobs
 -- Returns the job's status after the call ('cancelled', 'cancelling', or the finished
 -- status it already had), or false when there is no such job.
+-- Uses lib/clock.lua.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return false
 end
 if status == 'pending' or status == 'scheduled' or status == 'retrying' then
-  local time = redis.call('TIME')
-  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local now = now_ms()
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error_kind', 'cancelled',
     'error', '{"kind":"cancelled"}', 'finished_at', now)

@@ -11,26 +11,26 @@
 -- ARGV[6..] field, value pairs of the job hash
 -- Returns {job id, 1} for a new job, or {existing job id, 0} when the idempotency key was
 -- used before.
+-- Uses lib/clock.lua.
 if ARGV[4] ~= '' and not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', ARGV[5]) then
   return {redis.call('GET', KEYS[4]), 0}
 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = tonumber(now_ms())
 local run_at = tonumber(ARGV[2])
 if run_at == 0 then
   run_at = now + tonumber(ARGV[3])
 end
-local fields = {}
-for i = 6, #ARGV do
-  fields[#fields + 1] = ARGV[i]
+-- One HSET writes the whole hash, status and due time included.
+local scheduled = run_at > now
+if not scheduled then
+  run_at = now
 end
-redis.call('HSET', KEYS[1], 'created_at', now, 'attempt', 0, unpack(fields))
+redis.call('HSET', KEYS[1], 'created_at', now, 'attempt', 0,
+  'status', scheduled and 'scheduled' or 'pending', 'run_at', run_at, unpack(ARGV, 6))
 redis.call('ZADD', KEYS[5], now, ARGV[1])
-if run_at > now then
-  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'run_at', run_at)
+if scheduled then
   redis.call('ZADD', KEYS[3], run_at, ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'status', 'pending', 'run_at', now)
   redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
 end
 return {ARGV[1], 1}

@@ -13,12 +13,11 @@
 --   the retry delay in ms, or -1 for no retry (failed only); the job log; run stats as JSON;
 --   the last progress report as JSON ('' for none), so that a finished job shows its last
 --   report even when the report's own write is still on its way
--- Returns one reply per outcome, in order: the job's new status, or 0 when the attempt is
+-- Returns one reply per outcome, in order: the job's new status, or false when the attempt is
 -- stale (the job is not running that attempt from that entry: a newer attempt owns it) and
 -- nothing was written.
-local time = redis.call('TIME')
--- Milliseconds as a string: Lua numbers are doubles, and formatting them is slow.
-local now = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
+-- Uses lib/clock.lua and lib/dead_letter.lua.
+local now = now_ms()
 local replies = {}
 -- Entries to acknowledge and delete, by stream: one XACK and one XDEL per stream at the end.
 local done = {}
@@ -28,7 +27,7 @@ for i = 5, #ARGV, 11 do
   local key = ARGV[4] .. id
   local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind',
     'entry', 'cancel_requested')
-  local status = 0
+  local status = false
   if current[1] == attempt and current[2] == 'running' and current[6] == entry then
     done[stream] = done[stream] or {}
     table.insert(done[stream], entry)
@@ -59,8 +58,7 @@ for i = 5, #ARGV, 11 do
       redis.call('ZADD', KEYS[1], run_at, id)
     else
       status = 'dead'
-      local dead = redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', id, 'task',
-        current[4], 'error', payload, 'error_kind', kind, 'tries', attempt, 'failed_at', now)
+      local dead = append_dead_letter(KEYS[2], id, current[4], payload, kind, attempt, now)
       redis.call('HSET', key, 'dead_entry', dead)
     end
     if status == 'cancelled' or status == 'dead' then

@@ -3,8 +3,8 @@
 -- KEYS[2], KEYS[3], KEYS[4] the queue's high, normal and low streams
 -- ARGV[1] the most jobs to move; ARGV[2] the prefix of the queue's job keys
 -- Returns how many jobs were moved (due ids of jobs cancelled or gone are dropped, not moved).
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Uses lib/clock.lua.
+local now = tonumber(now_ms())
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local streams = {high = KEYS[2], normal = KEYS[3], low = KEYS[4]}
 local moved = 0

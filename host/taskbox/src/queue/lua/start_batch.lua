@@ -9,14 +9,15 @@
 -- ARGV[7..] per given entry, three values: the entry id, the job id, the stream's index
 -- (1 = high)
 -- Returns one reply per entry, read ones first: {entry id, stream index, job id, start}, where
--- start is 0 when the job must not run, and the entry is acknowledged and deleted: the job is
--- gone or finished, or its worker was lost and it now finishes here (cancelled when a cancel
+-- start is false when the job must not run, and the entry is acknowledged and deleted: the job
+-- is gone or finished, or its worker was lost and it now finishes here (cancelled when a cancel
 -- was asked for, else dead when that was its last attempt). Otherwise start is
--- {attempt, max_attempts, task, digest, input, timeout_ms, created_at, backoff, fuel, memory,
--- {tenant, module, version, depth}} (timeout_ms, fuel, memory and depth '' when the job has
--- none). The attempt number and the entry
--- id, stored as the job's `entry`, fence every later write: after a retry from the dead
+-- {attempt, max_attempts, task, digest, input, timeout_ms, fuel, memory, created_at, backoff,
+-- tenant, module, version, depth} (timeout_ms, fuel, memory, tenant, module, version and depth
+-- '' when the job has none), as the worker's `StartedJob` reads it. The attempt number and the
+-- entry id, stored as the job's `entry`, fence every later write: after a retry from the dead
 -- letters the attempt numbers start again, the entry ids do not.
+-- Uses lib/clock.lua and lib/dead_letter.lua.
 local entries = {}
 local want = tonumber(ARGV[6])
 for index = 1, 3 do
@@ -35,9 +36,7 @@ end
 for i = 7, #ARGV, 3 do
   entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1]}
 end
-local time = redis.call('TIME')
--- Milliseconds as a string: Lua numbers are doubles, and formatting them is slow.
-local now = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
+local now = now_ms()
 local replies = {}
 for _, taken in ipairs(entries) do
   local entry, id, stream = taken[1], taken[3], KEYS[1 + taken[2]]
@@ -46,7 +45,7 @@ for _, taken in ipairs(entries) do
     'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory', 'cancel_requested',
     'tenant', 'module', 'version', 'depth')
   local status = job[1]
-  local reply = 0
+  local reply = false
   if status == 'running' and job[12] then
     -- A cancel was asked for while the worker that ran it was lost.
     redis.call('HSET', key, 'status', 'cancelled', 'error', '{"kind":"cancelled"}',
@@ -56,8 +55,7 @@ for _, taken in ipairs(entries) do
   elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
     local error = '{"kind":"worker_lost","message":"the worker running the last attempt stopped responding"}'
-    local dead = redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'id', id, 'task', job[4],
-      'error', error, 'error_kind', 'worker_lost', 'tries', job[2], 'failed_at', now)
+    local dead = append_dead_letter(KEYS[1], id, job[4], error, 'worker_lost', job[2], now)
     redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
       'finished_at', now, 'dead_entry', dead)
     redis.call('EXPIRE', key, ARGV[3])
@@ -66,10 +64,10 @@ for _, taken in ipairs(entries) do
     local attempt = tostring(tonumber(job[2]) + 1)
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'entry', entry,
       'worker', ARGV[1], 'started_at', now)
-    reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[8], job[9], job[10] or '',
-      job[11] or '', {job[13] or '', job[14] or '', job[15] or '', job[16] or ''}}
+    reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[10] or '', job[11] or '',
+      job[8], job[9], job[13] or '', job[14] or '', job[15] or '', job[16] or ''}
   end
-  if reply == 0 then
+  if not reply then
     redis.call('XACK', stream, ARGV[2], entry)
     redis.call('XDEL', stream, entry)
   end

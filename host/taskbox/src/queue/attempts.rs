@@ -1,0 +1,457 @@
+//! The calls a worker makes, one typed function each: the scripts that start attempts, store
+//! their outcomes and promote due jobs, and the stream commands that read, heartbeat and take
+//! over entries. The worker names no key and builds no script arguments itself.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands as _, FromRedisValue, ParsingError, Value};
+
+use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Priority, Queue, unix_millis};
+
+/// How long per-minute throughput counters are kept.
+const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
+
+/// A stream entry a worker took: which queue and stream it came from and the job it names.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) queue: String,
+    pub(crate) priority: Priority,
+    pub(crate) entry: String,
+    pub(crate) job: String,
+}
+
+impl Delivery {
+    fn from_entry(queue: &str, priority: Priority, entry: StreamId) -> Self {
+        Self {
+            queue: queue.to_owned(),
+            priority,
+            job: entry.get::<String>("id").unwrap_or_default(),
+            entry: entry.id,
+        }
+    }
+}
+
+/// What a job needs for the attempt `start_batch.lua` began, read from the job's hash.
+#[derive(Debug)]
+pub(crate) struct StartedJob {
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) task: String,
+    pub(crate) digest: String,
+    pub(crate) input: Vec<u8>,
+    /// The job's own limits; `None` keeps the worker's.
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) fuel: Option<u64>,
+    pub(crate) memory: Option<u64>,
+    /// When the job was enqueued, in milliseconds since the Unix epoch.
+    pub(crate) created_at: u64,
+    pub(crate) backoff: Backoff,
+    pub(crate) tenant: String,
+    pub(crate) module: String,
+    pub(crate) version: String,
+    /// The job's depth in its chain: 0 for a job enqueued from outside.
+    pub(crate) depth: u32,
+}
+
+/// The job-hash fields `start_batch.lua` returns for a job that may run, in its reply's
+/// order (`attempt` is the one it began).
+pub(crate) const STARTED_FIELDS: [&str; 14] = [
+    "attempt",
+    "max_attempts",
+    "task",
+    "digest",
+    "input",
+    "timeout_ms",
+    "fuel",
+    "memory",
+    "created_at",
+    "backoff",
+    "tenant",
+    "module",
+    "version",
+    "depth",
+];
+
+impl FromRedisValue for StartedJob {
+    fn from_redis_value(value: Value) -> Result<Self, ParsingError> {
+        let Value::Array(values) = value else {
+            return Err("a started job is not an array".into());
+        };
+        if values.len() != STARTED_FIELDS.len() {
+            return Err(format!("a started job is not {} values", STARTED_FIELDS.len()).into());
+        }
+        let mut fields = STARTED_FIELDS.into_iter().zip(values);
+        let mut next = || fields.next().expect("as many values as fields");
+        // Struct fields are evaluated in the order written, which is the reply's.
+        Ok(Self {
+            attempt: decode(next())?,
+            max_attempts: decode(next())?,
+            task: decode(next())?,
+            digest: decode(next())?,
+            input: decode(next())?,
+            timeout: setting(next())?.map(Duration::from_millis),
+            fuel: setting(next())?,
+            memory: setting(next())?,
+            created_at: decode(next())?,
+            backoff: serde_json::from_str(&decode::<String>(next())?).unwrap_or_default(),
+            tenant: decode(next())?,
+            module: decode(next())?,
+            version: decode(next())?,
+            depth: setting(next())?.unwrap_or(0),
+        })
+    }
+}
+
+/// One field of a started job; an error names it.
+fn decode<T: FromRedisValue>((name, value): (&str, Value)) -> Result<T, ParsingError> {
+    redis::from_redis_value(value).map_err(|err| format!("field `{name}`: {err}").into())
+}
+
+/// A job's optional number: '' when the job has none, and one that does not parse is taken
+/// as none, so that the worker's default applies.
+fn setting<T: FromStr>(field: (&str, Value)) -> Result<Option<T>, ParsingError> {
+    let text: String = decode(field)?;
+    Ok(text.parse().ok())
+}
+
+/// How an attempt ended, as `finish_batch.lua` is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Completed,
+    Cancelled,
+    /// Retried after the attempt's `retry_in`, or dead when it has none or was the last.
+    Failed,
+    /// Handed back at shutdown, to run again elsewhere.
+    Released,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+            Self::Released => "released",
+        }
+    }
+}
+
+/// An attempt's outcome, to be stored by [`Queue::finish_batch`].
+#[derive(Debug)]
+pub(crate) struct FinishedAttempt {
+    pub(crate) queue: String,
+    pub(crate) priority: Priority,
+    pub(crate) entry: String,
+    pub(crate) job: String,
+    pub(crate) attempt: u32,
+    pub(crate) ending: Ending,
+    /// The result when completed, else the error as JSON.
+    pub(crate) payload: Vec<u8>,
+    /// The error's kind; empty when completed.
+    pub(crate) error_kind: String,
+    /// When a failed attempt is retried; `None` for no retry.
+    pub(crate) retry_in: Option<Duration>,
+    pub(crate) log: String,
+    /// The run's stats as JSON.
+    pub(crate) stats: String,
+    /// The last progress report as JSON, empty for none.
+    pub(crate) progress: String,
+}
+
+impl FromRedisValue for JobStatus {
+    fn from_redis_value(value: Value) -> Result<Self, ParsingError> {
+        match &value {
+            Value::BulkString(bytes) => std::str::from_utf8(bytes)?,
+            Value::SimpleString(text) => text,
+            _ => return Err("a job status is not a string".into()),
+        }
+        .parse()
+        .map_err(ParsingError::from)
+    }
+}
+
+impl Queue {
+    /// Creates the consumer group of each of the queue's streams (and the streams), unless
+    /// it exists.
+    pub(crate) async fn create_groups(&self, queue: &str) -> anyhow::Result<()> {
+        let mut conn = self.connection();
+        for stream in self.keys(queue).streams() {
+            let created: redis::RedisResult<()> =
+                conn.xgroup_create_mkstream(&stream, GROUP, "0").await;
+            if let Err(err) = created
+                && err.code() != Some("BUSYGROUP")
+            {
+                return Err(err)
+                    .with_context(|| format!("creating the consumer group of {stream}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins the next attempt of jobs with one `start_batch.lua` call for `worker`: of up to
+    /// `read` new entries the script reads itself (high before normal before low), then of
+    /// the `given` ones the worker already took. Returns each entry with its job's attempt,
+    /// or `None` when the job must not run (the script acknowledged the entry and dealt with
+    /// the job).
+    pub(crate) async fn start_batch(
+        &self,
+        queue: &str,
+        worker: &str,
+        read: usize,
+        given: &[Delivery],
+    ) -> anyhow::Result<Vec<(Delivery, Option<StartedJob>)>> {
+        let keys = self.keys(queue);
+        let [high, normal, low] = keys.streams();
+        let mut invocation = self.scripts.start_batch.key(keys.dead());
+        invocation
+            .key(high)
+            .key(normal)
+            .key(low)
+            .arg(worker)
+            .arg(GROUP)
+            .arg(self.retention().as_secs())
+            .arg(keys.job_prefix())
+            .arg(keys.done_channel())
+            .arg(read);
+        for delivery in given {
+            invocation
+                .arg(&delivery.entry)
+                .arg(&delivery.job)
+                .arg(1 + delivery.priority.rank());
+        }
+        let replies: Vec<(String, usize, String, Option<StartedJob>)> =
+            invocation.invoke_async(&mut self.connection()).await?;
+        Ok(replies
+            .into_iter()
+            .map(|(entry, stream, job, started)| {
+                let delivery = Delivery {
+                    queue: queue.to_owned(),
+                    priority: Priority::ALL[stream.clamp(1, 3) - 1],
+                    entry,
+                    job,
+                };
+                (delivery, started)
+            })
+            .collect())
+    }
+
+    /// Stores `outcomes`, all of queue `queue`, with one `finish_batch.lua` call. Returns, per
+    /// outcome and in order, the job's new status, or `None` when the attempt was stale (a
+    /// newer one owns the job) and nothing was written.
+    pub(crate) async fn finish_batch(
+        &self,
+        queue: &str,
+        outcomes: &[FinishedAttempt],
+    ) -> anyhow::Result<Vec<Option<JobStatus>>> {
+        let keys = self.keys(queue);
+        let [high, normal, low] = keys.streams();
+        let mut invocation = self.scripts.finish_batch.key(keys.delayed());
+        invocation
+            .key(keys.dead())
+            .key(high)
+            .key(normal)
+            .key(low)
+            .arg(GROUP)
+            .arg(self.retention().as_secs())
+            .arg(keys.done_channel())
+            .arg(keys.job_prefix());
+        for outcome in outcomes {
+            invocation
+                .arg(&outcome.entry)
+                .arg(1 + outcome.priority.rank())
+                .arg(&outcome.job)
+                .arg(outcome.attempt)
+                .arg(outcome.ending.as_str())
+                .arg(&outcome.payload)
+                .arg(&outcome.error_kind)
+                .arg(outcome.retry_in.map_or(-1, retry_delay_ms))
+                .arg(&outcome.log)
+                .arg(&outcome.stats)
+                .arg(&outcome.progress);
+        }
+        Ok(invocation.invoke_async(&mut self.connection()).await?)
+    }
+
+    /// Adds finished jobs to the queue's per-minute throughput counters.
+    pub(crate) async fn count_finished(
+        &self,
+        queue: &str,
+        completed: usize,
+        failed: usize,
+    ) -> redis::RedisResult<()> {
+        let minute = unix_millis(SystemTime::now()) / 60_000;
+        let key = self.keys(queue).counts(minute);
+        redis::pipe()
+            .hincr(&key, "completed", completed)
+            .ignore()
+            .hincr(&key, "failed", failed)
+            .ignore()
+            .expire(&key, COUNTER_RETENTION.as_secs() as i64)
+            .ignore()
+            .query_async(&mut self.connection())
+            .await
+    }
+
+    /// Moves up to `most` of the queue's due delayed jobs and retries onto its streams with
+    /// one `promote.lua` call; returns how many moved.
+    pub(crate) async fn promote(&self, queue: &str, most: u32) -> anyhow::Result<u64> {
+        let keys = self.keys(queue);
+        let [high, normal, low] = keys.streams();
+        Ok(self
+            .scripts
+            .promote
+            .key(keys.delayed())
+            .key(high)
+            .key(normal)
+            .key(low)
+            .arg(most)
+            .arg(keys.job_prefix())
+            .invoke_async(&mut self.connection())
+            .await?)
+    }
+
+    /// Claims `entries` of one of the queue's streams for `worker` again, which resets their
+    /// idle time.
+    pub(crate) async fn heartbeat(
+        &self,
+        queue: &str,
+        priority: Priority,
+        worker: &str,
+        entries: &[String],
+    ) -> anyhow::Result<()> {
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(self.keys(queue).stream(priority))
+            .arg(GROUP)
+            .arg(worker)
+            .arg(0)
+            .arg(entries)
+            .arg("JUSTID")
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(())
+    }
+
+    /// Claims for `worker` up to `count` entries of one of the queue's streams that were idle
+    /// for `idle`: their worker stopped heartbeating.
+    pub(crate) async fn take_over(
+        &self,
+        queue: &str,
+        priority: Priority,
+        worker: &str,
+        idle: Duration,
+        count: usize,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(self.keys(queue).stream(priority))
+            .arg(GROUP)
+            .arg(worker)
+            .arg(idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(claimed
+            .claimed
+            .into_iter()
+            .map(|entry| Delivery::from_entry(queue, priority, entry))
+            .collect())
+    }
+
+    /// One blocking read on `conn` (a second at most) for `worker` of up to `count` new
+    /// entries per stream, over every stream of the `queues`, most urgent first.
+    pub(crate) async fn read_new(
+        &self,
+        conn: &mut MultiplexedConnection,
+        queues: &[String],
+        worker: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let streams: Vec<(String, &String, Priority)> = queues
+            .iter()
+            .flat_map(|queue| {
+                let keys = self.keys(queue);
+                Priority::ALL.map(|priority| (keys.stream(priority), queue, priority))
+            })
+            .collect();
+        let names: Vec<&str> = streams.iter().map(|(name, ..)| name.as_str()).collect();
+        let options = StreamReadOptions::default()
+            .group(GROUP, worker)
+            .count(count)
+            .block(1000);
+        let reply: Option<StreamReadReply> = conn
+            .xread_options(&names, &vec![">"; names.len()], &options)
+            .await?;
+        let mut deliveries = Vec::new();
+        for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
+            let Some((_, queue, priority)) = streams.iter().find(|(name, ..)| *name == stream.key)
+            else {
+                continue;
+            };
+            deliveries.extend(
+                stream
+                    .ids
+                    .into_iter()
+                    .map(|entry| Delivery::from_entry(queue, *priority, entry)),
+            );
+        }
+        deliveries.sort_by_key(|delivery| delivery.priority.rank());
+        Ok(deliveries)
+    }
+}
+
+/// A retry's wait in milliseconds for `finish_batch.lua`, no longer than
+/// [`MAX_RETRY_DELAY`]: a task's `retry_after` can be any `u64`, and a cast would wrap it
+/// negative, which the script reads as "no retry".
+fn retry_delay_ms(delay: Duration) -> i64 {
+    i64::try_from(delay.min(MAX_RETRY_DELAY).as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_job_leaves_unset_limits_to_the_worker() {
+        let text = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let backoff = Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_secs(1),
+            jitter: 0.5,
+        };
+        let backoff = serde_json::to_string(&backoff).unwrap();
+        let reply = Value::Array(
+            [
+                "2",
+                "3",
+                "send",
+                "sha256:ab",
+                "{}",
+                "",
+                "1000",
+                "",
+                "1700000000000",
+                &backoff,
+                "acme",
+                "mailer",
+                "1.0.0",
+                "",
+            ]
+            .map(text)
+            .into(),
+        );
+        let started: StartedJob = redis::from_redis_value(reply).unwrap();
+        assert_eq!((started.attempt, started.max_attempts), (2, 3));
+        assert_eq!(started.timeout, None);
+        assert_eq!((started.fuel, started.memory), (Some(1000), None));
+        assert_eq!(started.created_at, 1_700_000_000_000);
+        assert_eq!(started.backoff.base, Duration::from_millis(10));
+        assert_eq!((started.module.as_str(), started.depth), ("mailer", 0));
+        let short = Value::Array(vec![text("1")]);
+        assert!(redis::from_redis_value::<StartedJob>(short).is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! Taking jobs: new entries read with their start in one script call, entries a blocking read
+//! took beyond the free slots, and entries taken over from lost workers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use super::{RETRY_FIRST, RETRY_MOST, Worker};
+use crate::queue::Delivery;
+
+/// The most entries one call takes.
+pub(super) const MAX_BATCH: usize = 256;
+
+impl Worker {
+    /// A connection of its own for blocking reads, which would hold up the shared one.
+    pub(super) async fn fetch_connection(&self) -> anyhow::Result<MultiplexedConnection> {
+        let config =
+            AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+        Ok(self
+            .queue
+            .client()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// Takes jobs and starts them, as many at a time as there are free slots, until `stop`
+    /// turns true. A round under way when it does is finished, never cut short.
+    pub(super) async fn fetch(
+        self: Arc<Self>,
+        slots: Arc<Semaphore>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut conn = None;
+        // Entries a blocking read took beyond the free slots: held, and started first.
+        let mut backlog = VecDeque::new();
+        let mut retry_in = RETRY_FIRST;
+        let takeover_every = self.config.visibility_timeout / 3;
+        let mut next_takeover = tokio::time::Instant::now();
+        let mut redis_full = self.redis_full.subscribe();
+        loop {
+            let permits = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
+                permits = free_slots(&slots) => permits,
+            };
+            // A job taken while Redis refuses outcomes would only add one more to keep.
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
+                _ = redis_full.wait_for(|full| !*full) => {}
+            }
+            let take_over = tokio::time::Instant::now() >= next_takeover;
+            if take_over {
+                next_takeover = tokio::time::Instant::now() + takeover_every;
+            }
+            let round = self
+                .fetch_round(permits, &mut backlog, &mut conn, take_over)
+                .await;
+            let Err(err) = round else {
+                retry_in = RETRY_FIRST;
+                continue;
+            };
+            tracing::warn!("taking jobs failed ({err:#}); trying again in {retry_in:?}");
+            if lost_group(&err) {
+                // Redis lost its data (or a stream was deleted): make the groups again.
+                for queue in &self.config.queues {
+                    if let Err(err) = self.queue.create_groups(queue).await {
+                        tracing::warn!("{err:#}");
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
+                () = tokio::time::sleep(retry_in) => {}
+            }
+            retry_in = (retry_in * 2).min(RETRY_MOST);
+        }
+        // Not started: another worker takes them over once they are idle.
+        backlog.iter().for_each(|delivery| self.unhold(delivery));
+    }
+
+    /// One round of taking jobs for the slots of `permits`: first entries read before and
+    /// waiting for a slot, then, when `take_over`, entries of workers that stopped
+    /// heartbeating, then new entries, read and started in one script call per queue. When
+    /// there are none, blocks (a second at most) until new entries arrive and starts them.
+    pub(super) async fn fetch_round(
+        self: &Arc<Self>,
+        mut permits: Vec<OwnedSemaphorePermit>,
+        backlog: &mut VecDeque<Delivery>,
+        conn: &mut Option<MultiplexedConnection>,
+        take_over: bool,
+    ) -> anyhow::Result<()> {
+        let mut started = 0;
+        if !backlog.is_empty() {
+            let waited = backlog.drain(..permits.len().min(backlog.len())).collect();
+            started += self.start_taken(waited, &mut permits).await?;
+        }
+        if take_over {
+            started += self.take_over(&mut permits).await?;
+        }
+        for queue in &self.config.queues {
+            if permits.is_empty() {
+                return Ok(());
+            }
+            let taken = self
+                .queue
+                .start_batch(queue, &self.config.id, permits.len(), &[])
+                .await?;
+            started += self.launch(taken, &mut permits);
+        }
+        if started > 0 || permits.is_empty() {
+            return Ok(());
+        }
+        let connection = match conn {
+            Some(connection) => connection,
+            None => conn.insert(self.fetch_connection().await?),
+        };
+        let mut read = match self
+            .queue
+            .read_new(
+                connection,
+                &self.config.queues,
+                &self.config.id,
+                permits.len(),
+            )
+            .await
+        {
+            Ok(read) => read,
+            Err(err) => {
+                *conn = None;
+                return Err(err);
+            }
+        };
+        // Each stream may give as many entries as there are slots: the rest wait, held.
+        let waiting = read.split_off(permits.len().min(read.len()));
+        waiting.iter().for_each(|delivery| self.hold(delivery));
+        backlog.extend(waiting);
+        self.start_taken(read, &mut permits).await?;
+        Ok(())
+    }
+
+    /// Starts entries this worker already took (by a blocking read or a takeover), no more
+    /// than `permits`, with one script call per queue, and runs those that may run; returns
+    /// how many. On a Redis error the entries are let go: they stay pending and are taken
+    /// over once idle.
+    pub(super) async fn start_taken(
+        self: &Arc<Self>,
+        taken: Vec<Delivery>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+    ) -> anyhow::Result<usize> {
+        let mut by_queue: HashMap<String, Vec<Delivery>> = HashMap::new();
+        for delivery in taken {
+            by_queue
+                .entry(delivery.queue.clone())
+                .or_default()
+                .push(delivery);
+        }
+        let mut started = 0;
+        let mut failed = None;
+        for (queue, deliveries) in by_queue {
+            match self
+                .queue
+                .start_batch(&queue, &self.config.id, 0, &deliveries)
+                .await
+            {
+                Ok(taken) => started += self.launch(taken, permits),
+                Err(err) => {
+                    deliveries.iter().for_each(|delivery| self.unhold(delivery));
+                    failed = Some(err);
+                }
+            }
+        }
+        match failed {
+            Some(err) => Err(err.context("starting jobs failed, they will run again")),
+            None => Ok(started),
+        }
+    }
+}
+
+/// The free slots, no more than [`MAX_BATCH`]; waits until there is one at least.
+pub(super) async fn free_slots(slots: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
+    let first = Arc::clone(slots).acquire_owned().await;
+    let mut permits = vec![first.expect("the slots are never closed")];
+    while permits.len() < MAX_BATCH {
+        match Arc::clone(slots).try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
+        }
+    }
+    permits
+}
+
+/// Whether Redis refused a read because a consumer group is gone: it lost its data, or a
+/// stream was deleted. Reads fail so until the groups are made again.
+pub(super) fn lost_group(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<redis::RedisError>()
+            .is_some_and(|err| err.code() == Some("NOGROUP"))
+    })
+}

@@ -1,0 +1,226 @@
+//! Storing attempts' outcomes: batched per queue, fenced by attempt and entry, kept and sent
+//! again while Redis refuses them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use taskbox_runtime::{JobError, JobReport};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{RETRY_FIRST, RETRY_MOST, Worker};
+use crate::queue::{Backoff, Delivery, Ending, FinishedAttempt, JobStatus, Queue};
+
+/// The most outcomes one script call stores, and the most that wait for the next call; a job
+/// whose outcome finds no room waits for it.
+pub(super) const OUTCOMES_AT_ONCE: usize = 512;
+
+/// How long storing a batch of outcomes may wait for its reply. Only other outcomes are ahead
+/// of it on its connection, but a batch can carry hundreds of results and logs.
+pub(super) const OUTCOME_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The writer's answer to one outcome: the job's new status (`None` when the attempt was
+/// stale and refused), or the outcome handed back because Redis did not take it.
+pub(super) type Stored = oneshot::Sender<Result<Option<JobStatus>, NotStored>>;
+
+/// An outcome Redis did not take, handed back to be sent again.
+pub(super) struct NotStored {
+    outcome: FinishedAttempt,
+    error: anyhow::Error,
+    /// Redis refused it because it reached its `maxmemory`.
+    out_of_memory: bool,
+}
+
+/// Stores outcomes in batches: while one batch is being written, the next one gathers. The
+/// writer stores whatever outcomes are ready with one script call per queue, and answers each
+/// through its [`Stored`].
+pub(super) async fn store_outcomes(
+    queue: Queue,
+    mut outcomes: mpsc::Receiver<(FinishedAttempt, Stored)>,
+) {
+    let mut batch = Vec::with_capacity(OUTCOMES_AT_ONCE);
+    while outcomes.recv_many(&mut batch, OUTCOMES_AT_ONCE).await > 0 {
+        let mut by_queue: HashMap<String, (Vec<FinishedAttempt>, Vec<Stored>)> = HashMap::new();
+        for (outcome, stored) in batch.drain(..) {
+            let (outcomes, answers) = by_queue.entry(outcome.queue.clone()).or_default();
+            outcomes.push(outcome);
+            answers.push(stored);
+        }
+        for (name, (outcomes, answers)) in by_queue {
+            match queue.finish_batch(&name, &outcomes).await {
+                Ok(statuses) => {
+                    count_outcomes(&queue, &name, &statuses).await;
+                    for (stored, status) in answers.into_iter().zip(statuses) {
+                        let _ = stored.send(Ok(status));
+                    }
+                }
+                Err(err) => {
+                    let out_of_memory = crate::queue::is_out_of_memory(&err);
+                    for (outcome, stored) in outcomes.into_iter().zip(answers) {
+                        let error = anyhow::anyhow!("storing the outcome failed: {err:#}");
+                        let _ = stored.send(Err(NotStored {
+                            outcome,
+                            error,
+                            out_of_memory,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds stored outcomes to the queue's per-minute throughput counters.
+async fn count_outcomes(queue: &Queue, name: &str, statuses: &[Option<JobStatus>]) {
+    let completed = statuses
+        .iter()
+        .filter(|status| **status == Some(JobStatus::Completed))
+        .count();
+    let failed = statuses
+        .iter()
+        .filter(|status| matches!(status, Some(JobStatus::Retrying | JobStatus::Dead)))
+        .count();
+    if completed + failed == 0 {
+        return;
+    }
+    if let Err(err) = queue.count_finished(name, completed, failed).await {
+        tracing::warn!("counting finished jobs failed: {err}");
+    }
+}
+
+impl Worker {
+    /// Stores an attempt's outcome and counts it.
+    pub(super) async fn finish(
+        &self,
+        delivery: &Delivery,
+        attempt: u32,
+        report: JobReport,
+        backoff: &Backoff,
+    ) -> anyhow::Result<()> {
+        let outcome = self.outcome(delivery, attempt, report, backoff)?;
+        let counter = match self.store(outcome).await? {
+            None => {
+                tracing::warn!(job = %delivery.job, attempt, "outcome refused: a newer attempt owns the job");
+                &self.stats.stale_rejected
+            }
+            Some(status) => self.counter(status),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// What `finish_batch.lua` is to store of an attempt's report.
+    fn outcome(
+        &self,
+        delivery: &Delivery,
+        attempt: u32,
+        report: JobReport,
+        backoff: &Backoff,
+    ) -> anyhow::Result<FinishedAttempt> {
+        let (ending, payload, error_kind, retry_in) = match &report.outcome {
+            Ok(output) => (Ending::Completed, output.clone(), String::new(), None),
+            Err(JobError::Cancelled) if self.releasing.load(Ordering::SeqCst) => {
+                (Ending::Released, Vec::new(), String::new(), None)
+            }
+            Err(err @ JobError::Cancelled) => (
+                Ending::Cancelled,
+                error_json(err),
+                err.kind().to_owned(),
+                None,
+            ),
+            Err(err) => {
+                let retry_in = match err {
+                    err if !err.is_retryable() => None,
+                    JobError::TaskError {
+                        retry_after_ms: Some(after),
+                        ..
+                    } => Some(Duration::from_millis(*after)),
+                    _ => Some(backoff.delay(attempt, rand::random::<f64>())),
+                };
+                (
+                    Ending::Failed,
+                    error_json(err),
+                    err.kind().to_owned(),
+                    retry_in,
+                )
+            }
+        };
+        Ok(FinishedAttempt {
+            queue: delivery.queue.clone(),
+            priority: delivery.priority,
+            entry: delivery.entry.clone(),
+            job: delivery.job.clone(),
+            attempt,
+            ending,
+            payload,
+            error_kind,
+            retry_in,
+            log: report.log,
+            stats: serde_json::to_string(&report.stats)?,
+            progress: match &report.progress {
+                Some(progress) => serde_json::to_string(progress)?,
+                None => String::new(),
+            },
+        })
+    }
+
+    /// Hands `outcome` to the writer until it is stored, and returns the job's new status
+    /// (`None` when the attempt was stale). While Redis fails it tries again with capped
+    /// backoff, the entry still held, so that no other worker runs the job again; it gives up
+    /// only when handing jobs back after a shutdown's grace period.
+    async fn store(&self, mut outcome: FinishedAttempt) -> anyhow::Result<Option<JobStatus>> {
+        let mut retry_in = RETRY_FIRST;
+        loop {
+            let (stored, status) = oneshot::channel();
+            self.outcomes
+                .send((outcome, stored))
+                .await
+                .map_err(|_| anyhow::anyhow!("the outcome writer stopped"))?;
+            let not_stored = match status.await? {
+                Ok(status) => {
+                    if self.redis_full.send_replace(false) {
+                        tracing::info!("Redis took an outcome again: taking new jobs again");
+                    }
+                    return Ok(status);
+                }
+                Err(not_stored) if self.releasing.load(Ordering::SeqCst) => {
+                    return Err(not_stored.error);
+                }
+                Err(not_stored) => not_stored,
+            };
+            let (job, attempt) = (&not_stored.outcome.job, not_stored.outcome.attempt);
+            if not_stored.out_of_memory {
+                if !self.redis_full.send_replace(true) {
+                    tracing::warn!(
+                        "Redis is full (it reached its maxmemory): taking no new jobs until it \
+                         stores outcomes again"
+                    );
+                }
+                tracing::warn!(%job, attempt, "Redis is full, so the outcome waits here, the job still held; trying again in {retry_in:?}");
+            } else {
+                tracing::warn!(%job, attempt, "{:#}; trying again in {retry_in:?}", not_stored.error);
+            }
+            outcome = not_stored.outcome;
+            tokio::time::sleep(retry_in).await;
+            retry_in = (retry_in * 2).min(RETRY_MOST);
+        }
+    }
+
+    /// The counter of a stored outcome's new status.
+    fn counter(&self, status: JobStatus) -> &AtomicU64 {
+        match status {
+            JobStatus::Completed => &self.stats.completed,
+            JobStatus::Pending => &self.stats.released,
+            _ => &self.stats.failed,
+        }
+    }
+}
+
+/// A job's error as stored: its kind and fields, and its message.
+fn error_json(err: &JobError) -> Vec<u8> {
+    let mut value = serde_json::to_value(err).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("message".into(), err.to_string().into());
+    }
+    value.to_string().into_bytes()
+}

@@ -1,0 +1,109 @@
+//! Running a started job: a task of its own, a fresh sandbox, the grants and limits of its
+//! module.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use taskbox_runtime::{CancelHandle, JobInfo, JobReport, JobRequest, Limits};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Worker;
+use crate::grants::JobContext;
+use crate::progress::{ProgressSlot, ProgressTarget};
+use crate::queue::{Delivery, StartedJob};
+
+impl Worker {
+    /// Runs each started job in a task of its own, with one of `permits`, holding its entry
+    /// until its outcome is stored; lets go of the entries of the rest. Returns how many ran.
+    pub(super) fn launch(
+        self: &Arc<Self>,
+        taken: Vec<(Delivery, Option<StartedJob>)>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+    ) -> usize {
+        let mut launched = 0;
+        for (delivery, started) in taken {
+            let (Some(started), Some(permit)) = (started, permits.pop()) else {
+                self.unhold(&delivery);
+                continue;
+            };
+            self.hold(&delivery);
+            let cancel = self.register(&delivery.job);
+            let worker = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(err) = worker.run_job(&delivery, started, cancel).await {
+                    tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
+                }
+                worker.unhold(&delivery);
+                worker.running().forget(&delivery.job);
+                drop(permit);
+            });
+            launched += 1;
+        }
+        launched
+    }
+
+    /// Runs one attempt in a fresh sandbox and stores its outcome.
+    pub(super) async fn run_job(
+        &self,
+        delivery: &Delivery,
+        started: StartedJob,
+        cancel: CancelHandle,
+    ) -> anyhow::Result<()> {
+        let context = JobContext {
+            id: delivery.job.clone(),
+            tenant: started.tenant,
+            module: started.module,
+            version: started.version,
+            depth: started.depth,
+        };
+        let loaded = match self.module(&started.digest).await {
+            Ok(module) => self
+                .grants
+                .for_job(&context)
+                .await
+                .map(|grants| (module, grants)),
+            Err(err) => Err(err),
+        };
+        let report = match loaded {
+            Ok((module, grants)) => {
+                let slot = Arc::new(ProgressSlot::default());
+                let request = JobRequest {
+                    task: started.task,
+                    input: started.input,
+                    info: JobInfo {
+                        id: delivery.job.clone(),
+                        module: context.module,
+                        attempt: started.attempt,
+                        max_attempts: started.max_attempts,
+                        queue: delivery.queue.clone(),
+                        enqueued_at: UNIX_EPOCH + Duration::from_millis(started.created_at),
+                    },
+                    limits: grants.limits.narrow(Limits {
+                        timeout: started.timeout.unwrap_or(self.config.limits.timeout),
+                        fuel: started.fuel.unwrap_or(self.config.limits.fuel),
+                        memory: started.memory.unwrap_or(self.config.limits.memory),
+                        ..self.config.limits
+                    }),
+                    cancel,
+                    progress: Some(slot.sink()),
+                    capabilities: grants.capabilities,
+                };
+                let to = ProgressTarget {
+                    keys: self.queue.keys(&delivery.queue),
+                    job: delivery.job.clone(),
+                    tenant: context.tenant,
+                };
+                let run = self.runtime.run(&module, request);
+                self.progress.while_running(&to, &slot, run).await
+            }
+            Err(err) => JobReport {
+                outcome: Err(err),
+                stats: Default::default(),
+                log: String::new(),
+                progress: None,
+            },
+        };
+        self.finish(delivery, started.attempt, report, &started.backoff)
+            .await
+    }
+}
