@@ -55,6 +55,9 @@ pub(crate) struct StartedJob {
     pub(crate) version: String,
     /// The job's depth in its chain: 0 for a job enqueued from outside.
     pub(crate) depth: u32,
+    /// The fields that hold something this version cannot read (a damaged record, or one
+    /// written by a newer taskbox): the job must not run with a default in their place.
+    pub(crate) unreadable: Vec<&'static str>,
 }
 
 /// The job-hash fields `start_batch.lua` returns for a job that may run, in its reply's
@@ -86,23 +89,35 @@ impl FromRedisValue for StartedJob {
         }
         let mut fields = STARTED_FIELDS.into_iter().zip(values);
         let mut next = || fields.next().expect("as many values as fields");
+        let mut unreadable = Vec::new();
         // Struct fields are evaluated in the order written, which is the reply's.
-        Ok(Self {
+        let mut job = Self {
             attempt: decode(next())?,
             max_attempts: decode(next())?,
             task: decode(next())?,
             digest: decode(next())?,
             input: decode(next())?,
-            timeout: setting(next())?.map(Duration::from_millis),
-            fuel: setting(next())?,
-            memory: setting(next())?,
+            timeout: setting(next(), &mut unreadable)?.map(Duration::from_millis),
+            fuel: setting(next(), &mut unreadable)?,
+            memory: setting(next(), &mut unreadable)?,
             created_at: decode(next())?,
-            backoff: serde_json::from_str(&decode::<String>(next())?).unwrap_or_default(),
+            backoff: {
+                let (name, value) = next();
+                let text: String = decode((name, value))?;
+                serde_json::from_str(&text).unwrap_or_else(|_| {
+                    unreadable.push(name);
+                    Backoff::default()
+                })
+            },
             tenant: decode(next())?,
             module: decode(next())?,
             version: decode(next())?,
-            depth: setting(next())?.unwrap_or(0),
-        })
+            depth: 0,
+            unreadable: Vec::new(),
+        };
+        job.depth = setting(next(), &mut unreadable)?.unwrap_or(0);
+        job.unreadable = unreadable;
+        Ok(job)
     }
 }
 
@@ -111,11 +126,23 @@ fn decode<T: FromRedisValue>((name, value): (&str, Value)) -> Result<T, ParsingE
     redis::from_redis_value(value).map_err(|err| format!("field `{name}`: {err}").into())
 }
 
-/// A job's optional number: '' when the job has none, and one that does not parse is taken
-/// as none, so that the worker's default applies.
-fn setting<T: FromStr>(field: (&str, Value)) -> Result<Option<T>, ParsingError> {
-    let text: String = decode(field)?;
-    Ok(text.parse().ok())
+/// A job's optional number: '' when the job has none. One that does not parse is added to
+/// `unreadable` rather than failing the whole batch's reply.
+fn setting<T: FromStr>(
+    (name, value): (&'static str, Value),
+    unreadable: &mut Vec<&'static str>,
+) -> Result<Option<T>, ParsingError> {
+    let text: String = decode((name, value))?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse() {
+        Ok(value) => Ok(Some(value)),
+        Err(_) => {
+            unreadable.push(name);
+            Ok(None)
+        }
+    }
 }
 
 /// How an attempt ended, as `finish_batch.lua` is told.
@@ -451,7 +478,35 @@ mod tests {
         assert_eq!(started.created_at, 1_700_000_000_000);
         assert_eq!(started.backoff.base, Duration::from_millis(10));
         assert_eq!((started.module.as_str(), started.depth), ("mailer", 0));
+        assert!(started.unreadable.is_empty());
         let short = Value::Array(vec![text("1")]);
         assert!(redis::from_redis_value::<StartedJob>(short).is_err());
+    }
+
+    #[test]
+    fn a_started_job_names_the_stored_settings_it_cannot_read() {
+        let text = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let reply = Value::Array(
+            [
+                "1",
+                "3",
+                "send",
+                "sha256:ab",
+                "{}",
+                "",
+                "lots",
+                "",
+                "1700000000000",
+                "{oops",
+                "acme",
+                "mailer",
+                "1.0.0",
+                "",
+            ]
+            .map(text)
+            .into(),
+        );
+        let started: StartedJob = redis::from_redis_value(reply).unwrap();
+        assert_eq!(started.unreadable, ["fuel", "backoff"]);
     }
 }

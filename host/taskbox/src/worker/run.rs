@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use taskbox_runtime::{CancelHandle, JobInfo, JobReport, JobRequest, Limits};
+use taskbox_runtime::{CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Worker;
@@ -57,6 +57,13 @@ impl Worker {
             depth: started.depth,
         };
         let loaded = match self.module(&started.digest).await {
+            Ok(_) if !started.unreadable.is_empty() => {
+                let fields = started.unreadable.join("`, `");
+                tracing::warn!(job = %delivery.job, "the job's stored `{fields}` cannot be read, so it does not run");
+                Err(JobError::Internal {
+                    message: format!("the job's stored `{fields}` cannot be read"),
+                })
+            }
             Ok(module) => self
                 .grants
                 .for_job(&context)
