@@ -44,9 +44,10 @@ const MAX_LOG_PER_JOB: u64 = 4 << 10;
 const SETTLE_JOBS: usize = 128;
 /// Hostile rounds before the first reading of the worker's memory.
 const WARM_UP_ROUNDS: usize = 2;
-/// How much the worker's memory outside the sandbox pool may grow after the warm-up: twice
-/// the most it moved in ten measured rounds (20 MiB, from 107 MiB; see the README).
-const HEAP_MARGIN: u64 = 48 << 20;
+/// How much the worker's memory outside the sandbox pool may grow after the warm-up: 16 MiB,
+/// where ten measured rounds moved it by less than 2 MiB (see docs/manifest.md); a leak of
+/// one hostile job's arguments per round would pass it in the first.
+const HEAP_MARGIN: u64 = 16 << 20;
 /// The most the sandbox pool keeps resident once every slot has been used, by its settings
 /// in `taskbox_runtime` for a worker of 16 jobs (32 sandboxes): the first 2 MiB of each of
 /// 64 linear memories and of each of 32 async stacks, and 64 KiB of each of 256 tables. The

@@ -20,7 +20,7 @@ use crate::capabilities::sql::JobSql;
 use crate::capabilities::wasi;
 use crate::capabilities::{Caller, Capabilities};
 use crate::guest_text;
-use crate::host_memory::{JobMemory, Meter};
+use crate::host_memory::{self, JobMemory, Meter};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::module::{Entry, TaskModule};
 use crate::outcome::{JobError, JobReport, RunStats};
@@ -156,9 +156,11 @@ fn on_epoch_tick(store: StoreContextMut<'_, JobState>) -> wasmtime::Result<Updat
 /// With `fuel` off, the limits' fuel budget is not applied and no fuel is reported used.
 pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) -> JobReport {
     let memory = JobMemory::open(request.limits.host_memory);
-    memory
+    let report = memory
         .charging(run_charged(module, request, fuel, memory.meter()))
-        .await
+        .await;
+    host_memory::give_back_after(report.stats.peak_host_memory);
+    report
 }
 
 /// [`run`], with the host's allocations for the job counted on `host_memory`.
