@@ -49,8 +49,12 @@ impl ProgressSlot {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Progress>> {
-        self.latest.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.latest)
     }
+}
+
+fn lock(report: &Mutex<Option<Progress>>) -> std::sync::MutexGuard<'_, Option<Progress>> {
+    report.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Writes the progress of a worker's running jobs, as job-caused writes.
@@ -77,21 +81,25 @@ impl ProgressWriter {
         slot: &ProgressSlot,
         job: impl Future<Output = T>,
     ) -> T {
+        // The report being written, until its write is done: the job's end cuts that write
+        // short, and when no later report came, it is the last one and must still go out.
+        let writing = Mutex::new(None);
         let flush = async {
             loop {
                 slot.reported.notified().await;
                 if let Some(progress) = slot.take() {
+                    *lock(&writing) = Some(progress.clone());
                     self.write(to, &progress).await;
+                    *lock(&writing) = None;
                 }
                 tokio::time::sleep(FLUSH_EVERY).await;
             }
         };
-        // A write cut short here loses nothing that matters: the last report follows it.
         let ended = tokio::select! {
             ended = job => ended,
             () = flush => unreachable!("flushing ends only with the job"),
         };
-        if let Some(progress) = slot.take() {
+        if let Some(progress) = slot.take().or_else(|| lock(&writing).take()) {
             self.write(to, &progress).await;
         }
         ended
