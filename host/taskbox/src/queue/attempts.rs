@@ -442,36 +442,40 @@ fn retry_delay_ms(delay: Duration) -> i64 {
 mod tests {
     use super::*;
 
+    fn text(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    /// `start_batch.lua`'s reply for a job whose fuel and backoff fields hold these.
+    fn reply(fuel: &str, backoff: &str) -> Value {
+        let fields = [
+            "2",
+            "3",
+            "send",
+            "sha256:ab",
+            "{}",
+            "",
+            fuel,
+            "",
+            "1700000000000",
+            backoff,
+            "acme",
+            "mailer",
+            "1.0.0",
+            "",
+        ];
+        Value::Array(fields.map(text).into())
+    }
+
     #[test]
     fn a_started_job_leaves_unset_limits_to_the_worker() {
-        let text = |text: &str| Value::BulkString(text.as_bytes().to_vec());
         let backoff = Backoff {
             base: Duration::from_millis(10),
             max: Duration::from_secs(1),
             jitter: 0.5,
         };
         let backoff = serde_json::to_string(&backoff).unwrap();
-        let reply = Value::Array(
-            [
-                "2",
-                "3",
-                "send",
-                "sha256:ab",
-                "{}",
-                "",
-                "1000",
-                "",
-                "1700000000000",
-                &backoff,
-                "acme",
-                "mailer",
-                "1.0.0",
-                "",
-            ]
-            .map(text)
-            .into(),
-        );
-        let started: StartedJob = redis::from_redis_value(reply).unwrap();
+        let started: StartedJob = redis::from_redis_value(reply("1000", &backoff)).unwrap();
         assert_eq!((started.attempt, started.max_attempts), (2, 3));
         assert_eq!(started.timeout, None);
         assert_eq!((started.fuel, started.memory), (Some(1000), None));
@@ -485,28 +489,7 @@ mod tests {
 
     #[test]
     fn a_started_job_names_the_stored_settings_it_cannot_read() {
-        let text = |text: &str| Value::BulkString(text.as_bytes().to_vec());
-        let reply = Value::Array(
-            [
-                "1",
-                "3",
-                "send",
-                "sha256:ab",
-                "{}",
-                "",
-                "lots",
-                "",
-                "1700000000000",
-                "{oops",
-                "acme",
-                "mailer",
-                "1.0.0",
-                "",
-            ]
-            .map(text)
-            .into(),
-        );
-        let started: StartedJob = redis::from_redis_value(reply).unwrap();
+        let started: StartedJob = redis::from_redis_value(reply("lots", "{oops")).unwrap();
         assert_eq!(started.unreadable, ["fuel", "backoff"]);
     }
 }
