@@ -12,12 +12,12 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use taskbox::api::{ApiConfig, router, serve_router};
-use taskbox::auth::{Role, Tokens};
-use taskbox::manifest::Policy;
-use taskbox::queue::Queue;
-use taskbox::redis_server::{RedisOptions, RedisServer};
-use taskbox::registry::{Registry, RegistryConfig};
-use taskbox::worker::{Worker, WorkerConfig};
+use taskbox_core::auth::{Role, Tokens};
+use taskbox_core::manifest::Policy;
+use taskbox_core::queue::Queue;
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::registry::{Registry, RegistryConfig};
+use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
 
 static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =

@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use taskbox::api::{ApiConfig, router, serve_router};
-use taskbox::auth::{Role, Tokens};
-use taskbox::events::Events;
-use taskbox::grants::{HostCapabilities, ModuleSettings};
-use taskbox::manifest::Manifest;
-use taskbox::progress::FLUSH_EVERY;
-use taskbox::queue::{EnqueueOptions, JobRecord, JobStatus, NewJob, Queue};
-use taskbox::redis_server::{RedisOptions, RedisServer};
-use taskbox::registry::{Registry, RegistryConfig};
-use taskbox::worker::{Worker, WorkerConfig};
+use taskbox_core::auth::{Role, Tokens};
+use taskbox_core::events::Events;
+use taskbox_core::grants::{HostCapabilities, ModuleSettings};
+use taskbox_core::manifest::Manifest;
+use taskbox_core::progress::FLUSH_EVERY;
+use taskbox_core::queue::{EnqueueOptions, JobRecord, JobStatus, NewJob, Queue};
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::registry::{Registry, RegistryConfig};
+use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
 
 static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =

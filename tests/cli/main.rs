@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use taskbox::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
 
 /// Runs `taskbox` with `args`; the failure message of any assertion on the result shows the
 /// command, its exit status, stdout and stderr.

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use taskbox::api::{ApiConfig, router, serve_router};
-use taskbox::manifest::Manifest;
-use taskbox::queue::{JobFilter, JobRecord, JobStatus, Queue};
-use taskbox::redis_server::{RedisOptions, RedisServer};
-use taskbox::registry::{Registry, RegistryConfig};
-use taskbox::scheduler::{
+use taskbox_core::manifest::Manifest;
+use taskbox_core::queue::{JobFilter, JobRecord, JobStatus, Queue};
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::registry::{Registry, RegistryConfig};
+use taskbox_core::scheduler::{
     CatchUp, Clock, CronExpr, Schedule, Scheduler, Schedules, Source, parse_zone,
 };
-use taskbox::worker::{Worker, WorkerConfig};
+use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
 
 static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
@@ -432,7 +432,7 @@ async fn manifest_schedules_follow_the_module_and_bad_schedules_are_refused() {
              [[schedules]]\nname = \"weekly\"\ncron = \"@weekly\"\ntask = \"add\"\n",
         )
         .await;
-    let names = |list: Vec<taskbox::scheduler::ScheduleStatus>| -> Vec<String> {
+    let names = |list: Vec<taskbox_core::scheduler::ScheduleStatus>| -> Vec<String> {
         list.into_iter().map(|s| s.schedule.name).collect()
     };
     let listed = setup.schedules.list(TENANT).await.unwrap();

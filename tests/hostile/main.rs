@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use taskbox::manifest::Manifest;
-use taskbox::queue::{EnqueueOptions, JobRecord, JobStatus, MAX_RETRY_DELAY, NewJob, Queue};
-use taskbox::redis_server::{RedisOptions, RedisServer};
-use taskbox::registry::{Registry, RegistryConfig};
+use taskbox_core::manifest::Manifest;
+use taskbox_core::queue::{EnqueueOptions, JobRecord, JobStatus, MAX_RETRY_DELAY, NewJob, Queue};
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
 
 const TENANT: &str = "default";

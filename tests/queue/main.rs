@@ -12,14 +12,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskbox::manifest::Manifest;
-use taskbox::queue::{
+use taskbox_core::manifest::Manifest;
+use taskbox_core::queue::{
     Backoff, CancelOutcome, EnqueueOptions, JobFilter, JobRecord, JobStatus, MAX_RETRY_DELAY,
     NewJob, Priority, Queue,
 };
-use taskbox::redis_server::{RedisOptions, RedisServer};
-use taskbox::registry::{Registry, RegistryConfig};
-use taskbox::worker::{Worker, WorkerConfig, WorkerStats};
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::registry::{Registry, RegistryConfig};
+use taskbox_core::worker::{Worker, WorkerConfig, WorkerStats};
 use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
 use tokio::sync::oneshot;
 

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use taskbox::queue::Queue;
-use taskbox::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::queue::Queue;
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
 
 /// Starts a redis-server with `options` and connects a queue to it.
 pub async fn start(options: RedisOptions) -> (RedisServer, Queue) {

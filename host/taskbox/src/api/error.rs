@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::registry::RegistryError;
+use taskbox_core::registry::RegistryError;
 
 /// When a client told that Redis is full may try again, in seconds.
 const OUT_OF_MEMORY_RETRY_SECS: u64 = 5;
@@ -99,7 +99,7 @@ impl ApiError {
     /// without details but for a full Redis, which the caller can wait out.
     pub(crate) fn internal(err: impl Into<anyhow::Error>) -> Self {
         let err = err.into();
-        if crate::queue::is_out_of_memory(&err) {
+        if taskbox_core::queue::is_out_of_memory(&err) {
             tracing::error!("Redis is out of memory: {err:#}");
             return Self {
                 retry_after: Some(OUT_OF_MEMORY_RETRY_SECS),

@@ -20,7 +20,7 @@ use utoipa::IntoParams;
 
 use crate::api::error::{Path, Query};
 use crate::api::{ApiError, AppState, Caller};
-use crate::events::Event;
+use taskbox_core::events::Event;
 
 /// Where to resume.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ErrorBody, Json, Path, Query};
 use crate::api::{ApiError, AppState, Caller};
-use crate::queue::{
+use taskbox_core::queue::{
     CancelOutcome, EnqueueError, EnqueueOptions, InvalidJob, JobFilter, JobRecord, JobStatus,
     NewJob, Priority,
 };
@@ -499,10 +499,12 @@ async fn list_jobs(
         .queue
         .list(&caller.tenant, &filter, options.cursor.as_deref(), limit)
         .await
-        .map_err(|err| match err.downcast::<crate::queue::BadCursor>() {
-            Ok(bad) => ApiError::bad_request("invalid_query", bad.to_string()),
-            Err(err) => ApiError::internal(err),
-        })?;
+        .map_err(
+            |err| match err.downcast::<taskbox_core::queue::BadCursor>() {
+                Ok(bad) => ApiError::bad_request("invalid_query", bad.to_string()),
+                Err(err) => ApiError::internal(err),
+            },
+        )?;
     Ok(Json(JobPage {
         jobs: page.jobs.into_iter().map(JobView::from).collect(),
         next_cursor: page.next_cursor,

@@ -28,9 +28,9 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 
-use crate::auth::{Principal, Role, Tokens, same_token};
-use crate::queue::Queue;
-use crate::registry::Registry;
+use taskbox_core::auth::{Principal, Role, Tokens, same_token};
+use taskbox_core::queue::Queue;
+use taskbox_core::registry::Registry;
 
 pub use connections::serve_router;
 pub use error::ApiError;
@@ -82,7 +82,7 @@ impl Default for ApiConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
             admin_token: None,
             max_body: 2 << 20,
-            max_input: crate::queue::DEFAULT_MAX_INPUT,
+            max_input: taskbox_core::queue::DEFAULT_MAX_INPUT,
             enqueue_rate: 1000.0,
             enqueue_burst: 5000.0,
             max_wait: Duration::from_secs(60),
@@ -97,10 +97,10 @@ impl Default for ApiConfig {
 pub(crate) struct AppState {
     pub(crate) queue: Queue,
     pub(crate) registry: Registry,
-    pub(crate) events: crate::events::Events,
-    pub(crate) subscriptions: crate::events::Subscriptions,
+    pub(crate) events: taskbox_core::events::Events,
+    pub(crate) subscriptions: taskbox_core::events::Subscriptions,
     pub(crate) event_streams: Arc<events::StreamSlots>,
-    pub(crate) schedules: crate::scheduler::Schedules,
+    pub(crate) schedules: taskbox_core::scheduler::Schedules,
     tokens: Tokens,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<rate::RateLimiter>,
@@ -153,9 +153,11 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
             config.max_event_streams_per_tenant,
         )),
         config: Arc::new(config),
-        events: crate::events::Events::new(queue.clone()),
-        subscriptions: crate::events::Subscriptions::new(crate::events::Events::new(queue.clone())),
-        schedules: crate::scheduler::Schedules::new(queue.clone()),
+        events: taskbox_core::events::Events::new(queue.clone()),
+        subscriptions: taskbox_core::events::Subscriptions::new(taskbox_core::events::Events::new(
+            queue.clone(),
+        )),
+        schedules: taskbox_core::scheduler::Schedules::new(queue.clone()),
         queue,
         registry,
     };

@@ -12,10 +12,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{Json, Path, Query};
 use crate::api::{ApiError, AppState, Caller};
-use crate::auth::Role;
-use crate::grants::ModuleSettings;
-use crate::manifest::{MANIFEST_FILE, Manifest};
-use crate::registry::{ModuleSummary, ModuleVersion};
+use taskbox_core::auth::Role;
+use taskbox_core::grants::ModuleSettings;
+use taskbox_core::manifest::{MANIFEST_FILE, Manifest};
+use taskbox_core::registry::{ModuleSummary, ModuleVersion};
 
 /// The parts of an upload.
 #[derive(Debug, ToSchema)]

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::api::error::{ErrorBody, Json, Path};
 use crate::api::{ApiError, AppState, Caller};
-use crate::scheduler::{CatchUp, Schedule, ScheduleError, ScheduleStatus, Source};
+use taskbox_core::scheduler::{CatchUp, Schedule, ScheduleError, ScheduleStatus, Source};
 
 /// A schedule to create.
 // Serialize too: the CLI sends it.

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::api::error::{ErrorBody, Json};
 use crate::api::{ApiError, AppState, Caller};
-use crate::queue::{QueueStats, WorkerInfo};
+use taskbox_core::queue::{QueueStats, WorkerInfo};
 
 /// Every queue jobs were enqueued on.
 #[derive(Debug, Serialize, ToSchema)]

@@ -10,12 +10,12 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use taskbox_runtime::{Runtime, RuntimeConfig};
 
-use crate::auth::DEFAULT_TENANT;
 use crate::cli::module::read_module;
 use crate::cli::redis_url::RedisArgs;
-use crate::queue::{EnqueueOptions, NewJob, Queue};
-use crate::registry::{Registry, RegistryConfig};
-use crate::worker::{Worker, WorkerConfig, default_worker_id};
+use taskbox_core::auth::DEFAULT_TENANT;
+use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};
+use taskbox_core::registry::{Registry, RegistryConfig};
+use taskbox_core::worker::{Worker, WorkerConfig, default_worker_id};
 
 /// The queue the benchmark uses, so that it does not mix with real jobs.
 const BENCH_QUEUE: &str = "bench";
@@ -123,21 +123,17 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.concurrency
     );
 
-    let mut pubsub = queue.client().get_async_pubsub().await?;
-    pubsub
-        .subscribe(queue.keys(BENCH_QUEUE).done_channel())
-        .await?;
-    let mut done = pubsub.on_message();
+    let mut done = std::pin::pin!(queue.finished_jobs(BENCH_QUEUE).await?);
     let mut latencies = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
         let started = Instant::now();
         let id = queue.enqueue(DEFAULT_TENANT, job()).await?.id;
         loop {
-            let message = tokio::time::timeout(Duration::from_secs(10), done.next())
+            let finished = tokio::time::timeout(Duration::from_secs(10), done.next())
                 .await
                 .context("a job took over 10 s")?
                 .context("the subscription ended")?;
-            if message.get_payload_bytes() == id.as_bytes() {
+            if finished == id.as_bytes() {
                 break;
             }
         }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::auth::DEFAULT_TENANT;
 use crate::cli::module::read_module;
 use crate::cli::redis_url::{RedisArgs, dev_url_file};
 use crate::cli::roles::{ApiArgs, WorkerArgs, run_roles, worker_runtime};
-use crate::queue::Queue;
-use crate::registry::Registry;
+use taskbox_core::auth::DEFAULT_TENANT;
+use taskbox_core::queue::Queue;
+use taskbox_core::registry::Registry;
 
 /// Everything in one process for development: the API, a worker, and a private
 /// redis-server when no Redis is given. Other `taskbox` commands find the API by default.

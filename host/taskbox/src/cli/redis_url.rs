@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::queue::Queue;
-use crate::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::queue::Queue;
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
 
 /// Environment variable naming the Redis URL.
 pub const ENV_REDIS_URL: &str = "REDIS_URL";

@@ -11,11 +11,11 @@ use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
 
 use crate::api::{ApiConfig, DEFAULT_LISTEN, ENV_ADMIN_TOKEN};
 use crate::config::HostConfig;
-use crate::grants::HostCapabilities;
-use crate::queue::{DEFAULT_QUEUE, Queue, validate_name};
-use crate::registry::Registry;
-use crate::scheduler::Scheduler;
-use crate::worker::{ENV_CONCURRENCY, Worker, WorkerConfig, default_worker_id};
+use taskbox_core::grants::HostCapabilities;
+use taskbox_core::queue::{DEFAULT_QUEUE, Queue, validate_name};
+use taskbox_core::registry::Registry;
+use taskbox_core::scheduler::Scheduler;
+use taskbox_core::worker::{ENV_CONCURRENCY, Worker, WorkerConfig, default_worker_id};
 
 /// Worker options shared by `dev` and `serve`.
 #[derive(Debug, Clone, clap::Args)]

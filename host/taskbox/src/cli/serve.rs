@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::cli::redis_url::RedisArgs;
 use crate::cli::roles::{ApiArgs, WorkerArgs, run_roles, worker_runtime};
-use crate::registry::Registry;
+use taskbox_core::registry::Registry;
 
 /// Run taskbox roles against a shared Redis.
 #[derive(Debug, clap::Args)]

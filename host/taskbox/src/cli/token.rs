@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use crate::auth::{Role, Tokens};
 use crate::cli::redis_url::RedisArgs;
+use taskbox_core::auth::{Role, Tokens};
 
 /// Create API tokens (talks to Redis directly: an operator's command).
 #[derive(Debug, clap::Args)]

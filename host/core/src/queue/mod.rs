@@ -552,20 +552,17 @@ impl Queue {
         let Some(queue) = queue_of(id) else {
             return Ok(None);
         };
-        let keys = self.keys(queue);
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(keys.done_channel()).await?;
+        let mut finished = self.finished_jobs(queue).await?;
         // Subscribed first, then looked: a job finishing in between is not missed.
         let job = self.job(id).await?;
         if job.as_ref().is_none_or(|job| job.status.is_finished()) {
             return Ok(job);
         }
-        let mut messages = pubsub.on_message();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match tokio::time::timeout_at(deadline, messages.next()).await {
-                Ok(Some(message)) => {
-                    if message.get_payload_bytes() == id.as_bytes() {
+            match tokio::time::timeout_at(deadline, finished.next()).await {
+                Ok(Some(finished)) => {
+                    if finished == id.as_bytes() {
                         return self.job(id).await;
                     }
                 }
@@ -573,6 +570,19 @@ impl Queue {
                 Err(_elapsed) => return self.job(id).await,
             }
         }
+    }
+
+    /// The ids of the jobs of `queue` that finish from now on, as they finish, on a
+    /// connection of their own.
+    pub async fn finished_jobs(
+        &self,
+        queue: &str,
+    ) -> anyhow::Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.keys(queue).done_channel()).await?;
+        Ok(pubsub
+            .into_on_message()
+            .map(|message| message.get_payload_bytes().to_vec()))
     }
 
     /// Cancels job `id`.
@@ -694,7 +704,7 @@ pub fn is_out_of_memory(err: &anyhow::Error) -> bool {
 
 /// Names of queues, modules and tasks: short, printable, and free of the characters keys
 /// use.
-pub(crate) fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
+pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
