@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use taskbox::api::{ApiConfig, router, serve_router};
 use taskbox_core::auth::{Role, Tokens};
-use taskbox_core::manifest::Policy;
+use taskbox_core::model::manifest::Policy;
 use taskbox_core::queue::Queue;
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use taskbox::api::{ApiConfig, router, serve_router};
-use taskbox_core::manifest::Manifest;
-use taskbox_core::queue::{JobFilter, JobRecord, JobStatus, Queue};
+use taskbox_core::model::cron::{CatchUp, CronExpr, parse_zone};
+use taskbox_core::model::job::{JobRecord, JobStatus};
+use taskbox_core::model::manifest::Manifest;
+use taskbox_core::queue::{JobFilter, Queue};
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
-use taskbox_core::scheduler::{
-    CatchUp, Clock, CronExpr, Schedule, Scheduler, Schedules, Source, parse_zone,
-};
+use taskbox_core::scheduler::{Clock, Schedule, Scheduler, Schedules, Source};
 use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
 

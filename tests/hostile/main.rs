@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use taskbox_core::manifest::Manifest;
-use taskbox_core::queue::{EnqueueOptions, JobRecord, JobStatus, MAX_RETRY_DELAY, NewJob, Queue};
+use taskbox_core::model::job::{JobRecord, JobStatus};
+use taskbox_core::model::manifest::Manifest;
+use taskbox_core::queue::{EnqueueOptions, MAX_RETRY_DELAY, NewJob, Queue};
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};

@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskbox_core::manifest::Manifest;
+use taskbox_core::model::job::{Backoff, JobRecord, JobStatus, Priority};
+use taskbox_core::model::manifest::Manifest;
 use taskbox_core::queue::{
-    Backoff, CancelOutcome, EnqueueOptions, JobFilter, JobRecord, JobStatus, MAX_RETRY_DELAY,
-    NewJob, Priority, Queue,
+    CancelOutcome, EnqueueOptions, JobFilter, MAX_RETRY_DELAY, NewJob, Queue,
 };
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};

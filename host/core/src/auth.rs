@@ -13,7 +13,7 @@ use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::manifest::is_plain_name;
+use crate::model::names::is_plain_name;
 use crate::queue::{Queue, unix_millis};
 use crate::store::keys;
 

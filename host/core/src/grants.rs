@@ -18,10 +18,9 @@ use taskbox_runtime::{Capabilities, JobError};
 
 use crate::auth::DEFAULT_TENANT;
 use crate::job_writes::{JobWrites, TenantBus};
-use crate::manifest::{LimitSettings, Manifest, Policy};
-use crate::queue::{
-    DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Priority, Queue,
-};
+use crate::model::job::Priority;
+use crate::model::manifest::{LimitSettings, Manifest, Policy};
+use crate::queue::{DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Queue};
 use crate::registry::RegistryError;
 
 /// The operator's side of every capability: what the host offers modules.

@@ -8,7 +8,7 @@ pub mod auth;
 pub mod events;
 pub mod grants;
 pub mod job_writes;
-pub mod manifest;
+pub mod model;
 pub mod progress;
 pub mod queue;
 pub mod redis_server;

@@ -105,7 +105,7 @@ fn quoted_in(source: &str, opening: &str) -> BTreeSet<String> {
 
 /// The fields the Rust side reads: the job record's and the started job's.
 fn known_to_rust() -> BTreeSet<String> {
-    let source = include_str!("job.rs");
+    let source = include_str!("../model/job.rs");
     let from_hash = &source[source.find("fn from_hash").unwrap()..];
     let mut known = quoted_in(from_hash, "text(\"");
     known.extend(quoted_in(from_hash, "hash.remove(\""));

@@ -8,7 +8,6 @@
 mod attempts;
 #[cfg(test)]
 mod fields;
-pub mod job;
 mod query;
 
 use std::collections::HashMap;
@@ -20,11 +19,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script};
 use taskbox_runtime::guest_text::quote;
 
+use crate::model::job::{Backoff, JobRecord, JobStatus, Priority};
+use crate::model::names::validate_name;
 use crate::registry::{self, RegistryError};
 use crate::store::keys::{self, QueueKeys};
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
-pub use job::{Backoff, JobRecord, JobStatus, Priority};
 pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
 
 /// The queue jobs go to when none is named.
@@ -167,12 +167,12 @@ impl NewJob {
                     ),
                 ));
             }
-            if key.starts_with(crate::scheduler::FIRE_KEY_PREFIX) {
+            if key.starts_with(crate::model::cron::FIRE_KEY_PREFIX) {
                 return Err(field(
                     "idempotency_key",
                     format!(
                         "keys starting with `{}` belong to cron schedules",
-                        crate::scheduler::FIRE_KEY_PREFIX
+                        crate::model::cron::FIRE_KEY_PREFIX
                     ),
                 ));
             }
@@ -700,23 +700,6 @@ pub fn is_out_of_memory(err: &anyhow::Error) -> bool {
             .and_then(redis::RedisError::into_server_errors)
             .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "OOM"))
     })
-}
-
-/// Names of queues, modules and tasks: short, printable, and free of the characters keys
-/// use.
-pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
-        bail!(
-            "invalid {what} name {}: use 1 to 64 letters, digits, `-`, `_` or `.`",
-            quote(name)
-        );
-    }
-    Ok(())
 }
 
 /// The queue's name, a dash, and 128 random bits as 32 hex digits: a job's id says where

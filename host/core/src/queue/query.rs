@@ -10,7 +10,8 @@ use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::queue::{JobRecord, JobStatus, Priority, Queue, unix_millis};
+use crate::model::job::{JobRecord, JobStatus, Priority};
+use crate::queue::{Queue, unix_millis};
 use crate::store::keys;
 
 /// Which jobs to list; `None` matches any.

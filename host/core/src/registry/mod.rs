@@ -20,7 +20,8 @@ use taskbox_runtime::{Abi, JobError, ModuleDigest, Runtime, componentize_command
 use tokio::sync::Semaphore;
 
 use crate::grants::ModuleSettings;
-use crate::manifest::{Manifest, ManifestError, Policy, PolicyViolation, is_plain_name};
+use crate::model::manifest::{Manifest, ManifestError, Policy, PolicyViolation};
+use crate::model::names::is_plain_name;
 use crate::queue::{Queue, unix_millis};
 use crate::scheduler::Schedules;
 use crate::store::keys::{self, TenantKeys};

@@ -12,8 +12,6 @@
 //! mid-fire leaves either no claim or the job. Fires more than a minute late were missed
 //! (no scheduler ran): the schedule's [`CatchUp`] policy says whether one of them still runs.
 
-pub mod expr;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -23,12 +21,11 @@ use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::manifest::is_plain_name;
-use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Queue, validate_name};
+use crate::model::cron::{CatchUp, CronExpr, FIRE_KEY_PREFIX, parse_zone};
+use crate::model::names::{is_plain_name, validate_name};
+use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Queue};
 use crate::registry::{self, RegistryError};
 use crate::store::keys::CronKeys;
-
-pub use expr::{CronError, CronExpr, parse_zone};
 
 /// How often a scheduler looks for due schedules, on average (each pause is jittered).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -38,29 +35,6 @@ pub const MISSED_AFTER: Duration = Duration::from_secs(60);
 const MAX_FIRES_PER_LOOK: usize = 100;
 /// The most schedules handled in one look; the rest wait for the next.
 const MAX_DUE_PER_LOOK: isize = 500;
-
-/// What happens to fires missed while no scheduler ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CatchUp {
-    /// They are dropped; the schedule goes on from its next fire.
-    Skip,
-    /// The latest of them runs once, late.
-    #[default]
-    Latest,
-}
-
-impl std::str::FromStr for CatchUp {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "skip" => Ok(Self::Skip),
-            "latest" => Ok(Self::Latest),
-            other => Err(format!("unknown catch-up `{other}` (skip or latest)")),
-        }
-    }
-}
 
 /// A schedule: which task to enqueue, with which input, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -646,6 +620,3 @@ impl<C: Clock> Scheduler<C> {
 pub fn fire_key(name: &str, at: DateTime<Utc>) -> String {
     format!("{FIRE_KEY_PREFIX}{name}:{}", millis(at))
 }
-
-/// Idempotency keys with this prefix belong to schedules.
-pub const FIRE_KEY_PREFIX: &str = "cron:";

@@ -7,7 +7,7 @@
 //! scheduler's keys carry `{cron}`. The other keys are read and written one at a time (or in
 //! pipelines without a script) and need no tag.
 
-use crate::queue::job::Priority;
+use crate::model::job::Priority;
 
 /// The keys of one queue, all tagged `{queue}`.
 #[derive(Debug, Clone)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Worker;
-use crate::queue::{Delivery, Priority};
+use crate::model::job::Priority;
+use crate::queue::Delivery;
 
 /// The most due jobs one promotion moves; the next, 50 ms later, moves more.
 const PROMOTE_AT_ONCE: u32 = 1000;

@@ -9,7 +9,8 @@ use taskbox_runtime::{JobError, JobReport};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{RETRY_FIRST, RETRY_MOST, Worker};
-use crate::queue::{Backoff, Delivery, Ending, FinishedAttempt, JobStatus, Queue};
+use crate::model::job::{Backoff, JobStatus};
+use crate::queue::{Delivery, Ending, FinishedAttempt, Queue};
 
 /// The most outcomes one script call stores, and the most that wait for the next call; a job
 /// whose outcome finds no room waits for it.

@@ -14,9 +14,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ErrorBody, Json, Path, Query};
 use crate::api::{ApiError, AppState, Caller};
+use taskbox_core::model::job::{JobRecord, JobStatus, Priority};
 use taskbox_core::queue::{
-    CancelOutcome, EnqueueError, EnqueueOptions, InvalidJob, JobFilter, JobRecord, JobStatus,
-    NewJob, Priority,
+    CancelOutcome, EnqueueError, EnqueueOptions, InvalidJob, JobFilter, NewJob,
 };
 
 /// The most jobs one batch may enqueue.

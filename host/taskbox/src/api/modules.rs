@@ -14,7 +14,7 @@ use crate::api::error::{Json, Path, Query};
 use crate::api::{ApiError, AppState, Caller};
 use taskbox_core::auth::Role;
 use taskbox_core::grants::ModuleSettings;
-use taskbox_core::manifest::{MANIFEST_FILE, Manifest};
+use taskbox_core::model::manifest::{MANIFEST_FILE, Manifest};
 use taskbox_core::registry::{ModuleSummary, ModuleVersion};
 
 /// The parts of an upload.

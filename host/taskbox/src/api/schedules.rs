@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use crate::api::error::{ErrorBody, Json, Path};
 use crate::api::{ApiError, AppState, Caller};
-use taskbox_core::scheduler::{CatchUp, Schedule, ScheduleError, ScheduleStatus, Source};
+use taskbox_core::model::cron::CatchUp;
+use taskbox_core::scheduler::{Schedule, ScheduleError, ScheduleStatus, Source};
 
 /// A schedule to create.
 // Serialize too: the CLI sends it.

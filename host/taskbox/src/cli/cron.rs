@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::api::NewSchedule;
 use crate::cli::client::{ClientArgs, Output, print};
 use crate::cli::job::parse_json;
-use taskbox_core::scheduler::{CatchUp, CronExpr, parse_zone};
+use taskbox_core::model::cron::{CatchUp, CronExpr, parse_zone};
 
 /// Cron schedules: jobs of a task at the times a cron expression names.
 #[derive(Debug, clap::Args)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::api::{EnqueueRequest, EnqueuedJob, StatusReply};
 use crate::cli::client::{Client, ClientArgs, Output, print};
-use taskbox_core::queue::{JobStatus, Priority};
+use taskbox_core::model::job::{JobStatus, Priority};
 
 /// Enqueue, inspect, wait for, cancel and retry jobs.
 #[derive(Debug, clap::Args)]

@@ -20,6 +20,33 @@ use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// Idempotency keys with this prefix belong to schedules.
+pub const FIRE_KEY_PREFIX: &str = "cron:";
+
+/// What happens to fires missed while no scheduler ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// They are dropped; the schedule goes on from its next fire.
+    Skip,
+    /// The latest of them runs once, late.
+    #[default]
+    Latest,
+}
+
+impl FromStr for CatchUp {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "skip" => Ok(Self::Skip),
+            "latest" => Ok(Self::Latest),
+            other => Err(format!("unknown catch-up `{other}` (skip or latest)")),
+        }
+    }
+}
 
 /// A parsed cron expression.
 #[derive(Debug, Clone)]

@@ -29,7 +29,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use taskbox_runtime::http::HostPattern;
 use taskbox_runtime::{Abi, Limits};
 
-use crate::queue::{Backoff, Priority};
+use crate::model::job::{Backoff, Priority};
+use crate::model::names::is_plain_name;
 
 /// The manifest's usual file name.
 pub const MANIFEST_FILE: &str = "taskbox.toml";
@@ -226,7 +227,7 @@ pub struct Schedule {
     pub queue: Option<String>,
     /// What happens to fires missed while no scheduler ran (`latest` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up: Option<crate::scheduler::CatchUp>,
+    pub catch_up: Option<crate::model::cron::CatchUp>,
 }
 
 /// A manifest that cannot be used, with where and why.
@@ -348,10 +349,10 @@ impl Manifest {
                     format!("there is no task `{}` in [tasks]", schedule.task),
                 ));
             }
-            crate::scheduler::CronExpr::parse(&schedule.cron)
+            crate::model::cron::CronExpr::parse(&schedule.cron)
                 .map_err(|err| (field("cron"), format!("`{}`: {err}", schedule.cron)))?;
             if let Some(zone) = &schedule.timezone {
-                crate::scheduler::parse_zone(zone).map_err(|err| (field("timezone"), err))?;
+                crate::model::cron::parse_zone(zone).map_err(|err| (field("timezone"), err))?;
             }
             if let Some(queue) = &schedule.queue
                 && !is_plain_name(queue)
@@ -557,17 +558,6 @@ impl Policy {
                 || HostPattern::parse(allowed).is_ok_and(|allowed| allowed.covers(&wanted))
         })
     }
-}
-
-/// Names of modules, tasks and queues.
-pub(crate) fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name != "."
-        && name != ".."
 }
 
 /// The 1-based line of byte `offset`, and the key written on that line, if any.
