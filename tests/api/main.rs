@@ -128,7 +128,7 @@ impl Server {
     }
 
     async fn token(&self, tenant: &str, role: Role) -> String {
-        Tokens::new(self.queue.clone())
+        Tokens::new(self.queue.store().clone())
             .create(tenant, role)
             .await
             .unwrap()

@@ -17,9 +17,10 @@ use serde_json::{Value, json};
 use taskbox::api::{ApiConfig, router, serve_router};
 use taskbox_core::auth::{Role, Tokens};
 use taskbox_core::events::Events;
-use taskbox_core::grants::{HostCapabilities, ModuleSettings};
+use taskbox_core::grants::HostCapabilities;
 use taskbox_core::model::job::{JobRecord, JobStatus};
 use taskbox_core::model::manifest::Manifest;
+use taskbox_core::model::module::ModuleSettings;
 use taskbox_core::progress::FLUSH_EVERY;
 use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
@@ -291,7 +292,7 @@ async fn sse_clients_of_a_channel_share_one_redis_subscription() {
     let mut second = host.sse(ADMIN, "allowed:shared", None).await;
     assert_eq!(host.subscribers(TENANT, "allowed:shared").await, 1);
 
-    let events = Events::new(host.queue.clone());
+    let events = Events::new(host.queue.store().clone());
     let id = events
         .publish(TENANT, "allowed:shared", "said", "to both")
         .await
@@ -333,7 +334,7 @@ async fn sse_clients_past_the_caps_get_503_until_one_leaves() {
         ..ApiConfig::default()
     };
     let host = Host::start_with(HostCapabilities::default(), api).await;
-    let acme = Tokens::new(host.queue.clone())
+    let acme = Tokens::new(host.queue.store().clone())
         .create("acme", Role::Viewer)
         .await
         .unwrap();
@@ -363,7 +364,7 @@ async fn sse_clients_past_the_caps_get_503_until_one_leaves() {
     })
     .await;
     // The streams let in still work.
-    let id = Events::new(host.queue.clone())
+    let id = Events::new(host.queue.store().clone())
         .publish("acme", "allowed:busy", "said", "still here")
         .await
         .unwrap();
@@ -439,7 +440,7 @@ async fn tasks_publish_only_where_granted_and_within_the_size_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_hears_only_its_own_channels() {
     let host = Host::start(HostCapabilities::default()).await;
-    let acme = Tokens::new(host.queue.clone())
+    let acme = Tokens::new(host.queue.store().clone())
         .create("acme", Role::Viewer)
         .await
         .unwrap();
@@ -452,7 +453,7 @@ async fn a_tenant_hears_only_its_own_channels() {
     }
     assert_eq!(default_stream.next().await.2, TENANT);
     assert_eq!(acme_stream.next().await.2, "acme");
-    let events = Events::new(host.queue.clone());
+    let events = Events::new(host.queue.store().clone());
     let acme_events = events
         .replay("acme", "allowed:shared", "0-0")
         .await
@@ -833,7 +834,7 @@ async fn settings_set_over_the_api_reach_tasks_and_only_admins_set_them() {
     .await;
     let http = reqwest::Client::new();
     let url = format!("{}/v1/modules/fixtures-grants/settings", host.url);
-    let operator = Tokens::new(host.queue.clone())
+    let operator = Tokens::new(host.queue.store().clone())
         .create(TENANT, Role::Operator)
         .await
         .unwrap();
@@ -896,7 +897,7 @@ async fn settings_set_over_the_api_reach_tasks_and_only_admins_set_them() {
         .run("fixtures-grants", "config", json!({"key": "token"}))
         .await;
     assert_eq!(result(&gone)["value"], Value::Null);
-    let acme = Tokens::new(host.queue.clone())
+    let acme = Tokens::new(host.queue.store().clone())
         .create("acme", Role::Admin)
         .await
         .unwrap();

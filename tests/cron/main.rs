@@ -70,7 +70,8 @@ impl Setup {
         setup
     }
 
-    /// Publishes hello as `version`, with `extra` appended to its manifest.
+    /// Publishes hello as `version`, with `extra` appended to its manifest, and syncs its
+    /// schedules, as the API does.
     async fn publish(&self, version: &str, extra: &str) {
         let path = format!(
             "{}/../../guests/hello/taskbox.toml",
@@ -86,6 +87,16 @@ impl Setup {
             .publish(TENANT, manifest, bytes)
             .await
             .unwrap();
+        self.schedules.sync_module(TENANT, "hello").await.unwrap();
+    }
+
+    /// Deletes hello at `version`, as the API does.
+    async fn delete(&self, version: &str) {
+        self.registry
+            .delete(TENANT, "hello", version, false)
+            .await
+            .unwrap();
+        self.schedules.sync_module(TENANT, "hello").await.unwrap();
     }
 
     async fn add(&self, name: &str, cron: &str, timezone: &str, catch_up: CatchUp) {
@@ -471,19 +482,11 @@ async fn manifest_schedules_follow_the_module_and_bad_schedules_are_refused() {
     assert!(listed[0].schedule.paused && listed[0].next_fire.is_none());
 
     // Deleting that version brings back the schedules of the one now highest.
-    setup
-        .registry
-        .delete(TENANT, "hello", "0.3.0", false)
-        .await
-        .unwrap();
+    setup.delete("0.3.0").await;
     let listed = setup.schedules.list(TENANT).await.unwrap();
     assert_eq!(names(listed), ["hello:nightly", "hello:weekly"]);
     for version in ["0.2.0", "0.1.5", "0.1.0"] {
-        setup
-            .registry
-            .delete(TENANT, "hello", version, false)
-            .await
-            .unwrap();
+        setup.delete(version).await;
     }
     assert!(setup.schedules.list(TENANT).await.unwrap().is_empty());
 }

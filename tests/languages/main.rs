@@ -285,7 +285,7 @@ async fn check_example(wasm: &Path, example: Example) {
         1
     );
 
-    let mut heard = Subscriptions::new(Events::new(host.queue.clone()))
+    let mut heard = Subscriptions::new(Events::new(host.queue.store().clone()))
         .subscribe(TENANT, example.channel)
         .await
         .unwrap();

@@ -11,7 +11,7 @@ pub async fn start(options: RedisOptions) -> (RedisServer, Queue) {
         .await
         .unwrap()
         .expect("starting redis-server");
-    let queue = Queue::connect(&redis.url(), Duration::from_secs(5))
+    let queue = taskbox_core::connect(&redis.url(), Duration::from_secs(5))
         .await
         .unwrap();
     (redis, queue)

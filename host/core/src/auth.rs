@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::model::names::is_plain_name;
-use crate::queue::{Queue, unix_millis};
+use crate::model::unix_millis;
+use crate::store::Store;
 use crate::store::keys;
 
 /// The tenant of local development and of the operator's admin token.
@@ -85,7 +86,7 @@ impl Principal {
 /// Creates and checks tokens.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    queue: Queue,
+    store: Store,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,9 +97,9 @@ struct StoredToken {
 }
 
 impl Tokens {
-    /// Tokens stored in `queue`'s Redis.
-    pub fn new(queue: Queue) -> Self {
-        Self { queue }
+    /// Tokens kept in `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 
     /// Creates a token for `tenant` with `role` and returns it. It is shown once: only its
@@ -118,7 +119,7 @@ impl Tokens {
             created_at: unix_millis(SystemTime::now()),
         };
         let () = self
-            .queue
+            .store
             .connection()
             .set(self.key(&token), serde_json::to_string(&stored)?)
             .await?;
@@ -127,7 +128,7 @@ impl Tokens {
 
     /// Who `token` belongs to, if it is a token at all.
     pub async fn verify(&self, token: &str) -> anyhow::Result<Option<Principal>> {
-        let stored: Option<String> = self.queue.connection().get(self.key(token)).await?;
+        let stored: Option<String> = self.store.connection().get(self.key(token)).await?;
         let Some(stored) = stored else {
             return Ok(None);
         };
@@ -140,7 +141,7 @@ impl Tokens {
     }
 
     fn key(&self, token: &str) -> String {
-        keys::token(self.queue.prefix(), &hash(token))
+        keys::token(self.store.prefix(), &hash(token))
     }
 }
 

@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use taskbox_runtime::config::ConfigValues;
 use taskbox_runtime::events::EventGrant;
 use taskbox_runtime::http::{HttpGrant, HttpLimits};
@@ -20,6 +19,7 @@ use crate::auth::DEFAULT_TENANT;
 use crate::job_writes::{JobWrites, TenantBus};
 use crate::model::job::Priority;
 use crate::model::manifest::{LimitSettings, Manifest, Policy};
+use crate::model::module::ModuleSettings;
 use crate::queue::{DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Queue};
 use crate::registry::RegistryError;
 
@@ -80,25 +80,6 @@ pub const GRANTS_REFRESH: Duration = Duration::from_secs(60);
 /// for the modules a worker runs in turn, while a flood of distinct modules evicts the least
 /// recently used instead of growing the worker.
 pub const MAX_CACHED_MODULES: u64 = 1024;
-
-/// One module's settings, which its tasks read with `config.get`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModuleSettings {
-    /// Plain values.
-    pub config: BTreeMap<String, String>,
-    /// Secret values: handed to the task, never logged or stored with a job.
-    pub secrets: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for ModuleSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModuleSettings")
-            .field("config", &self.config)
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
 
 /// What a running job is, as far as its grants go.
 #[derive(Debug, Clone)]
@@ -203,17 +184,18 @@ impl Grants {
             Read::Stale(values) => Some(values),
             Read::Missing => None,
         };
-        let stored = match crate::registry::module_settings(&self.queue, tenant, module).await {
-            Ok(stored) => stored,
-            Err(err) => {
-                return match cached {
-                    Some(values) => Ok(values),
-                    None => Err(JobError::Internal {
-                        message: format!("reading the settings of {module}: {err:#}"),
-                    }),
-                };
-            }
-        };
+        let stored =
+            match crate::registry::module_settings(self.queue.store(), tenant, module).await {
+                Ok(stored) => stored,
+                Err(err) => {
+                    return match cached {
+                        Some(values) => Ok(values),
+                        None => Err(JobError::Internal {
+                            message: format!("reading the settings of {module}: {err:#}"),
+                        }),
+                    };
+                }
+            };
         let mut settings = self
             .host_settings(tenant, module)
             .cloned()
@@ -244,7 +226,7 @@ impl Grants {
             limits: LimitSettings::default(),
         };
         let manifest = match crate::registry::resolve(
-            &self.queue,
+            self.queue.store(),
             &job.tenant,
             &job.module,
             Some(&job.version),

@@ -38,7 +38,7 @@ impl JobWrites {
     pub(crate) fn new(queue: &Queue) -> Self {
         let queue = queue.with_own_connection(REPLY_TIMEOUT);
         Self {
-            events: Events::new(queue.clone()),
+            events: Events::new(queue.store().clone()),
             queue,
             in_flight: Arc::new(Semaphore::new(JOB_WRITES_IN_FLIGHT)),
         }

@@ -32,8 +32,9 @@ use taskbox_runtime::jobs::JobGrant;
 use taskbox_runtime::sql::{DatabaseConfig, SqlConfig, SqlDatabases};
 use taskbox_runtime::{DEFAULT_MODULE_CACHE_BYTES, Limits};
 
-use taskbox_core::grants::{DEFAULT_MAX_CHAIN_DEPTH, HostCapabilities, ModuleSettings};
+use taskbox_core::grants::{DEFAULT_MAX_CHAIN_DEPTH, HostCapabilities};
 use taskbox_core::model::manifest::{Policy, duration, size};
+use taskbox_core::model::module::ModuleSettings;
 use taskbox_core::registry::{DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_MODULE_SIZE, RegistryConfig};
 
 /// The whole host configuration.

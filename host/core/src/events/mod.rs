@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::AbortHandle;
 
-use crate::queue::Queue;
+use crate::store::Store;
 use crate::store::keys;
 
 /// How many events each channel keeps for replay (about: Redis trims in whole nodes).
@@ -47,22 +47,22 @@ pub struct Event {
 /// Publishes and reads the events of one Redis.
 #[derive(Debug, Clone)]
 pub struct Events {
-    queue: Queue,
+    store: Store,
     publish: Script,
 }
 
 impl Events {
-    /// Events on the Redis of `queue`.
-    pub fn new(queue: Queue) -> Self {
+    /// Events kept in `store`.
+    pub fn new(store: Store) -> Self {
         Self {
-            queue,
+            store,
             publish: Script::new(include_str!("lua/publish.lua")),
         }
     }
 
     /// The key of a channel's replay stream, which is also its pub/sub channel.
     fn key(&self, tenant: &str, channel: &str) -> String {
-        keys::events(self.queue.prefix(), tenant, channel)
+        keys::events(self.store.prefix(), tenant, channel)
     }
 
     /// Publishes `data` as `event` on `channel` of `tenant`; returns the event's id.
@@ -83,7 +83,7 @@ impl Events {
             .arg(REPLAY_RETENTION.as_secs())
             .arg(event)
             .arg(data)
-            .invoke_async(&mut self.queue.connection())
+            .invoke_async(&mut self.store.connection())
             .await?;
         Ok(id)
     }
@@ -99,7 +99,7 @@ impl Events {
             .arg(self.key(tenant, channel))
             .arg(format!("({after}"))
             .arg("+")
-            .query_async(&mut self.queue.connection())
+            .query_async(&mut self.store.connection())
             .await?;
         Ok(entries
             .ids
@@ -205,7 +205,7 @@ impl Subscriptions {
     /// Subscribes to the channel on a connection of its own, and starts the task that hands
     /// what arrives to its listeners.
     async fn open(&self, channel: &Arc<Channel>) -> anyhow::Result<AbortHandle> {
-        let mut pubsub = self.events.queue.client().get_async_pubsub().await?;
+        let mut pubsub = self.events.store.client().get_async_pubsub().await?;
         pubsub.subscribe(&channel.key).await?;
         let weak = Arc::downgrade(channel);
         let task = tokio::spawn(async move {

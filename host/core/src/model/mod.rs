@@ -5,4 +5,17 @@
 pub mod cron;
 pub mod job;
 pub mod manifest;
+pub mod module;
 pub mod names;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `time` in whole milliseconds since the Unix epoch, as records store times.
+pub fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, millis)
+}
+
+/// Whole milliseconds, at most `u64::MAX` (a cast would wrap).
+pub fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
+}

@@ -10,7 +10,8 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands as _, FromRedisValue, ParsingError, Value};
 
-use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Priority, Queue, unix_millis};
+use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Priority, Queue};
+use crate::model::unix_millis;
 
 /// How long per-minute throughput counters are kept.
 const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
@@ -240,7 +241,7 @@ impl Queue {
             .key(low)
             .arg(worker)
             .arg(GROUP)
-            .arg(self.retention().as_secs())
+            .arg(self.store.retention().as_secs())
             .arg(keys.job_prefix())
             .arg(keys.done_channel())
             .arg(read);
@@ -283,7 +284,7 @@ impl Queue {
             .key(normal)
             .key(low)
             .arg(GROUP)
-            .arg(self.retention().as_secs())
+            .arg(self.store.retention().as_secs())
             .arg(keys.done_channel())
             .arg(keys.job_prefix());
         for outcome in outcomes {

@@ -11,17 +11,21 @@ mod fields;
 mod query;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use futures_util::StreamExt as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_util::future::BoxFuture;
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, Script};
 use taskbox_runtime::guest_text::quote;
 
 use crate::model::job::{Backoff, JobRecord, JobStatus, Priority};
+use crate::model::module::ModuleVersion;
 use crate::model::names::validate_name;
-use crate::registry::{self, RegistryError};
+use crate::model::{millis, unix_millis};
+use crate::store::Store;
 use crate::store::keys::{self, QueueKeys};
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
@@ -29,14 +33,10 @@ pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, Worke
 
 /// The queue jobs go to when none is named.
 pub const DEFAULT_QUEUE: &str = "default";
-/// The prefix of every key taskbox writes.
-pub const DEFAULT_PREFIX: &str = "tb:";
 /// The consumer group of every stream.
 pub(crate) const GROUP: &str = "workers";
 /// Retries after the first attempt when neither the task nor the caller says.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
-/// How long finished jobs (and idempotency keys) are kept.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// The longest a failed job waits for its retry. A task's `retry_after` (or a backoff)
 /// asking for more waits this long.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
@@ -234,16 +234,6 @@ impl From<redis::RedisError> for EnqueueError {
     }
 }
 
-impl From<RegistryError> for EnqueueError {
-    fn from(err: RegistryError) -> Self {
-        match err {
-            RegistryError::NotFound(message) => Self::UnknownModule(message),
-            RegistryError::Redis(err) => Self::Redis(err),
-            other => Self::Redis(other.into()),
-        }
-    }
-}
-
 /// What cancelling did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -290,109 +280,63 @@ impl Scripts {
     }
 }
 
-/// A client of the queue. Cheap to clone: clones share one multiplexed connection, which
-/// reconnects by itself after Redis restarts.
+/// Finds the module version a job names, for [`Queue::enqueue_batch`]: the queue knows no
+/// more of modules than this. The registry's `Modules` is the one taskbox uses.
+pub trait ModuleSource: Send + Sync {
+    /// Module `name` of `tenant` at `version`, or its highest version.
+    fn resolve<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+        version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<ModuleVersion, EnqueueError>>;
+}
+
+/// A client of the queue. Cheap to clone: clones share the store's connection.
 #[derive(Clone)]
 pub struct Queue {
-    client: redis::Client,
-    conn: ConnectionManager,
-    prefix: String,
-    retention: Duration,
-    scripts: std::sync::Arc<Scripts>,
+    store: Store,
+    modules: Arc<dyn ModuleSource>,
+    scripts: Arc<Scripts>,
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
-            .field("prefix", &self.prefix)
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
 
-/// The shared connection's settings. The redis crate gives up on a reply after 500 ms, but a
-/// worker's replies are read by the same threads that run its guests: with 16 hostile jobs on
-/// a busy 2-core machine they came later than that, and jobs failed (`reading the settings
-/// of ...: timed out`), guests' enqueues and events answered `unavailable`, and stored
-/// outcomes were stored again. 10 s, as the worker's own fetch connection waits.
-fn connection_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(10)))
-}
-
-/// The oldest Redis with every command the queue uses (XAUTOCLAIM).
-const MIN_REDIS_VERSION: (u32, u32) = (6, 2);
-
 impl Queue {
-    /// Connects to Redis at `url`, retrying with capped backoff for up to `patience`; refuses
-    /// a Redis too old for the queue and warns when it may evict keys.
-    pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url}"))?;
-        let started = std::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
-        let mut conn = loop {
-            match ConnectionManager::new_with_config(client.clone(), connection_config()).await {
-                Ok(conn) => break conn,
-                Err(err) if started.elapsed() < patience => {
-                    tracing::warn!(
-                        "Redis at {url} is not answering ({err}); trying again in {delay:?}"
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(err) => {
-                    return Err(err).with_context(|| format!("connecting to Redis at {url}"));
-                }
-            }
-        };
-        check_server(&mut conn).await?;
-        Ok(Self {
-            client,
-            conn,
-            prefix: DEFAULT_PREFIX.to_owned(),
-            retention: DEFAULT_RETENTION,
-            scripts: std::sync::Arc::new(Scripts::new()),
-        })
-    }
-
-    pub(crate) fn keys(&self, queue: &str) -> QueueKeys {
-        QueueKeys::new(&self.prefix, queue)
-    }
-
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    pub(crate) fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
-    /// This queue on a connection of its own, made at its first use, whose replies may take
-    /// up to `response_timeout`: what it carries queues behind nothing of this queue's, and
-    /// nothing of this queue's behind it.
-    pub(crate) fn with_own_connection(&self, response_timeout: Duration) -> Self {
-        let config = ConnectionManagerConfig::new().set_response_timeout(Some(response_timeout));
-        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .expect("a connection manager without push settings is always made");
+    /// The queue in `store`, enqueueing jobs for the module versions `modules` finds.
+    pub fn new(store: Store, modules: Arc<dyn ModuleSource>) -> Self {
         Self {
-            conn,
-            ..self.clone()
+            store,
+            modules,
+            scripts: Arc::new(Scripts::new()),
         }
     }
 
-    pub(crate) fn retention(&self) -> Duration {
-        self.retention
+    /// The Redis the queue is kept in.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
-    pub(crate) fn prefix(&self) -> &str {
-        &self.prefix
+    pub(crate) fn keys(&self, queue: &str) -> QueueKeys {
+        QueueKeys::new(self.store.prefix(), queue)
     }
 
-    /// The bytes of the module with this digest.
-    pub async fn module_bytes(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
-        let bytes: Option<Vec<u8>> = self
-            .connection()
-            .get(keys::module_bytes(&self.prefix, digest))
-            .await?;
-        bytes.with_context(|| format!("module {digest} is not stored in Redis"))
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.store.connection()
+    }
+
+    /// This queue on a connection of its own (see [`Store::with_own_connection`]).
+    pub(crate) fn with_own_connection(&self, response_timeout: Duration) -> Self {
+        Self {
+            store: self.store.with_own_connection(response_timeout),
+            ..self.clone()
+        }
     }
 
     /// Enqueues one job for `tenant`.
@@ -415,7 +359,7 @@ impl Queue {
                     Some((name, version)) => (name, Some(version)),
                     None => (job.module.as_str(), None),
                 };
-                let module = registry::resolve(self, tenant, name, version).await?;
+                let module = self.modules.resolve(tenant, name, version).await?;
                 modules.insert(job.module.clone(), module);
             }
         }
@@ -464,7 +408,7 @@ impl Queue {
                 .arg(run_at)
                 .arg(delay)
                 .arg(&idempotency)
-                .arg(self.retention.as_secs())
+                .arg(self.store.retention().as_secs())
                 .arg("tenant")
                 .arg(tenant)
                 .arg("module")
@@ -508,7 +452,7 @@ impl Queue {
         let mut known = queues.clone();
         known.sort();
         known.dedup();
-        pipe.sadd(keys::queues(&self.prefix), known).ignore();
+        pipe.sadd(keys::queues(self.store.prefix()), known).ignore();
         let mut conn = self.connection();
         let replies: Vec<(String, u8)> = match pipe.query_async(&mut conn).await {
             Ok(replies) => replies,
@@ -578,7 +522,7 @@ impl Queue {
         &self,
         queue: &str,
     ) -> anyhow::Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let mut pubsub = self.store.client().get_async_pubsub().await?;
         pubsub.subscribe(self.keys(queue).done_channel()).await?;
         Ok(pubsub
             .into_on_message()
@@ -597,7 +541,7 @@ impl Queue {
             .key(keys.job(id))
             .key(keys.delayed())
             .arg(id)
-            .arg(self.retention.as_secs())
+            .arg(self.store.retention().as_secs())
             .arg(keys.cancel_channel())
             .arg(keys.done_channel())
             .invoke_async(&mut self.connection())
@@ -629,79 +573,6 @@ impl Queue {
     }
 }
 
-/// Refuses a Redis without the stream commands the queue needs, warns when Redis may evict
-/// keys (which would lose jobs) or has no memory cap, and logs its memory against that cap.
-async fn check_server(conn: &mut ConnectionManager) -> anyhow::Result<()> {
-    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
-    let version = info
-        .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))
-        .unwrap_or("0.0.0")
-        .trim()
-        .to_owned();
-    let mut parts = version
-        .split('.')
-        .map(|part| part.parse::<u32>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if found < MIN_REDIS_VERSION {
-        bail!(
-            "Redis {version} is too old: taskbox needs {}.{} or newer (for XAUTOCLAIM)",
-            MIN_REDIS_VERSION.0,
-            MIN_REDIS_VERSION.1
-        );
-    }
-    let policy: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await
-        .unwrap_or_default();
-    if let Some(policy) = policy.get(1)
-        && policy != "noeviction"
-    {
-        tracing::warn!(
-            "Redis maxmemory-policy is `{policy}`: under memory pressure Redis may evict jobs. \
-             Set it to `noeviction`."
-        );
-    }
-    let memory: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-    let field = |name: &str| {
-        memory
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let (used, max) = (field("used_memory"), field("maxmemory"));
-    if max == 0 {
-        tracing::warn!(
-            "Redis has no `maxmemory` ({} used): it grows until the host runs out of memory. \
-             Set `maxmemory` (with `maxmemory-policy noeviction`), and taskbox answers 503 \
-             to new jobs when it is reached instead of losing any.",
-            bytesize::ByteSize::b(used)
-        );
-    } else {
-        tracing::info!(
-            "Redis memory: {} used of a {} `maxmemory`",
-            bytesize::ByteSize::b(used),
-            bytesize::ByteSize::b(max)
-        );
-    }
-    Ok(())
-}
-
-/// Whether `err` is Redis refusing a write because it reached its `maxmemory`, alone or in a
-/// pipeline.
-pub fn is_out_of_memory(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<redis::RedisError>()
-            .cloned()
-            .and_then(redis::RedisError::into_server_errors)
-            .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "OOM"))
-    })
-}
-
 /// The queue's name, a dash, and 128 random bits as 32 hex digits: a job's id says where
 /// the job lives.
 fn new_job_id(queue: &str) -> String {
@@ -715,13 +586,4 @@ pub(crate) fn queue_of(id: &str) -> Option<&str> {
         && random.bytes().all(|b| b.is_ascii_hexdigit())
         && validate_name("queue", queue).is_ok();
     shaped.then_some(queue)
-}
-
-pub(crate) fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, millis)
-}
-
-/// Whole milliseconds, at most `u64::MAX` (a cast would wrap).
-fn millis(duration: Duration) -> u64 {
-    duration.as_millis().try_into().unwrap_or(u64::MAX)
 }

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::model::job::{JobRecord, JobStatus, Priority};
-use crate::queue::{Queue, unix_millis};
+use crate::model::unix_millis;
+use crate::queue::Queue;
 use crate::store::keys;
 
 /// Which jobs to list; `None` matches any.
@@ -315,7 +316,7 @@ impl Queue {
     pub async fn queue_names(&self) -> anyhow::Result<Vec<String>> {
         let mut names: Vec<String> = self
             .connection()
-            .smembers(keys::queues(self.prefix()))
+            .smembers(keys::queues(self.store.prefix()))
             .await?;
         names.sort();
         Ok(names)
@@ -389,7 +390,7 @@ impl Queue {
         let () = self
             .connection()
             .hset(
-                keys::workers(self.prefix()),
+                keys::workers(self.store.prefix()),
                 &worker.id,
                 serde_json::to_string(worker)?,
             )
@@ -400,7 +401,7 @@ impl Queue {
     /// The workers that reported recently; forgets those silent for long.
     pub async fn workers(&self) -> anyhow::Result<Vec<WorkerInfo>> {
         let mut conn = self.connection();
-        let key = keys::workers(self.prefix());
+        let key = keys::workers(self.store.prefix());
         let stored: HashMap<String, String> = conn.hgetall(&key).await?;
         let now = unix_millis(SystemTime::now());
         let silence = WORKER_SILENCE.as_millis() as u64;

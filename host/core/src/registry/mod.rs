@@ -14,42 +14,25 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
+use futures_util::future::BoxFuture;
 use redis::AsyncCommands as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use taskbox_runtime::{Abi, JobError, ModuleDigest, Runtime, componentize_command, is_core_module};
 use tokio::sync::Semaphore;
 
-use crate::grants::ModuleSettings;
 use crate::model::manifest::{Manifest, ManifestError, Policy, PolicyViolation};
+use crate::model::module::{ModuleSettings, ModuleVersion};
 use crate::model::names::is_plain_name;
-use crate::queue::{Queue, unix_millis};
-use crate::scheduler::Schedules;
+use crate::model::unix_millis;
+use crate::queue::{EnqueueError, ModuleSource, Queue};
+use crate::store::Store;
 use crate::store::keys::{self, TenantKeys};
 
 /// The largest module accepted by default: Python components are about 18 MB.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
 /// How long a module may take to compile by default.
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// One published version of a module.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ModuleVersion {
-    /// The module's name.
-    pub name: String,
-    /// The version.
-    pub version: String,
-    /// The SHA-256 of the component's bytes.
-    pub digest: String,
-    /// The component's size in bytes.
-    pub size: u64,
-    /// When it was uploaded, in ms since the Unix epoch.
-    pub uploaded_at: u64,
-    /// The interfaces the component imports.
-    pub imports: Vec<String>,
-    /// The manifest it was uploaded with.
-    #[schema(value_type = Object)]
-    pub manifest: Manifest,
-}
 
 /// Why the registry refused a request. Each names what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +158,7 @@ fn check_abi(declared: Abi, found: Abi) -> Result<(), RegistryError> {
 /// Publishes modules after checking them, and answers what is published.
 #[derive(Debug, Clone)]
 pub struct Registry {
+    store: Store,
     queue: Queue,
     runtime: Arc<Runtime>,
     policy: Arc<Policy>,
@@ -220,6 +204,7 @@ impl Registry {
     /// A registry storing in `queue`'s Redis and compiling with `runtime`.
     pub fn new(queue: Queue, runtime: Arc<Runtime>, config: RegistryConfig) -> Self {
         Self {
+            store: queue.store().clone(),
             queue,
             runtime,
             policy: Arc::new(config.policy),
@@ -236,7 +221,8 @@ impl Registry {
 
     /// Checks a component and its manifest, then publishes them for `tenant`: within the
     /// size cap, within the policy, a component, compiling in time, importing only what the
-    /// host provides and the manifest grants, and not changing an existing version.
+    /// host provides and the manifest grants, and not changing an existing version. The
+    /// module's cron schedules are the caller's to sync (`Schedules::sync_module`).
     pub async fn publish(
         &self,
         tenant: &str,
@@ -280,13 +266,13 @@ impl Registry {
             imports,
             manifest,
         };
-        let keys = TenantKeys::new(self.queue.prefix(), tenant);
+        let keys = TenantKeys::new(self.store.prefix(), tenant);
         let versions = keys.versions(&version.name);
         let json = serde_json::to_string(&version).map_err(anyhow::Error::from)?;
         let reference = format!("{tenant}/{}@{}", version.name, version.version);
         let existing: Option<String> = PUBLISH
-            .key(keys::module_bytes(self.queue.prefix(), &digest))
-            .key(keys::module_refs(self.queue.prefix(), &digest))
+            .key(keys::module_bytes(self.store.prefix(), &digest))
+            .key(keys::module_refs(self.store.prefix(), &digest))
             .key(&versions)
             .key(keys.modules())
             .arg(&version.version)
@@ -294,7 +280,7 @@ impl Registry {
             .arg(&reference)
             .arg(&version.name)
             .arg(&bytes)
-            .invoke_async(&mut self.queue.connection())
+            .invoke_async(&mut self.store.connection())
             .await?;
         if let Some(existing) = existing {
             let existing: ModuleVersion = serde_json::from_str(&existing).map_err(|err| {
@@ -312,7 +298,6 @@ impl Registry {
                 created: false,
             });
         }
-        self.sync_schedules(tenant, &version.name).await?;
         Ok(Published {
             module: version,
             created: true,
@@ -348,8 +333,8 @@ impl Registry {
 
     /// The names of `tenant`'s modules, each with its versions, highest first.
     pub async fn list(&self, tenant: &str) -> Result<Vec<ModuleSummary>, RegistryError> {
-        let keys = TenantKeys::new(self.queue.prefix(), tenant);
-        let mut names: Vec<String> = self.queue.connection().smembers(keys.modules()).await?;
+        let keys = TenantKeys::new(self.store.prefix(), tenant);
+        let mut names: Vec<String> = self.store.connection().smembers(keys.modules()).await?;
         names.sort();
         let mut modules = Vec::with_capacity(names.len());
         for name in names {
@@ -373,9 +358,9 @@ impl Registry {
         tenant: &str,
         name: &str,
     ) -> Result<Vec<ModuleVersion>, RegistryError> {
-        let keys = TenantKeys::new(self.queue.prefix(), tenant);
+        let keys = TenantKeys::new(self.store.prefix(), tenant);
         let stored: Vec<(String, String)> =
-            self.queue.connection().hgetall(keys.versions(name)).await?;
+            self.store.connection().hgetall(keys.versions(name)).await?;
         let mut versions: Vec<ModuleVersion> = stored
             .into_iter()
             .filter_map(|(_, json)| serde_json::from_str(&json).ok())
@@ -391,23 +376,23 @@ impl Registry {
         name: &str,
         version: Option<&str>,
     ) -> Result<ModuleVersion, RegistryError> {
-        resolve(&self.queue, tenant, name, version).await
+        resolve(&self.store, tenant, name, version).await
     }
 
     /// The settings of module `name` set over the API (empty when none are).
     pub async fn settings(&self, tenant: &str, name: &str) -> anyhow::Result<ModuleSettings> {
-        module_settings(&self.queue, tenant, name).await
+        module_settings(&self.store, tenant, name).await
     }
 
-    /// Replaces the settings of module `name`; workers use them within
-    /// [`SETTINGS_REFRESH`](crate::grants::SETTINGS_REFRESH) (by default).
+    /// Replaces the settings of module `name`; workers read them again within seconds (the
+    /// grants' `SETTINGS_REFRESH`).
     pub async fn set_settings(
         &self,
         tenant: &str,
         name: &str,
         settings: &ModuleSettings,
     ) -> anyhow::Result<()> {
-        let keys = TenantKeys::new(self.queue.prefix(), tenant);
+        let keys = TenantKeys::new(self.store.prefix(), tenant);
         let json = serde_json::to_string(settings)?;
         let () = self
             .queue
@@ -423,10 +408,11 @@ impl Registry {
         name: &str,
         version: &str,
     ) -> Result<ModuleVersion, RegistryError> {
-        resolve(&self.queue, tenant, name, Some(version)).await
+        resolve(&self.store, tenant, name, Some(version)).await
     }
 
-    /// Deletes `name@version`. Refused while jobs for it are queued, unless `force`.
+    /// Deletes `name@version`. Refused while jobs for it are queued, unless `force`. The
+    /// module's cron schedules are the caller's to sync (`Schedules::sync_module`).
     pub async fn delete(
         &self,
         tenant: &str,
@@ -448,10 +434,10 @@ impl Registry {
                 });
             }
         }
-        let prefix = self.queue.prefix();
+        let prefix = self.store.prefix();
         let keys = TenantKeys::new(prefix, tenant);
         let reference = format!("{tenant}/{name}@{}", module.version);
-        let mut conn = self.queue.connection();
+        let mut conn = self.store.connection();
         let (_, _, left, versions): ((), (), usize, usize) = redis::pipe()
             .atomic()
             .hdel(keys.versions(name), &module.version)
@@ -471,15 +457,7 @@ impl Registry {
                 .query_async(&mut conn)
                 .await?;
         }
-        self.sync_schedules(tenant, name).await
-    }
-
-    /// Makes the module's manifest schedules those of its highest version, now.
-    async fn sync_schedules(&self, tenant: &str, name: &str) -> Result<(), RegistryError> {
-        Schedules::new(self.queue.clone())
-            .sync_module(tenant, name)
-            .await
-            .map_err(|err| RegistryError::Redis(err.into()))
+        Ok(())
     }
 }
 
@@ -498,9 +476,52 @@ pub struct ModuleSummary {
     pub versions: Vec<String>,
 }
 
+/// The modules of the registry in `store`, as the queue finds the versions jobs name.
+#[derive(Debug, Clone)]
+pub struct Modules {
+    store: Store,
+}
+
+impl Modules {
+    /// The modules published in `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+impl ModuleSource for Modules {
+    fn resolve<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+        version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<ModuleVersion, EnqueueError>> {
+        Box::pin(async move { Ok(resolve(&self.store, tenant, name, version).await?) })
+    }
+}
+
+impl From<RegistryError> for EnqueueError {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::NotFound(message) => Self::UnknownModule(message),
+            RegistryError::Redis(err) => Self::Redis(err),
+            other => Self::Redis(other.into()),
+        }
+    }
+}
+
+/// The bytes of the module with this digest.
+pub async fn module_bytes(store: &Store, digest: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes: Option<Vec<u8>> = store
+        .connection()
+        .get(keys::module_bytes(store.prefix(), digest))
+        .await?;
+    bytes.with_context(|| format!("module {digest} is not stored in Redis"))
+}
+
 /// Module `name` of `tenant` at `version`, or its highest version.
 pub(crate) async fn resolve(
-    queue: &Queue,
+    store: &Store,
     tenant: &str,
     name: &str,
     version: Option<&str>,
@@ -510,8 +531,8 @@ pub(crate) async fn resolve(
             "invalid module name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`"
         )));
     }
-    let keys = TenantKeys::new(queue.prefix(), tenant);
-    let mut conn = queue.connection();
+    let keys = TenantKeys::new(store.prefix(), tenant);
+    let mut conn = store.connection();
     let json: Option<String> = match version {
         Some(version) => conn.hget(keys.versions(name), version).await?,
         None => {
@@ -534,12 +555,12 @@ pub(crate) async fn resolve(
 
 /// The settings of module `name` of `tenant` set over the API.
 pub(crate) async fn module_settings(
-    queue: &Queue,
+    store: &Store,
     tenant: &str,
     name: &str,
 ) -> anyhow::Result<ModuleSettings> {
-    let keys = TenantKeys::new(queue.prefix(), tenant);
-    let json: Option<String> = queue.connection().get(keys.settings(name)).await?;
+    let keys = TenantKeys::new(store.prefix(), tenant);
+    let json: Option<String> = store.connection().get(keys.settings(name)).await?;
     Ok(match json {
         Some(json) => serde_json::from_str(&json)
             .map_err(|err| anyhow::anyhow!("stored settings of {name}: {err}"))?,

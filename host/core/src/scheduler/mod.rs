@@ -195,7 +195,7 @@ impl Schedules {
     }
 
     fn keys(&self) -> CronKeys {
-        CronKeys::new(self.queue.prefix())
+        CronKeys::new(self.queue.store().prefix())
     }
 
     /// Stores a schedule made over the API, after checking its fields and that its module
@@ -208,7 +208,7 @@ impl Schedules {
         replace: bool,
     ) -> Result<ScheduleStatus, ScheduleError> {
         schedule.check()?;
-        let module = registry::resolve(&self.queue, tenant, &schedule.module, None)
+        let module = registry::resolve(self.queue.store(), tenant, &schedule.module, None)
             .await
             .map_err(|err| match err {
                 RegistryError::NotFound(message) => ScheduleError::UnknownModule(message),
@@ -321,7 +321,7 @@ impl Schedules {
     /// added, changed ones replaced (a paused one stays paused), and ones it no longer
     /// declares, or all when the module is gone, deleted.
     pub async fn sync_module(&self, tenant: &str, name: &str) -> Result<(), ScheduleError> {
-        let declared = match registry::resolve(&self.queue, tenant, name, None).await {
+        let declared = match registry::resolve(self.queue.store(), tenant, name, None).await {
             Ok(module) => module.manifest.schedules,
             Err(RegistryError::NotFound(_)) => Vec::new(),
             Err(err) => return Err(ScheduleError::Redis(err.into())),

@@ -1,5 +1,5 @@
 //! Every Redis key and pub/sub channel taskbox uses, each under the queue's prefix
-//! ([`crate::queue::DEFAULT_PREFIX`], `tb:`). No other file spells a key: data already in Redis stays readable
+//! ([`crate::store::DEFAULT_PREFIX`], `tb:`). No other file spells a key: data already in Redis stays readable
 //! only while these names stay byte for byte the same.
 //!
 //! Keys that a Lua script touches together share a hash tag, so they live in one Redis

@@ -22,6 +22,7 @@ impl Worker {
             AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
         Ok(self
             .queue
+            .store()
             .client()
             .get_multiplexed_async_connection_with_config(&config)
             .await?)

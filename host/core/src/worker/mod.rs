@@ -41,8 +41,9 @@ use tokio::sync::{OnceCell, Semaphore, mpsc, watch};
 
 use crate::grants::{Grants, HostCapabilities};
 use crate::job_writes::JobWrites;
+use crate::model::unix_millis;
 use crate::progress::ProgressWriter;
-use crate::queue::{FinishedAttempt, Queue, WorkerInfo, unix_millis};
+use crate::queue::{FinishedAttempt, Queue, WorkerInfo};
 
 use cancel::RunningJobs;
 use heartbeat::Held;

@@ -20,13 +20,11 @@ impl Worker {
         let cell = Arc::clone(self.loading().entry(digest.to_owned()).or_default());
         let loaded = cell
             .get_or_try_init(|| async {
-                let bytes =
-                    self.queue
-                        .module_bytes(digest)
-                        .await
-                        .map_err(|err| JobError::Internal {
-                            message: format!("{err:#}"),
-                        })?;
+                let bytes = crate::registry::module_bytes(self.queue.store(), digest)
+                    .await
+                    .map_err(|err| JobError::Internal {
+                        message: format!("{err:#}"),
+                    })?;
                 let runtime = Arc::clone(&self.runtime);
                 tokio::task::spawn_blocking(move || runtime.load(&bytes))
                     .await

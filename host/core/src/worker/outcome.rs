@@ -56,7 +56,7 @@ pub(super) async fn store_outcomes(
                     }
                 }
                 Err(err) => {
-                    let out_of_memory = crate::queue::is_out_of_memory(&err);
+                    let out_of_memory = crate::store::is_out_of_memory(&err);
                     for (outcome, stored) in outcomes.into_iter().zip(answers) {
                         let error = anyhow::anyhow!("storing the outcome failed: {err:#}");
                         let _ = stored.send(Err(NotStored {

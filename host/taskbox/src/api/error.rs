@@ -99,7 +99,7 @@ impl ApiError {
     /// without details but for a full Redis, which the caller can wait out.
     pub(crate) fn internal(err: impl Into<anyhow::Error>) -> Self {
         let err = err.into();
-        if taskbox_core::queue::is_out_of_memory(&err) {
+        if taskbox_core::store::is_out_of_memory(&err) {
             tracing::error!("Redis is out of memory: {err:#}");
             return Self {
                 retry_after: Some(OUT_OF_MEMORY_RETRY_SECS),

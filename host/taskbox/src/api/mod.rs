@@ -143,7 +143,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .saturating_add(1 << 20);
     let max_body = config.max_body;
     let state = AppState {
-        tokens: Tokens::new(queue.clone()),
+        tokens: Tokens::new(queue.store().clone()),
         limiter: Arc::new(rate::RateLimiter::new(
             config.enqueue_rate,
             config.enqueue_burst,
@@ -153,9 +153,9 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
             config.max_event_streams_per_tenant,
         )),
         config: Arc::new(config),
-        events: taskbox_core::events::Events::new(queue.clone()),
+        events: taskbox_core::events::Events::new(queue.store().clone()),
         subscriptions: taskbox_core::events::Subscriptions::new(taskbox_core::events::Events::new(
-            queue.clone(),
+            queue.store().clone(),
         )),
         schedules: taskbox_core::scheduler::Schedules::new(queue.clone()),
         queue,

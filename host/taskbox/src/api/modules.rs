@@ -13,9 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::error::{Json, Path, Query};
 use crate::api::{ApiError, AppState, Caller};
 use taskbox_core::auth::Role;
-use taskbox_core::grants::ModuleSettings;
 use taskbox_core::model::manifest::{MANIFEST_FILE, Manifest};
-use taskbox_core::registry::{ModuleSummary, ModuleVersion};
+use taskbox_core::model::module::ModuleSettings;
+use taskbox_core::model::module::ModuleVersion;
+use taskbox_core::registry::ModuleSummary;
 
 /// The parts of an upload.
 #[derive(Debug, ToSchema)]
@@ -89,6 +90,13 @@ pub(crate) async fn upload(
         .registry
         .publish(&caller.tenant, manifest, component)
         .await?;
+    // The registry keeps versions; the module's cron schedules follow its highest one.
+    if published.created {
+        state
+            .schedules
+            .sync_module(&caller.tenant, &published.module.name)
+            .await?;
+    }
     let status = match published.created {
         true => StatusCode::CREATED,
         false => StatusCode::OK,
@@ -183,6 +191,7 @@ pub(crate) async fn remove(
         .registry
         .delete(&caller.tenant, &name, &version, options.force)
         .await?;
+    state.schedules.sync_module(&caller.tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,7 +13,7 @@ use taskbox_runtime::{Runtime, RuntimeConfig};
 use crate::cli::module::read_module;
 use crate::cli::redis_url::RedisArgs;
 use taskbox_core::auth::DEFAULT_TENANT;
-use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};
+use taskbox_core::queue::{EnqueueOptions, NewJob};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::{Worker, WorkerConfig, default_worker_id};
 
@@ -53,7 +53,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let (url, _server) = args.redis.url_or_private().await?;
-    let queue = Queue::connect(&url, Duration::from_secs(10)).await?;
+    let queue = taskbox_core::connect(&url, Duration::from_secs(10)).await?;
     let runtime = Arc::new(Runtime::new(&RuntimeConfig {
         max_concurrent_jobs: u32::try_from(args.concurrency)?.max(1) * 2,
         ..RuntimeConfig::default()

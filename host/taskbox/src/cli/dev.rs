@@ -12,8 +12,8 @@ use crate::cli::module::read_module;
 use crate::cli::redis_url::{RedisArgs, dev_url_file};
 use crate::cli::roles::{ApiArgs, WorkerArgs, run_roles, worker_runtime};
 use taskbox_core::auth::DEFAULT_TENANT;
-use taskbox_core::queue::Queue;
 use taskbox_core::registry::Registry;
+use taskbox_core::scheduler::Schedules;
 
 /// Everything in one process for development: the API, a worker, and a private
 /// redis-server when no Redis is given. Other `taskbox` commands find the API by default.
@@ -34,16 +34,20 @@ pub(crate) struct DevArgs {
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let host = args.api.host_config()?;
     let (url, _server) = args.redis.url_or_private().await?;
-    let queue = Queue::connect(&url, Duration::from_secs(30)).await?;
+    let queue = taskbox_core::connect(&url, Duration::from_secs(30)).await?;
     std::fs::write(dev_url_file(), &url)
         .with_context(|| format!("writing {}", dev_url_file().display()))?;
     eprintln!("taskbox dev: Redis at {url}");
     let runtime = worker_runtime(&args.worker, &host)?;
     let registry = Registry::new(queue.clone(), Arc::clone(&runtime), host.registry());
+    let schedules = Schedules::new(queue.clone());
     for path in &args.modules {
         let (manifest, _, bytes) = read_module(path, None)?;
-        let published = registry.publish(DEFAULT_TENANT, manifest, bytes).await?;
-        let module = published.module;
+        let module = registry
+            .publish(DEFAULT_TENANT, manifest, bytes)
+            .await?
+            .module;
+        schedules.sync_module(DEFAULT_TENANT, &module.name).await?;
         eprintln!(
             "taskbox dev: module {}@{} ({})",
             module.name, module.version, module.digest

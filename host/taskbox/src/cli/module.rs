@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::api::SettingsView;
 use crate::cli::client::{Client, ClientArgs, Output, print};
-use taskbox_core::grants::ModuleSettings;
 use taskbox_core::model::manifest::{MANIFEST_FILE, Manifest};
+use taskbox_core::model::module::ModuleSettings;
 
 /// Upload, list, show and delete task modules.
 #[derive(Debug, clap::Args)]

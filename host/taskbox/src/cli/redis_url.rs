@@ -43,7 +43,7 @@ impl RedisArgs {
                 .map(|url| url.trim().to_owned())
                 .context("no Redis given: pass --redis or set REDIS_URL, or start `taskbox dev`")?,
         };
-        Queue::connect(&url, Duration::from_secs(5)).await
+        taskbox_core::connect(&url, Duration::from_secs(5)).await
     }
 }
 

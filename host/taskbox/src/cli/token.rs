@@ -31,7 +31,9 @@ pub(crate) async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let queue = args.redis.connect().await?;
     match args.command {
         TokenCommand::Create { tenant, role } => {
-            let token = Tokens::new(queue).create(&tenant, role).await?;
+            let token = Tokens::new(queue.store().clone())
+                .create(&tenant, role)
+                .await?;
             println!("{token}");
         }
     }
