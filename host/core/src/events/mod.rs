@@ -205,7 +205,7 @@ impl Subscriptions {
     /// Subscribes to the channel on a connection of its own, and starts the task that hands
     /// what arrives to its listeners.
     async fn open(&self, channel: &Arc<Channel>) -> anyhow::Result<AbortHandle> {
-        let mut pubsub = self.events.store.client().get_async_pubsub().await?;
+        let mut pubsub = self.events.store.pubsub().await?;
         pubsub.subscribe(&channel.key).await?;
         let weak = Arc::downgrade(channel);
         let task = tokio::spawn(async move {

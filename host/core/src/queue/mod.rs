@@ -522,7 +522,7 @@ impl Queue {
         &self,
         queue: &str,
     ) -> anyhow::Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
-        let mut pubsub = self.store.client().get_async_pubsub().await?;
+        let mut pubsub = self.store.pubsub().await?;
         pubsub.subscribe(self.keys(queue).done_channel()).await?;
         Ok(pubsub
             .into_on_message()

@@ -77,8 +77,23 @@ impl Store {
         })
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// A connection for pub/sub, of its own: a subscribed connection carries nothing else.
+    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        self.client.get_async_pubsub().await
+    }
+
+    /// A connection of its own, made now, whose replies may take up to `response_timeout`:
+    /// for a caller whose commands block (`XREADGROUP ... BLOCK`) and must not hold up, or
+    /// wait behind, the shared connection.
+    pub(crate) async fn dedicated_connection(
+        &self,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(response_timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     pub(crate) fn connection(&self) -> ConnectionManager {

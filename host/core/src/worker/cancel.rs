@@ -69,7 +69,7 @@ impl Worker {
 
     pub(super) async fn try_listen_for_cancels(&self) -> anyhow::Result<()> {
         use futures_util::StreamExt as _;
-        let mut pubsub = self.queue.store().client().get_async_pubsub().await?;
+        let mut pubsub = self.queue.store().pubsub().await?;
         for queue in &self.config.queues {
             pubsub
                 .subscribe(self.queue.keys(queue).cancel_channel())

@@ -5,7 +5,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -18,13 +17,10 @@ pub(super) const MAX_BATCH: usize = 256;
 impl Worker {
     /// A connection of its own for blocking reads, which would hold up the shared one.
     pub(super) async fn fetch_connection(&self) -> anyhow::Result<MultiplexedConnection> {
-        let config =
-            AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
         Ok(self
             .queue
             .store()
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
+            .dedicated_connection(Duration::from_secs(10))
             .await?)
     }
 
