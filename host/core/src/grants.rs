@@ -18,7 +18,7 @@ use taskbox_runtime::{Capabilities, JobError};
 use crate::auth::DEFAULT_TENANT;
 use crate::job_writes::{JobWrites, TenantBus};
 use crate::model::job::Priority;
-use crate::model::manifest::{LimitSettings, Manifest, Policy};
+use crate::model::manifest::{Manifest, ManifestLimits, Policy};
 use crate::model::module::ModuleSettings;
 use crate::queue::{DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Queue};
 use crate::registry::RegistryError;
@@ -96,14 +96,14 @@ pub(crate) struct JobContext {
 struct ModuleGrants {
     capabilities: Capabilities,
     enqueue: Vec<String>,
-    limits: LimitSettings,
+    limits: ManifestLimits,
 }
 
 /// What a job may reach, and the caps its manifest lowers.
 #[derive(Debug)]
 pub(crate) struct JobGrants {
     pub(crate) capabilities: Capabilities,
-    pub(crate) limits: LimitSettings,
+    pub(crate) limits: ManifestLimits,
 }
 
 /// Turns jobs into their grants, keeping each module version's (versions are immutable).
@@ -223,7 +223,7 @@ impl Grants {
         let none = ModuleGrants {
             capabilities: Capabilities::default(),
             enqueue: Vec::new(),
-            limits: LimitSettings::default(),
+            limits: ManifestLimits::default(),
         };
         let manifest = match crate::registry::resolve(
             self.queue.store(),

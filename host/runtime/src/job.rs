@@ -18,7 +18,7 @@ use crate::capabilities::log::JobLog;
 use crate::capabilities::progress::{JobProgress, ProgressSink};
 use crate::capabilities::sql::JobSql;
 use crate::capabilities::wasi;
-use crate::capabilities::{Caller, Capabilities};
+use crate::capabilities::{CallingJob, Capabilities};
 use crate::guest_text;
 use crate::host_memory::{self, JobMemory, Meter};
 use crate::limits::{Limits, MemoryLimiter};
@@ -182,7 +182,7 @@ async fn run_charged(
     let started = Instant::now();
     let deadline = started + limits.timeout;
     let log = JobLog::new(limits.log_bytes);
-    let caller = Caller {
+    let caller = CallingJob {
         job: info.id.as_str().into(),
         module: info.module.as_str().into(),
         deadline,

@@ -59,13 +59,13 @@ pub struct Manifest {
     pub tasks: BTreeMap<String, TaskSettings>,
     /// Limits of every job of the module.
     #[serde(default)]
-    pub limits: LimitSettings,
+    pub limits: ManifestLimits,
     /// The capabilities the module asks for; none by default.
     #[serde(default)]
-    pub capabilities: Capabilities,
+    pub capabilities: RequestedCapabilities,
     /// Cron schedules that enqueue jobs of the module.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub schedules: Vec<Schedule>,
+    pub schedules: Vec<ManifestSchedule>,
 }
 
 /// How one task's jobs run unless the enqueue says otherwise.
@@ -144,7 +144,7 @@ impl From<BackoffSettings> for Backoff {
 /// Limits of each job; the host's defaults where absent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitSettings {
+pub struct ManifestLimits {
     /// Fuel (roughly, WebAssembly instructions) per attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
@@ -169,7 +169,7 @@ pub struct LimitSettings {
     pub max_progress_message: Option<u64>,
 }
 
-impl LimitSettings {
+impl ManifestLimits {
     /// `limits` with the caps this manifest asks to lower lowered; it can never raise one.
     pub fn narrow(&self, limits: Limits) -> Limits {
         let bytes = |asked: Option<u64>, host: usize| {
@@ -191,7 +191,7 @@ impl LimitSettings {
 /// The capabilities a module asks for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Capabilities {
+pub struct RequestedCapabilities {
     /// Outbound HTTP: `scheme://host[:port]` patterns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
@@ -209,7 +209,7 @@ pub struct Capabilities {
 /// A cron schedule of one of the module's tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Schedule {
+pub struct ManifestSchedule {
     /// The schedule's name, unique in the module.
     pub name: String,
     /// A crontab expression (`0 3 * * *`).
@@ -817,10 +817,10 @@ task = "cleanup"
 
     #[test]
     fn a_manifest_lowers_the_hosts_caps_and_never_raises_them() {
-        let asked = LimitSettings {
+        let asked = ManifestLimits {
             host_memory: Some(16 << 20),
             max_error_size: Some(1 << 30),
-            ..LimitSettings::default()
+            ..ManifestLimits::default()
         };
         let host = Limits::default();
         let narrowed = asked.narrow(host);
@@ -830,7 +830,7 @@ task = "cleanup"
             "asking more gets the host's"
         );
         assert_eq!(narrowed.progress_bytes, host.progress_bytes);
-        assert_eq!(LimitSettings::default().narrow(host), host);
+        assert_eq!(ManifestLimits::default().narrow(host), host);
     }
 
     #[test]

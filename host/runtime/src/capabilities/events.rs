@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::events::{self, Error};
-use crate::capabilities::{Caller, glob_matches};
+use crate::capabilities::{CallingJob, glob_matches};
 use crate::guest_text::quote;
 use crate::job::JobState;
 
@@ -97,11 +97,11 @@ pub fn invalid_event(event: &str) -> Option<String> {
 #[derive(Debug)]
 pub(crate) struct JobEvents {
     grant: Option<Arc<EventGrant>>,
-    caller: Caller,
+    caller: CallingJob,
 }
 
 impl JobEvents {
-    pub(crate) fn new(grant: Option<Arc<EventGrant>>, caller: Caller) -> Self {
+    pub(crate) fn new(grant: Option<Arc<EventGrant>>, caller: CallingJob) -> Self {
         Self { grant, caller }
     }
 }

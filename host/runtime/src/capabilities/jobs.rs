@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::jobs::{self, EnqueueOptions, Error};
-use crate::capabilities::{Caller, glob_matches};
+use crate::capabilities::{CallingJob, glob_matches};
 use crate::guest_text::quote;
 use crate::job::JobState;
 
@@ -92,12 +92,12 @@ impl JobGrant {
 #[derive(Debug)]
 pub(crate) struct JobJobs {
     grant: Option<Arc<JobGrant>>,
-    caller: Caller,
+    caller: CallingJob,
     enqueued: u32,
 }
 
 impl JobJobs {
-    pub(crate) fn new(grant: Option<Arc<JobGrant>>, caller: Caller) -> Self {
+    pub(crate) fn new(grant: Option<Arc<JobGrant>>, caller: CallingJob) -> Self {
         Self {
             grant,
             caller,

@@ -44,7 +44,7 @@ pub struct Capabilities {
 
 /// Who is calling, for denials and deadlines: the same for every capability of a job.
 #[derive(Debug, Clone)]
-pub(crate) struct Caller {
+pub(crate) struct CallingJob {
     /// The job id (shared: every capability of the job holds a copy of the caller).
     pub(crate) job: Arc<str>,
     /// The module's name.
@@ -60,7 +60,7 @@ pub(crate) struct Caller {
 /// The denials of one job the host's log shows; the job's own log, bounded, shows them all.
 pub(crate) const LOGGED_DENIALS: u32 = 5;
 
-impl Caller {
+impl CallingJob {
     /// Records that `capability` refused `target`: in the host's log with module, job and
     /// target, and in the job's log. Either shows only the start of a long target, so a
     /// guest cannot make the host write its values over and over; and the host's log shows

@@ -463,7 +463,8 @@ pub(crate) struct ListOptions {
 
 /// A page of jobs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct JobPage {
+#[schema(as = JobPage)]
+pub(crate) struct JobPageView {
     jobs: Vec<JobView>,
     /// Pass as `cursor` for the next page; absent on the last page.
     next_cursor: Option<String>,
@@ -472,13 +473,13 @@ pub(crate) struct JobPage {
 /// List the caller's jobs, newest first, with filters and cursor pagination.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
     params(ListOptions),
-    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)),
+    responses((status = 200, body = JobPageView), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(options): Query<ListOptions>,
-) -> Result<Json<JobPage>, ApiError> {
+) -> Result<Json<JobPageView>, ApiError> {
     list_jobs(&state, &caller, options, None).await
 }
 
@@ -487,7 +488,7 @@ async fn list_jobs(
     caller: &Caller,
     options: ListOptions,
     status: Option<JobStatus>,
-) -> Result<Json<JobPage>, ApiError> {
+) -> Result<Json<JobPageView>, ApiError> {
     let filter = JobFilter {
         status: status.or(options.status),
         task: options.task,
@@ -505,7 +506,7 @@ async fn list_jobs(
                 Err(err) => ApiError::internal(err),
             },
         )?;
-    Ok(Json(JobPage {
+    Ok(Json(JobPageView {
         jobs: page.jobs.into_iter().map(JobView::from).collect(),
         next_cursor: page.next_cursor,
     }))
@@ -528,13 +529,13 @@ pub(crate) struct DeadOptions {
 /// List the caller's dead letters: jobs that failed for good, newest first.
 #[utoipa::path(get, path = "/v1/dead", tag = "dead letters",
     params(DeadOptions),
-    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)),
+    responses((status = 200, body = JobPageView), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn dead_letters(
     State(state): State<AppState>,
     caller: Caller,
     Query(options): Query<DeadOptions>,
-) -> Result<Json<JobPage>, ApiError> {
+) -> Result<Json<JobPageView>, ApiError> {
     let options = ListOptions {
         status: None,
         task: options.task,

@@ -32,7 +32,7 @@ use wasmtime_wasi_http::{
 
 pub use pattern::{BadHostPattern, HostPattern};
 
-use crate::capabilities::Caller;
+use crate::capabilities::CallingJob;
 use crate::job::JobState;
 
 /// What one job's requests may do, beyond where they may go.
@@ -115,7 +115,7 @@ impl std::fmt::Debug for JobHttp {
 }
 
 impl JobHttp {
-    pub(crate) fn new(grant: Option<Arc<HttpGrant>>, caller: Caller) -> Self {
+    pub(crate) fn new(grant: Option<Arc<HttpGrant>>, caller: CallingJob) -> Self {
         // Header fields need no grant: a guest without one still makes them, within a cap.
         let mut ctx = WasiHttpCtx::new();
         ctx.set_field_size_limit(
@@ -139,7 +139,7 @@ impl JobHttp {
 
 struct Hooks {
     grant: Option<Arc<HttpGrant>>,
-    caller: Caller,
+    caller: CallingJob,
     sent: u32,
     /// The job's request slots, made at its first request.
     at_once: Option<Arc<Semaphore>>,
@@ -170,7 +170,7 @@ impl Hooks {
     fn clear(&mut self, request: &http::Request<WasiBody>) -> Result<Cleared, Error> {
         let uri = request.uri();
         let target = uri.to_string();
-        let deny = |caller: &Caller, reason: &str, error: Error| {
+        let deny = |caller: &CallingJob, reason: &str, error: Error| {
             caller.denied("http", &target, reason);
             Err(error)
         };
@@ -292,7 +292,7 @@ impl WasiHttpHooks for Hooks {
 async fn send(
     mut request: http::Request<WasiBody>,
     cleared: &Cleared,
-    caller: &Caller,
+    caller: &CallingJob,
     permit: OwnedSemaphorePermit,
 ) -> Result<
     (
@@ -411,7 +411,7 @@ async fn send(
 }
 
 /// The one address the request goes to: the host's first address that may be reached.
-async fn resolve(cleared: &Cleared, caller: &Caller) -> Result<SocketAddr, Error> {
+async fn resolve(cleared: &Cleared, caller: &CallingJob) -> Result<SocketAddr, Error> {
     let addresses: Vec<SocketAddr> = match cleared.host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, cleared.port)],
         Err(_) => tokio::net::lookup_host((cleared.host.as_str(), cleared.port))

@@ -21,7 +21,7 @@ use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::sql::{self, Error, Rows, Statement, Value};
-use crate::capabilities::Caller;
+use crate::capabilities::CallingJob;
 use crate::guest_text::quote;
 use crate::job::JobState;
 
@@ -261,11 +261,11 @@ pub(crate) struct CallLimits {
 #[derive(Debug)]
 pub(crate) struct JobSql {
     grant: Option<Arc<SqlGrant>>,
-    caller: Caller,
+    caller: CallingJob,
 }
 
 impl JobSql {
-    pub(crate) fn new(grant: Option<Arc<SqlGrant>>, caller: Caller) -> Self {
+    pub(crate) fn new(grant: Option<Arc<SqlGrant>>, caller: CallingJob) -> Self {
         Self { grant, caller }
     }
 
@@ -296,7 +296,7 @@ impl JobSql {
 }
 
 /// A write refused on a read grant is logged as a denial; other errors are the guest's own.
-fn note_denial(caller: &Caller, db: &str, result: &Result<impl Sized, Error>) {
+fn note_denial(caller: &CallingJob, db: &str, result: &Result<impl Sized, Error>) {
     if let Err(Error::Denied(reason)) = result {
         caller.denied("sql", db, reason);
     }
