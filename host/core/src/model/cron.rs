@@ -299,11 +299,14 @@ impl fmt::Display for CronExpr {
     }
 }
 
+/// A time zone name that is not an IANA one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown time zone `{0}`: use an IANA name like `Europe/Paris` or `UTC`")]
+pub struct UnknownZone(pub String);
+
 /// Parses an IANA time zone name (`Europe/Paris`, `UTC`).
-pub fn parse_zone(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>().map_err(|_| {
-        format!("unknown time zone `{name}`: use an IANA name like `Europe/Paris` or `UTC`")
-    })
+pub fn parse_zone(name: &str) -> Result<Tz, UnknownZone> {
+    name.parse::<Tz>().map_err(|_| UnknownZone(name.to_owned()))
 }
 
 /// The instant a wall-clock time in `zone` stands for: its first occurrence, or for a time
@@ -641,7 +644,7 @@ mod tests {
 
     #[test]
     fn unknown_zones_are_named() {
-        let err = parse_zone("Mars/Olympus").unwrap_err();
+        let err = parse_zone("Mars/Olympus").unwrap_err().to_string();
         assert!(err.contains("`Mars/Olympus`"), "{err}");
     }
 }

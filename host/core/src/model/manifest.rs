@@ -352,7 +352,8 @@ impl Manifest {
             crate::model::cron::CronExpr::parse(&schedule.cron)
                 .map_err(|err| (field("cron"), format!("`{}`: {err}", schedule.cron)))?;
             if let Some(zone) = &schedule.timezone {
-                crate::model::cron::parse_zone(zone).map_err(|err| (field("timezone"), err))?;
+                crate::model::cron::parse_zone(zone)
+                    .map_err(|err| (field("timezone"), err.to_string()))?;
             }
             if let Some(queue) = &schedule.queue
                 && !is_plain_name(queue)
@@ -367,17 +368,25 @@ impl Manifest {
     }
 
     /// The task's settings, or an error listing the tasks there are.
-    pub fn task(&self, task: &str) -> Result<&TaskSettings, String> {
-        self.tasks.get(task).ok_or_else(|| {
-            let known: Vec<&str> = self.tasks.keys().map(String::as_str).collect();
-            format!(
-                "module {}@{} has no task `{task}` (its tasks: {})",
-                self.name,
-                self.version,
-                known.join(", ")
-            )
+    pub fn task(&self, task: &str) -> Result<&TaskSettings, UnknownTask> {
+        self.tasks.get(task).ok_or_else(|| UnknownTask {
+            module: format!("{}@{}", self.name, self.version),
+            task: task.to_owned(),
+            known: self.tasks.keys().cloned().collect(),
         })
     }
+}
+
+/// A task a module does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("module {module} has no task `{task}` (its tasks: {})", known.join(", "))]
+pub struct UnknownTask {
+    /// The module, `name@version`.
+    pub module: String,
+    /// The task asked for.
+    pub task: String,
+    /// The tasks it has.
+    pub known: Vec<String>,
 }
 
 /// The operator's cap on what manifests may ask for.
@@ -749,6 +758,7 @@ task = "cleanup"
             manifest
                 .task("nope")
                 .unwrap_err()
+                .to_string()
                 .contains("cleanup, resize")
         );
     }

@@ -370,7 +370,7 @@ impl Queue {
             let manifest = &module.manifest;
             let task = manifest
                 .task(&job.task)
-                .map_err(EnqueueError::UnknownTask)?;
+                .map_err(|err| EnqueueError::UnknownTask(err.to_string()))?;
             let options = &job.options;
             let queue = options
                 .queue

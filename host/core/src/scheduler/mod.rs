@@ -217,7 +217,7 @@ impl Schedules {
         module
             .manifest
             .task(&schedule.task)
-            .map_err(ScheduleError::UnknownTask)?;
+            .map_err(|err| ScheduleError::UnknownTask(err.to_string()))?;
         match self.stored(tenant, &schedule.name).await? {
             Some(old) if old.source == Source::Manifest => {
                 return Err(ScheduleError::FromManifest(schedule.name));

@@ -138,7 +138,7 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
         CronCommand::Next { expr, tz, count } => {
             let parsed =
                 CronExpr::parse(&expr).map_err(|err| anyhow::anyhow!("`{expr}`: {err}"))?;
-            let zone = parse_zone(&tz).map_err(anyhow::Error::msg)?;
+            let zone = parse_zone(&tz)?;
             let fires: Vec<String> = parsed
                 .fires_after(zone, Utc::now())
                 .take(count)
