@@ -1,4 +1,4 @@
-//! Hostile guests for `tests/hostile`: each task knocks on one door of the host in a loop and
+//! Hostile guests for `tests/it/hostile.rs`: each task knocks on one door of the host in a loop and
 //! with oversized arguments, and answers how many times the host gave each answer, so that
 //! the test can tell a typed refusal from a crash or a silent acceptance. `mark` and `scan`
 //! check that a job cannot read what an earlier job of the same module left in memory.

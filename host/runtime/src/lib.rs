@@ -3,7 +3,7 @@
 //! end into a typed [`JobReport`].
 //!
 //! This crate knows nothing of Redis or HTTP servers, so it can be built, tested and
-//! benchmarked alone; the `taskbox` crate puts a queue and an API around it.
+//! benchmarked alone; `taskbox-core` puts a queue and workers around it, and `taskbox` an API.
 //!
 //! ```no_run
 //! use taskbox_runtime::{JobInfo, JobRequest, Runtime, RuntimeConfig};

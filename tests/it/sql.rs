@@ -2,25 +2,15 @@
 //! SQLite (the module's own database, shared and read-only files) and a real PostgreSQL
 //! cluster, with the grants and limits the engines enforce.
 
-#[path = "../support/guests.rs"]
-mod guests;
-#[path = "../support/postgres.rs"]
-mod postgres;
-#[path = "../support/sandbox.rs"]
-mod sandbox;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// As in the `taskbox` binary: counts what the host holds for each job.
-#[global_allocator]
-static ALLOCATOR: taskbox_runtime::host_memory::CountingAllocator =
-    taskbox_runtime::host_memory::CountingAllocator;
-
 use serde_json::{Value, json};
 use taskbox_runtime::sql::{DatabaseConfig, SqlConfig, SqlDatabases};
 use taskbox_runtime::{Capabilities, JobError, JobReport};
+
+use crate::support::{postgres, sandbox};
 
 /// The host's databases in a temporary directory: `self` files, `shared` (a SQLite file the
 /// module may write) and `reference` (one it may only read, with a table `facts`).

@@ -7,17 +7,10 @@
 //! The Python, JavaScript and C examples are built by their build scripts with the
 //! toolchains `guests/toolchains.sh` installs (into guests/.tools and guests/js/node_modules).
 
-#[path = "../support/guests.rs"]
-mod guests;
-#[path = "../support/http_server.rs"]
-mod http_server;
-#[path = "../support/private_redis.rs"]
-mod private_redis;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -32,6 +25,8 @@ use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::sql::{SqlConfig, SqlDatabases};
 use taskbox_runtime::{Runtime, RuntimeConfig};
+
+use crate::support::{guests, http_server, private_redis, wait};
 
 static RUNTIME: LazyLock<Arc<Runtime>> =
     LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
@@ -204,19 +199,16 @@ impl Host {
     /// Waits until job `id` has finished, successfully or not.
     async fn finished(&self, id: &str) -> JobRecord {
         // Python and JavaScript modules compile at their first job: give it time.
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let job = self
-                .queue
-                .wait(id, Duration::from_secs(5))
-                .await
-                .unwrap()
-                .expect("the job exists");
-            if matches!(job.status, JobStatus::Completed | JobStatus::Dead) {
-                return job;
-            }
-            assert!(Instant::now() < deadline, "not finished in time: {job:?}");
-        }
+        wait::until(
+            format!("job {id} finished"),
+            Duration::from_secs(300),
+            || async {
+                let job = self.queue.wait(id, Duration::from_secs(5)).await.unwrap();
+                let job = job.expect("the job exists");
+                matches!(job.status, JobStatus::Completed | JobStatus::Dead).then_some(job)
+            },
+        )
+        .await
     }
 
     /// Runs a job that must complete, and returns its result as JSON.

@@ -1,8 +1,6 @@
 //! A plain HTTP/1.1 server on loopback for tests: it records what it receives and answers
 //! by path (`/hello`, `/echo`, `/flaky`, `/redirect`, `/big`, `/big-chunked`, `/headers`,
 //! `/drip`).
-#![allow(dead_code, reason = "each test binary uses part of it")]
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

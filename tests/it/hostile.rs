@@ -8,11 +8,6 @@
 //! `TASKBOX_HOSTILE_ROUNDS=10` runs the suite ten times against the same worker and prints
 //! the resident memory after each round.
 
-#[path = "../support/guests.rs"]
-mod guests;
-#[path = "../support/private_redis.rs"]
-mod private_redis;
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -26,6 +21,8 @@ use taskbox_core::queue::{EnqueueOptions, MAX_RETRY_DELAY, NewJob, Queue};
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
+
+use crate::support::{guests, private_redis};
 
 const TENANT: &str = "default";
 /// Jobs the worker runs at once, and the most hostile jobs the suite runs at once.

@@ -2,8 +2,6 @@
 //! `pg_ctl` on a free port, stopped and deleted on drop. With `TASKBOX_TEST_PG_URL` set, that
 //! server is used instead. As root, the cluster runs as the `postgres` user (PostgreSQL
 //! refuses to run as root).
-#![allow(dead_code, reason = "each test binary uses part of it")]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -1,13 +1,12 @@
 //! The `taskbox` command as a user runs it: real binary, real guest components.
 
-#[path = "../support/guests.rs"]
-mod guests;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
+
+use crate::support::{guests, wait};
 
 /// Runs `taskbox` with `args`; the failure message of any assertion on the result shows the
 /// command, its exit status, stdout and stderr.
@@ -228,19 +227,11 @@ impl Server {
             url: format!("http://{listen}"),
             _redis: redis,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        wait::until_blocking("a worker", Duration::from_secs(60), || {
             let run = server.client(&["workers", "--output", "json"]);
-            if run.code() == Some(0) && run.stdout().contains("\"id\"") {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no worker within 60 s: {}",
-                run.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (run.code() == Some(0) && run.stdout().contains("\"id\"")).then_some(())
+        });
+        server
     }
 
     /// Runs a client command of `taskbox` against this server.

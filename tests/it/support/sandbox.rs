@@ -15,7 +15,7 @@ static RUNTIME: std::sync::LazyLock<Runtime> =
 /// The compiled guest `name` (`fixtures_http`, ...), loaded (compiled on first use).
 pub fn module(name: &str) -> Arc<TaskModule> {
     RUNTIME
-        .load(&std::fs::read(crate::guests::wasm(name)).unwrap())
+        .load(&std::fs::read(crate::support::guests::wasm(name)).unwrap())
         .unwrap()
 }
 

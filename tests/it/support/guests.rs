@@ -1,7 +1,5 @@
 //! Builds the guest components once per test binary and finds them.
 
-#![allow(dead_code, reason = "each test binary uses part of it")]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

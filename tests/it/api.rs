@@ -1,11 +1,6 @@
 //! The HTTP API over real HTTP: a real server on a free port, a real `redis-server`, a worker
 //! running real compiled guests, and the `taskbox` CLI as a client.
 
-#[path = "../support/guests.rs"]
-mod guests;
-#[path = "../support/private_redis.rs"]
-mod private_redis;
-
 use std::process::Command;
 use std::sync::Arc;
 
@@ -19,6 +14,8 @@ use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
+
+use crate::support::{guests, private_redis};
 
 static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
     std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));

@@ -2,25 +2,15 @@
 //! real HTTP server on loopback, and the policy's denials, each seen by the guest as a typed
 //! error.
 
-#[path = "../support/guests.rs"]
-mod guests;
-#[path = "../support/http_server.rs"]
-mod http_server;
-#[path = "../support/sandbox.rs"]
-mod sandbox;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// As in the `taskbox` binary: counts what the host holds for each job.
-#[global_allocator]
-static ALLOCATOR: taskbox_runtime::host_memory::CountingAllocator =
-    taskbox_runtime::host_memory::CountingAllocator;
 
 use http_server::Server;
 use serde_json::{Value, json};
 use taskbox_runtime::http::{HttpGrant, HttpLimits};
 use taskbox_runtime::{Capabilities, JobError, JobReport, Limits};
+
+use crate::support::{http_server, sandbox};
 
 fn grant(hosts: &[&str], limits: HttpLimits) -> Capabilities {
     let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();

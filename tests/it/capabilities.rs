@@ -1,13 +1,6 @@
 //! Host capabilities end to end: real compiled guests run by a real worker against a real
 //! `redis-server`, events read back over real SSE from the API, and the `taskbox` CLI.
 
-#[path = "../support/guests.rs"]
-mod guests;
-#[path = "../support/http_server.rs"]
-mod http_server;
-#[path = "../support/private_redis.rs"]
-mod private_redis;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +20,8 @@ use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
+
+use crate::support::{guests, http_server, private_redis, wait};
 
 static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
     std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
@@ -184,15 +179,6 @@ impl Host {
     }
 }
 
-/// Waits up to 20 s for `check` to hold, asking again every 20 ms.
-async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within 20 s: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn result(job: &JobRecord) -> Value {
     serde_json::from_slice(job.result.as_deref().unwrap_or(b"null")).unwrap()
 }
@@ -313,8 +299,9 @@ async fn sse_clients_of_a_channel_share_one_redis_subscription() {
         .unwrap();
     assert_eq!(second.next().await.0, id);
     drop(second);
-    eventually("the last client's going ends the subscription", || async {
-        host.subscribers(TENANT, "allowed:shared").await == 0
+    let gone = "the last client's going ends the subscription";
+    wait::until(gone, Duration::from_secs(20), || async {
+        (host.subscribers(TENANT, "allowed:shared").await == 0).then_some(())
     })
     .await;
     let mut third = host.sse(ADMIN, "allowed:shared", None).await;
@@ -356,12 +343,17 @@ async fn sse_clients_past_the_caps_get_503_until_one_leaves() {
     refused(&acme, "[api] max_event_streams)").await;
 
     drop(first);
-    eventually("a closed stream frees its place", || async {
-        host.sse_response(ADMIN, "allowed:busy", None)
-            .await
-            .status()
-            == 200
-    })
+    wait::until(
+        "a closed stream frees its place",
+        Duration::from_secs(20),
+        || async {
+            let status = host
+                .sse_response(ADMIN, "allowed:busy", None)
+                .await
+                .status();
+            (status == 200).then_some(())
+        },
+    )
     .await;
     // The streams let in still work.
     let id = Events::new(host.queue.store().clone())

@@ -2,15 +2,10 @@
 //! simulated hours and days, catch-up after downtime, daylight-saving transitions, manifest
 //! schedules following their module, and the API and CLI with a real scheduler and worker.
 
-#[path = "../support/guests.rs"]
-mod guests;
-#[path = "../support/private_redis.rs"]
-mod private_redis;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -24,6 +19,8 @@ use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::scheduler::{Clock, Schedule, Scheduler, Schedules, Source};
 use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
+
+use crate::support::{guests, private_redis, wait};
 
 static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
     std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
@@ -491,21 +488,6 @@ async fn manifest_schedules_follow_the_module_and_bad_schedules_are_refused() {
     assert!(setup.schedules.list(TENANT).await.unwrap().is_empty());
 }
 
-/// Polls `check` until it returns something, for at most `limit`.
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn cli(url: &str, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_taskbox"))
         .args(args)
@@ -592,7 +574,7 @@ async fn cli_and_manifest_schedules_run_jobs_on_time_through_a_worker() {
         .await;
 
     // Both produce completed jobs, each started within a second of its fire time.
-    let done = eventually(Duration::from_secs(15), || async {
+    let done = wait::until("both schedules' jobs", Duration::from_secs(15), || async {
         let jobs: Vec<JobRecord> = setup
             .jobs()
             .await

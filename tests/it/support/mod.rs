@@ -1,0 +1,8 @@
+//! What the tests share: real parts started on free ports and stopped on drop.
+
+pub mod guests;
+pub mod http_server;
+pub mod postgres;
+pub mod private_redis;
+pub mod sandbox;
+pub mod wait;
