@@ -122,6 +122,47 @@ impl Store {
     }
 }
 
+/// What Redis has done since it started: for a benchmark to take the difference of two.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerUsage {
+    /// Its CPU time, user and system.
+    pub cpu: Duration,
+    /// The commands it has run (a script's own calls count too).
+    pub commands: u64,
+}
+
+impl Store {
+    /// What Redis has done so far (`INFO cpu` and `INFO commandstats`).
+    pub async fn server_usage(&self) -> anyhow::Result<ServerUsage> {
+        let mut conn = self.connection();
+        let cpu: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+        let seconds: f64 = cpu
+            .lines()
+            .filter_map(|line| {
+                let value = line
+                    .strip_prefix("used_cpu_user:")
+                    .or_else(|| line.strip_prefix("used_cpu_sys:"))?;
+                value.trim().parse::<f64>().ok()
+            })
+            .sum();
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await?;
+        let commands = stats
+            .lines()
+            .filter_map(|line| {
+                let calls = line.split_once("calls=")?.1;
+                calls.split(',').next()?.parse::<u64>().ok()
+            })
+            .sum();
+        Ok(ServerUsage {
+            cpu: Duration::from_secs_f64(seconds),
+            commands,
+        })
+    }
+}
+
 /// Refuses a Redis without the stream commands the queue needs, warns when Redis may evict
 /// keys (which would lose jobs) or has no memory cap, and logs its memory against that cap.
 async fn check_server(conn: &mut ConnectionManager) -> anyhow::Result<()> {
