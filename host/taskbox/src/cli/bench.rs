@@ -116,7 +116,10 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let drain = started.elapsed();
-    let (cpu, redis) = (process_cpu() - cpu_before, queue.store().server_usage().await?);
+    let (cpu, redis) = (
+        process_cpu() - cpu_before,
+        queue.store().server_usage().await?,
+    );
     let failed = stats.failed.load(Ordering::Relaxed);
     println!(
         "drain:    {:>9.0} jobs/s  ({} jobs in {drain:.2?}, {} at once, {failed} failed)",
