@@ -19,6 +19,10 @@
 -- Uses lib/clock.lua and lib/dead_letter.lua.
 local now = now_ms()
 local replies = {}
+-- A finished job is announced only while somebody listens. A waiter subscribes first and
+-- reads the job after, and this script runs whole: one that subscribes after this look
+-- reads the job already finished.
+local listened = redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > 0
 -- Entries to acknowledge and delete, by stream: one XACK and one XDEL per stream at the end.
 local done = {}
 for i = 5, #ARGV, 11 do
@@ -67,7 +71,9 @@ for i = 5, #ARGV, 11 do
     end
     if status == 'completed' or status == 'cancelled' or status == 'dead' then
       redis.call('EXPIRE', key, ARGV[2])
-      redis.call('PUBLISH', ARGV[3], id)
+      if listened then
+        redis.call('PUBLISH', ARGV[3], id)
+      end
     end
   end
   replies[#replies + 1] = status
