@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use taskbox::api::{ApiConfig, router, serve_router};
 use taskbox_core::auth::{Role, Tokens};
 use taskbox_core::events::Events;
-use taskbox_core::grants::HostCapabilities;
+use taskbox_core::model::capabilities::HostCapabilities;
 use taskbox_core::model::job::{JobRecord, JobStatus};
 use taskbox_core::model::manifest::Manifest;
 use taskbox_core::model::module::ModuleSettings;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use taskbox_core::events::{Events, Subscriptions};
-use taskbox_core::grants::HostCapabilities;
+use taskbox_core::model::capabilities::HostCapabilities;
 use taskbox_core::model::job::{JobRecord, JobStatus};
 use taskbox_core::model::manifest::Manifest;
 use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};

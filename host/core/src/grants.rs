@@ -1,75 +1,26 @@
 //! What a job may reach: its module's manifest, within the operator's policy and host
 //! config, turned into the sandbox's capability grants.
 
-use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use taskbox_runtime::config::ConfigValues;
-use taskbox_runtime::events::EventGrant;
-use taskbox_runtime::http::{HttpGrant, HttpLimits};
-use taskbox_runtime::jobs::{ChildJob, ChildPriority, JobGrant, JobSpawner, SpawnError};
+use taskbox_runtime::jobs::{ChildJob, ChildPriority, JobSpawner, SpawnError};
 use taskbox_runtime::lru::Lru;
-use taskbox_runtime::sql::SqlDatabases;
 use taskbox_runtime::{Capabilities, JobError};
 
 use crate::auth::DEFAULT_TENANT;
 use crate::job_writes::{JobWrites, TenantBus};
+use crate::model::capabilities::{
+    ALL, HostCapabilities, JobScope, ModuleScope, RequestedCapabilities,
+};
 use crate::model::job::Priority;
-use crate::model::manifest::{Manifest, ManifestLimits, Policy};
+use crate::model::manifest::ManifestLimits;
 use crate::model::module::ModuleSettings;
-use crate::queue::{DEFAULT_MAX_INPUT, EnqueueError, EnqueueOptions, NewJob, Parent, Queue};
+use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Parent, Queue};
 use crate::registry::RegistryError;
-
-/// The operator's side of every capability: what the host offers modules.
-#[derive(Debug, Clone)]
-pub struct HostCapabilities {
-    /// The cap on manifests, checked again when a job runs (the policy may have tightened
-    /// since the upload).
-    pub policy: Policy,
-    /// What each job's outbound HTTP may do.
-    pub http: HttpLimits,
-    /// The databases offered; none offers no SQL.
-    pub sql: Option<Arc<SqlDatabases>>,
-    /// The largest event a task may publish, in bytes.
-    pub max_event_bytes: usize,
-    /// How many jobs one job may enqueue.
-    pub max_enqueues: u32,
-    /// The largest input of a job a job enqueues, in bytes (the API's cap).
-    pub max_input: usize,
-    /// How deep a chain of jobs enqueueing jobs may grow.
-    pub max_chain_depth: u32,
-    /// Settings by module: `tenant/name`, or `name` for the default tenant.
-    pub modules: BTreeMap<String, ModuleSettings>,
-    /// How long a module's settings are used before they are read again, so that settings
-    /// changed over the API reach jobs within this.
-    pub settings_refresh: Duration,
-}
-
-impl Default for HostCapabilities {
-    fn default() -> Self {
-        Self {
-            policy: Policy::default(),
-            http: HttpLimits::default(),
-            sql: None,
-            max_event_bytes: EventGrant::DEFAULT_MAX_EVENT_BYTES,
-            max_enqueues: JobGrant::DEFAULT_MAX_ENQUEUES,
-            max_input: DEFAULT_MAX_INPUT,
-            max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
-            modules: BTreeMap::new(),
-            settings_refresh: SETTINGS_REFRESH,
-        }
-    }
-}
-
-/// How deep a chain of jobs may grow by default: a job enqueued by a job enqueued by ... ten
-/// times.
-pub const DEFAULT_MAX_CHAIN_DEPTH: u32 = 10;
-
-/// How long a worker uses a module's settings before it reads them again, by default.
-pub const SETTINGS_REFRESH: Duration = Duration::from_secs(5);
 
 /// How long a worker uses a module version's grants before it works them out again. A
 /// version's manifest never changes, but the version can be deleted (its jobs then get no
@@ -95,7 +46,7 @@ pub(crate) struct JobContext {
 /// A module version's grants, the same for all its jobs.
 struct ModuleGrants {
     capabilities: Capabilities,
-    enqueue: Vec<String>,
+    requested: RequestedCapabilities,
     limits: ManifestLimits,
 }
 
@@ -153,20 +104,25 @@ impl Grants {
             }
         };
         let mut capabilities = module.capabilities.clone();
-        capabilities.config = self.settings(&job.tenant, &job.module).await?;
-        if !module.enqueue.is_empty() {
-            capabilities.jobs = Some(Arc::new(JobGrant {
-                targets: module.enqueue.clone(),
-                max_enqueues: self.host.max_enqueues,
-                spawner: Arc::new(Spawner {
-                    writes: self.writes.clone(),
-                    tenant: job.tenant.clone(),
-                    parent: job.id.clone(),
-                    depth: job.depth,
-                    max_depth: self.host.max_chain_depth,
-                    max_input: self.host.max_input,
-                }),
-            }));
+        let spawner = || -> Arc<dyn JobSpawner> {
+            Arc::new(Spawner {
+                writes: self.writes.clone(),
+                tenant: job.tenant.clone(),
+                parent: job.id.clone(),
+                depth: job.depth,
+                max_depth: self.host.max_chain_depth,
+                max_input: self.host.max_input,
+            })
+        };
+        let scope = JobScope {
+            requested: &module.requested,
+            settings: self.settings(&job.tenant, &job.module).await?,
+            spawner: &spawner,
+        };
+        for capability in ALL {
+            if module.requested.has(*capability) {
+                capability.grant_job(&self.host, &scope, &mut capabilities);
+            }
         }
         Ok(JobGrants {
             capabilities,
@@ -222,7 +178,7 @@ impl Grants {
     async fn module_grants(&self, job: &JobContext) -> Result<ModuleGrants, JobError> {
         let none = ModuleGrants {
             capabilities: Capabilities::default(),
-            enqueue: Vec::new(),
+            requested: RequestedCapabilities::default(),
             limits: ManifestLimits::default(),
         };
         let manifest = match crate::registry::resolve(
@@ -248,49 +204,23 @@ impl Grants {
             tracing::warn!(job = %job.id, module = %job.module, "the manifest exceeds the policy, so no capabilities: {violation}");
             return Ok(none);
         }
-        let grants = ModuleGrants {
-            capabilities: self.capabilities(&job.tenant, &manifest),
-            enqueue: manifest.capabilities.enqueue.clone(),
-            limits: manifest.limits.clone(),
+        let scope = ModuleScope {
+            tenant: &job.tenant,
+            module: &manifest.name,
+            requested: &manifest.capabilities,
+            bus: Arc::new(TenantBus::new(self.writes.clone(), &job.tenant)),
         };
-        Ok(grants)
-    }
-
-    fn capabilities(&self, tenant: &str, manifest: &Manifest) -> Capabilities {
-        let requested = &manifest.capabilities;
-        let events = (!requested.event_channels.is_empty()).then(|| {
-            Arc::new(EventGrant {
-                channels: requested.event_channels.clone(),
-                max_event_bytes: self.host.max_event_bytes,
-                bus: Arc::new(TenantBus::new(self.writes.clone(), tenant)),
-            })
-        });
-        let http = (!requested.allowed_outbound_hosts.is_empty())
-            .then(|| HttpGrant::new(&requested.allowed_outbound_hosts, self.host.http.clone()))
-            .transpose()
-            .unwrap_or_else(|reason| {
-                // The registry parsed these at upload; a manifest stored before then gets no
-                // HTTP rather than a wider grant.
-                tracing::warn!(module = %manifest.name, "no outbound HTTP: {reason}");
-                None
-            })
-            .map(Arc::new);
-        let sql = match (&self.host.sql, requested.sql.is_empty()) {
-            (Some(databases), false) => databases
-                .grant(tenant, &manifest.name, &requested.sql)
-                .inspect_err(|reason| {
-                    tracing::warn!(module = %manifest.name, "no SQL: {reason}");
-                })
-                .ok()
-                .map(Arc::new),
-            _ => None,
-        };
-        Capabilities {
-            http,
-            sql,
-            events,
-            ..Capabilities::default()
+        let mut capabilities = Capabilities::default();
+        for capability in ALL {
+            if manifest.capabilities.has(*capability) {
+                capability.grant_module(&self.host, &scope, &mut capabilities);
+            }
         }
+        Ok(ModuleGrants {
+            capabilities,
+            requested: manifest.capabilities,
+            limits: manifest.limits,
+        })
     }
 }
 

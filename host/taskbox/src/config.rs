@@ -19,20 +19,21 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use taskbox_runtime::events::EventGrant;
-use taskbox_runtime::http::HttpLimits;
-use taskbox_runtime::jobs::JobGrant;
-use taskbox_runtime::sql::{DatabaseConfig, SqlConfig, SqlDatabases};
+use taskbox_runtime::sql::SqlDatabases;
 use taskbox_runtime::{DEFAULT_MODULE_CACHE_BYTES, Limits};
 
-use taskbox_core::grants::{DEFAULT_MAX_CHAIN_DEPTH, HostCapabilities};
+use taskbox_core::model::capabilities::HostCapabilities;
+use taskbox_core::model::capabilities::events::EventSettings;
+use taskbox_core::model::capabilities::http::HttpSettings;
+use taskbox_core::model::capabilities::jobs::JobSettings;
+use taskbox_core::model::capabilities::sql::SqlSettings;
 use taskbox_core::model::manifest::{Policy, duration, size};
 use taskbox_core::model::module::ModuleSettings;
 use taskbox_core::registry::{DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_MODULE_SIZE, RegistryConfig};
@@ -61,186 +62,6 @@ pub struct HostConfig {
     pub runtime: RuntimeSettings,
     /// Settings of modules, by `name` (default tenant) or `tenant/name`.
     pub modules: BTreeMap<String, ModuleSettings>,
-}
-
-/// Outbound HTTP of tasks: where they may never go, and how much each job may do.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpSettings {
-    /// Let tasks reach loopback, private and link-local addresses (off: only for trusted
-    /// networks and tests).
-    pub allow_private_networks: bool,
-    /// Requests one job may have under way at once.
-    pub max_concurrent_requests: usize,
-    /// Requests one job may send.
-    pub max_requests: u32,
-    /// The longest wait for a connection (`"10s"`).
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    /// The longest one exchange may take, to the body's last byte (`"30s"`).
-    #[serde(with = "duration")]
-    pub request_timeout: Duration,
-    /// The largest response body (`"16MiB"`).
-    #[serde(with = "size")]
-    pub max_response_size: u64,
-    /// The largest request body a task may send (`"16MiB"`).
-    #[serde(with = "size")]
-    pub max_request_size: u64,
-    /// The largest response header section (`"64KiB"`).
-    #[serde(with = "size")]
-    pub max_header_size: u64,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        let limits = HttpLimits::default();
-        Self {
-            allow_private_networks: limits.allow_private_networks,
-            max_concurrent_requests: limits.max_concurrent_requests,
-            max_requests: limits.max_requests,
-            connect_timeout: limits.connect_timeout,
-            request_timeout: limits.request_timeout,
-            max_response_size: limits.max_response_bytes,
-            max_request_size: limits.max_request_bytes,
-            max_header_size: limits.max_header_bytes as u64,
-        }
-    }
-}
-
-impl HttpSettings {
-    /// The runtime's limits.
-    pub fn limits(&self) -> HttpLimits {
-        HttpLimits {
-            allow_private_networks: self.allow_private_networks,
-            max_concurrent_requests: self.max_concurrent_requests.max(1),
-            max_requests: self.max_requests,
-            connect_timeout: self.connect_timeout,
-            request_timeout: self.request_timeout,
-            max_response_bytes: self.max_response_size,
-            max_request_bytes: self.max_request_size,
-            max_header_bytes: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
-        }
-    }
-}
-
-/// The databases tasks may use.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SqlSettings {
-    /// Where the modules' own SQLite databases (`self`) live, on each worker's disk.
-    pub self_dir: PathBuf,
-    /// Databases modules may ask for by name: `{ sqlite = "PATH" }` or
-    /// `{ postgres = "postgres://user:password@host/db" }`.
-    pub databases: BTreeMap<String, DatabaseSetting>,
-    /// The most rows one query may return.
-    pub max_rows: usize,
-    /// The most bytes of values one query may return, and the largest value a SQLite
-    /// statement may make (`"16MiB"`).
-    #[serde(with = "size")]
-    pub max_result_size: u64,
-    /// The largest a module's own database (`self`) may grow (`"256MiB"`).
-    #[serde(with = "size")]
-    pub max_self_size: u64,
-    /// Connections each worker keeps to each PostgreSQL database.
-    pub postgres_connections: usize,
-}
-
-/// One database the operator names.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum DatabaseSetting {
-    /// A SQLite file.
-    Sqlite(PathBuf),
-    /// A PostgreSQL URL.
-    Postgres(String),
-}
-
-/// Never shows a PostgreSQL URL, which may hold a password.
-impl std::fmt::Debug for DatabaseSetting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Self::Postgres(_) => f.write_str("Postgres(..)"),
-        }
-    }
-}
-
-impl Default for SqlSettings {
-    fn default() -> Self {
-        let defaults = SqlConfig::default();
-        Self {
-            self_dir: PathBuf::from("taskbox-data/sql"),
-            databases: BTreeMap::new(),
-            max_rows: defaults.max_rows,
-            max_result_size: defaults.max_result_bytes as u64,
-            max_self_size: defaults.max_self_bytes,
-            postgres_connections: defaults.postgres_connections,
-        }
-    }
-}
-
-impl SqlSettings {
-    /// The runtime's configuration.
-    pub fn config(&self) -> SqlConfig {
-        SqlConfig {
-            self_dir: Some(self.self_dir.clone()),
-            databases: self
-                .databases
-                .iter()
-                .map(|(name, database)| {
-                    let database = match database {
-                        DatabaseSetting::Sqlite(path) => {
-                            DatabaseConfig::Sqlite { path: path.clone() }
-                        }
-                        DatabaseSetting::Postgres(url) => {
-                            DatabaseConfig::Postgres { url: url.clone() }
-                        }
-                    };
-                    (name.clone(), database)
-                })
-                .collect(),
-            max_rows: self.max_rows,
-            max_result_bytes: usize::try_from(self.max_result_size).unwrap_or(usize::MAX),
-            max_self_bytes: self.max_self_size,
-            postgres_connections: self.postgres_connections,
-        }
-    }
-}
-
-/// Events tasks publish.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventSettings {
-    /// The largest event, name and data together (`"64KiB"`).
-    #[serde(with = "size")]
-    pub max_event_size: u64,
-}
-
-impl Default for EventSettings {
-    fn default() -> Self {
-        Self {
-            max_event_size: EventGrant::DEFAULT_MAX_EVENT_BYTES as u64,
-        }
-    }
-}
-
-/// Jobs tasks enqueue.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JobSettings {
-    /// How many jobs one job may enqueue.
-    pub max_enqueues: u32,
-    /// How deep a chain of jobs enqueueing jobs may grow.
-    pub max_chain_depth: u32,
-}
-
-impl Default for JobSettings {
-    fn default() -> Self {
-        Self {
-            max_enqueues: JobGrant::DEFAULT_MAX_ENQUEUES,
-            max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
-        }
-    }
 }
 
 /// What the host keeps of what each job hands it. A guest's text past these is cut at a

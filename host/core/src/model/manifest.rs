@@ -26,9 +26,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use taskbox_runtime::http::HostPattern;
 use taskbox_runtime::{Abi, Limits};
 
+use crate::model::capabilities::RequestedCapabilities;
 use crate::model::job::{Backoff, Priority};
 use crate::model::names::is_plain_name;
 
@@ -188,24 +188,6 @@ impl ManifestLimits {
     }
 }
 
-/// The capabilities a module asks for.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestedCapabilities {
-    /// Outbound HTTP: `scheme://host[:port]` patterns.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowed_outbound_hosts: Vec<String>,
-    /// SQL databases: `self` (a private SQLite database), `name` or `name:read`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sql: Vec<String>,
-    /// Event channels it may publish on (`upload:*`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub event_channels: Vec<String>,
-    /// Tasks it may enqueue (`module/task`, `module/*`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub enqueue: Vec<String>,
-}
-
 /// A cron schedule of one of the module's tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,23 +293,7 @@ impl Manifest {
                 }
             }
         }
-        for entry in &self.capabilities.allowed_outbound_hosts {
-            HostPattern::parse(entry).map_err(|reason| {
-                (
-                    "capabilities.allowed_outbound_hosts".to_owned(),
-                    reason.to_string(),
-                )
-            })?;
-        }
-        for grant in &self.capabilities.sql {
-            let database = grant.strip_suffix(":read").unwrap_or(grant);
-            if !is_plain_name(database) {
-                return Err((
-                    "capabilities.sql".into(),
-                    format!("`{grant}` is not `self`, NAME or NAME:read"),
-                ));
-            }
-        }
+        self.capabilities.check()?;
         let mut names = std::collections::HashSet::new();
         for (index, schedule) in self.schedules.iter().enumerate() {
             let field = |name: &str| format!("schedules[{index}].{name}");
@@ -530,42 +496,10 @@ impl Policy {
                 );
             }
         }
-        let capabilities = &manifest.capabilities;
-        for host in &capabilities.allowed_outbound_hosts {
-            if !self.allows_host(host) {
-                return violation(
-                    "capabilities.allowed_outbound_hosts".into(),
-                    format!(
-                        "`{host}` is not covered by the host's allowed_outbound_hosts ({})",
-                        self.allowed_outbound_hosts.join(", ")
-                    ),
-                );
-            }
-        }
-        for grant in &capabilities.sql {
-            let database = grant.strip_suffix(":read").unwrap_or(grant);
-            let allowed = match database {
-                "self" => self.sql_self,
-                name => self.sql_databases.iter().any(|known| known == name),
-            };
-            if !allowed {
-                return violation(
-                    "capabilities.sql".into(),
-                    format!("database `{database}` is not offered by this host"),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn allows_host(&self, host: &str) -> bool {
-        let Ok(wanted) = HostPattern::parse(host) else {
-            return false;
-        };
-        self.allowed_outbound_hosts.iter().any(|allowed| {
-            allowed == "*"
-                || HostPattern::parse(allowed).is_ok_and(|allowed| allowed.covers(&wanted))
-        })
+        manifest
+            .capabilities
+            .check_policy(self)
+            .map_err(|(field, message)| PolicyViolation { field, message })
     }
 }
 

@@ -1,7 +1,10 @@
 //! The data taskbox keeps and checks, with no I/O: manifests and the operator's policy, job
-//! records and their statuses, priorities and backoff, cron expressions and names. Every
+//! records and their statuses, priorities and backoff, cron expressions and names, and the
+//! host side of each capability (what a manifest asks, what the policy allows, what a job is
+//! granted). Every
 //! other module of the crate may use these; these use none of them.
 
+pub mod capabilities;
 pub mod cron;
 pub mod job;
 pub mod manifest;

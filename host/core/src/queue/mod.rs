@@ -90,8 +90,6 @@ pub struct NewJob {
     pub options: EnqueueOptions,
 }
 
-/// The largest job input accepted by default: 1 MiB.
-pub const DEFAULT_MAX_INPUT: usize = 1 << 20;
 /// The longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 /// The longest module version a job may name, in bytes.

@@ -117,29 +117,6 @@ impl From<redis::RedisError> for RegistryError {
     }
 }
 
-/// Which manifest field grants each capability import.
-fn grant_field(import: &str) -> Option<&'static str> {
-    let interface = import.split('@').next().unwrap_or(import);
-    match interface {
-        _ if interface.starts_with("wasi:http/") => Some("allowed_outbound_hosts"),
-        "taskbox:task/sql" => Some("sql"),
-        "taskbox:task/events" => Some("event_channels"),
-        "taskbox:task/jobs" => Some("enqueue"),
-        _ => None,
-    }
-}
-
-fn is_granted(manifest: &Manifest, field: &str) -> bool {
-    let capabilities = &manifest.capabilities;
-    match field {
-        "allowed_outbound_hosts" => !capabilities.allowed_outbound_hosts.is_empty(),
-        "sql" => !capabilities.sql.is_empty(),
-        "event_channels" => !capabilities.event_channels.is_empty(),
-        "enqueue" => !capabilities.enqueue.is_empty(),
-        _ => false,
-    }
-}
-
 /// Refuses a component whose ABI is not the one its manifest declares.
 fn check_abi(declared: Abi, found: Abi) -> Result<(), RegistryError> {
     match (declared, found) {
@@ -247,9 +224,7 @@ impl Registry {
         let (abi, imports) = self.compile(bytes.clone()).await?;
         check_abi(manifest.abi, abi)?;
         for import in &imports {
-            if let Some(field) = grant_field(import)
-                && !is_granted(&manifest, field)
-            {
+            if let Some(field) = manifest.capabilities.missing_for(import) {
                 return Err(RegistryError::NotGranted {
                     import: import.clone(),
                     field,

@@ -39,8 +39,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use taskbox_runtime::{Limits, Runtime, TaskModule};
 use tokio::sync::{OnceCell, Semaphore, mpsc, watch};
 
-use crate::grants::{Grants, HostCapabilities};
+use crate::grants::Grants;
 use crate::job_writes::JobWrites;
+use crate::model::capabilities::HostCapabilities;
 use crate::model::unix_millis;
 use crate::progress::ProgressWriter;
 use crate::queue::{FinishedAttempt, Queue, WorkerInfo};

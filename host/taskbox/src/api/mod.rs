@@ -82,7 +82,7 @@ impl Default for ApiConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
             admin_token: None,
             max_body: 2 << 20,
-            max_input: taskbox_core::queue::DEFAULT_MAX_INPUT,
+            max_input: taskbox_core::model::job::DEFAULT_MAX_INPUT,
             enqueue_rate: 1000.0,
             enqueue_burst: 5000.0,
             max_wait: Duration::from_secs(60),

@@ -11,7 +11,7 @@ use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
 
 use crate::api::{ApiConfig, DEFAULT_LISTEN, ENV_ADMIN_TOKEN};
 use crate::config::HostConfig;
-use taskbox_core::grants::HostCapabilities;
+use taskbox_core::model::capabilities::HostCapabilities;
 use taskbox_core::model::names::validate_name;
 use taskbox_core::queue::{DEFAULT_QUEUE, Queue};
 use taskbox_core::registry::Registry;
