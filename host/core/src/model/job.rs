@@ -160,7 +160,7 @@ impl Backoff {
 }
 
 /// One job as stored, with everything known about it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRecord {
     /// The job id.
     pub id: String,

@@ -89,7 +89,7 @@ const SCAN_ROUNDS: usize = 25;
 const WORKER_SILENCE: Duration = Duration::from_secs(90);
 
 /// One queue's state.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueStats {
     /// The queue.
     pub name: String,
@@ -108,7 +108,7 @@ pub struct QueueStats {
 }
 
 /// A count per priority.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PriorityCounts {
     /// High priority.
     pub high: u64,

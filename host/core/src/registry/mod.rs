@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use taskbox_runtime::{Abi, JobError, ModuleDigest, Runtime, componentize_command, is_core_module};
 use tokio::sync::Semaphore;
 
@@ -437,7 +437,7 @@ impl Registry {
 }
 
 /// A module in a listing.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModuleSummary {
     /// Its name.
     pub name: String,

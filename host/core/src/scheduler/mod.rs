@@ -75,7 +75,7 @@ pub enum Source {
 }
 
 /// A schedule with what it did last and will do next.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleStatus {
     #[serde(flatten)]
     pub schedule: Schedule,

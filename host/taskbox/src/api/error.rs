@@ -5,7 +5,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use taskbox_core::registry::RegistryError;
@@ -23,18 +23,19 @@ pub struct ApiError {
 }
 
 /// The body of every error answer.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ErrorBody {
-    error: ErrorDetail,
+    pub(crate) error: ErrorDetail,
 }
 
 /// What went wrong.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ErrorDetail {
     /// Stable and machine-readable: `not_found`, `invalid_body`, `missing_import`, ...
-    code: String,
+    pub(crate) code: String,
     /// For people: names the field, import or limit concerned.
-    message: String,
+    pub(crate) message: String,
 }
 
 impl ApiError {

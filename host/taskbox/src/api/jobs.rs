@@ -262,15 +262,16 @@ pub(crate) async fn enqueue_batch(
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct JobView {
     #[serde(flatten)]
-    job: JobRecord,
+    pub(crate) job: JobRecord,
     /// The result, when it is JSON.
     #[schema(value_type = Object)]
-    result: Option<Value>,
+    pub(crate) result: Option<Value>,
     /// The result in base64, when it is not JSON.
-    result_base64: Option<String>,
+    pub(crate) result_base64: Option<String>,
 }
 
 impl From<JobRecord> for JobView {
@@ -462,12 +463,13 @@ pub(crate) struct ListOptions {
 }
 
 /// A page of jobs, newest first.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(as = JobPage)]
 pub(crate) struct JobPageView {
-    jobs: Vec<JobView>,
+    pub(crate) jobs: Vec<JobView>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// List the caller's jobs, newest first, with filters and cursor pagination.

@@ -34,11 +34,12 @@ use taskbox_core::registry::Registry;
 
 pub use connections::serve_router;
 pub use error::ApiError;
-pub(crate) use jobs::{EnqueueRequest, EnqueuedJob, Purged, StatusReply};
-pub(crate) use modules::SettingsView;
+pub(crate) use error::ErrorBody;
+pub(crate) use jobs::{EnqueueRequest, EnqueuedJob, JobPageView, JobView, Purged, StatusReply};
+pub(crate) use modules::{ModuleDetail, ModuleList, SettingsView};
 pub use openapi::openapi_json;
-pub(crate) use schedules::NewSchedule;
-pub(crate) use system::WorkerList;
+pub(crate) use schedules::{NewSchedule, ScheduleList};
+pub(crate) use system::{QueueList, WorkerList};
 
 /// The address the API listens on, and the CLI's server, by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";

@@ -115,9 +115,10 @@ fn multipart_error(err: MultipartError) -> ApiError {
 }
 
 /// The modules of a tenant.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ModuleList {
-    modules: Vec<ModuleSummary>,
+    pub(crate) modules: Vec<ModuleSummary>,
 }
 
 /// List the caller's modules.
@@ -133,11 +134,12 @@ pub(crate) async fn list(
 }
 
 /// A module with all its versions.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ModuleDetail {
-    name: String,
+    pub(crate) name: String,
     /// Highest first.
-    versions: Vec<ModuleVersion>,
+    pub(crate) versions: Vec<ModuleVersion>,
 }
 
 /// Show a module: every version, highest first.

@@ -47,9 +47,10 @@ pub(crate) struct NewSchedule {
 }
 
 /// The caller's schedules.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ScheduleList {
-    schedules: Vec<ScheduleStatus>,
+    pub(crate) schedules: Vec<ScheduleStatus>,
 }
 
 impl From<ScheduleError> for ApiError {

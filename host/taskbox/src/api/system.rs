@@ -10,9 +10,10 @@ use crate::api::{ApiError, AppState, Caller};
 use taskbox_core::queue::{QueueStats, WorkerInfo};
 
 /// Every queue jobs were enqueued on.
-#[derive(Debug, Serialize, ToSchema)]
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct QueueList {
-    queues: Vec<QueueStats>,
+    pub(crate) queues: Vec<QueueStats>,
 }
 
 /// Queue depths, oldest waiting job, and jobs finished in the last minute.

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::DEFAULT_LISTEN;
+use crate::api::ErrorBody;
 
 /// Environment variable with the API's URL.
 pub const ENV_URL: &str = "TASKBOX_URL";
@@ -94,12 +95,12 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let code = body["error"]["code"].as_str().unwrap_or("error");
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("the server gave no details");
-        bail!("{message} ({} {code})", status.as_u16())
+        match response.json::<ErrorBody>().await {
+            Ok(ErrorBody { error }) => {
+                bail!("{} ({} {})", error.message, status.as_u16(), error.code)
+            }
+            Err(_) => bail!("the server gave no details ({} error)", status.as_u16()),
+        }
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -117,6 +118,14 @@ impl Client {
     pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(Method::DELETE, path)).await
     }
+}
+
+/// The rows of a table of `items`: each item's fields, by name.
+pub(crate) fn table_rows(items: &[impl Serialize]) -> anyhow::Result<Vec<Value>> {
+    items
+        .iter()
+        .map(|item| serde_json::to_value(item).context("showing the API's answer"))
+        .collect()
 }
 
 /// Prints `value` as JSON, or as `columns` of `rows` (each row a JSON object) for people.

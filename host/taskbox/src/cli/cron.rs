@@ -8,10 +8,11 @@ use chrono::{SecondsFormat, Utc};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
-use crate::api::NewSchedule;
-use crate::cli::client::{ClientArgs, Output, print};
+use crate::api::{NewSchedule, ScheduleList};
+use crate::cli::client::{ClientArgs, Output, print, table_rows};
 use crate::cli::job::parse_json;
 use taskbox_core::model::cron::{CatchUp, CronExpr, parse_zone};
+use taskbox_core::scheduler::ScheduleStatus;
 
 /// Cron schedules: jobs of a task at the times a cron expression names.
 #[derive(Debug, clap::Args)]
@@ -97,7 +98,7 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
     let output = args.client.output;
     let client = || args.client.client();
     let path = |name: &str, action: &str| format!("/v1/schedules/{name}{action}");
-    let shown: Value = match args.command {
+    let shown: ScheduleStatus = match args.command {
         CronCommand::Add {
             name,
             expr,
@@ -123,8 +124,8 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
             client()?.post("/v1/schedules", &body).await?
         }
         CronCommand::Ls => {
-            let reply: Value = client()?.get("/v1/schedules").await?;
-            let rows = reply["schedules"].as_array().cloned().unwrap_or_default();
+            let reply: ScheduleList = client()?.get("/v1/schedules").await?;
+            let rows = table_rows(&reply.schedules)?;
             print(output, &reply, &rows, COLUMNS);
             return Ok(ExitCode::SUCCESS);
         }
@@ -133,8 +134,8 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
             let _: IgnoredAny = client()?.delete(&path(&name, "")).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        CronCommand::Pause { name } => client()?.post(&path(&name, "/pause"), &json!({})).await?,
-        CronCommand::Resume { name } => client()?.post(&path(&name, "/resume"), &json!({})).await?,
+        CronCommand::Pause { name } => client()?.post(&path(&name, "/pause"), &()).await?,
+        CronCommand::Resume { name } => client()?.post(&path(&name, "/resume"), &()).await?,
         CronCommand::Next { expr, tz, count } => {
             let parsed =
                 CronExpr::parse(&expr).map_err(|err| anyhow::anyhow!("`{expr}`: {err}"))?;
@@ -157,6 +158,7 @@ pub(crate) async fn cron(args: CronArgs) -> anyhow::Result<ExitCode> {
     match output {
         Output::Json => print(output, &shown, &[], &[]),
         Output::Table => {
+            let shown = serde_json::to_value(&shown)?;
             for column in COLUMNS
                 .iter()
                 .chain(&["last_job", "last_error", "catch_up", "queue"])

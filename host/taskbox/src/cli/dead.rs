@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use reqwest::Method;
 
-use crate::api::Purged;
+use crate::api::{JobPageView, Purged};
 use crate::cli::client::ClientArgs;
 use crate::cli::job::{print_page, retry};
 
@@ -48,7 +48,7 @@ pub(crate) async fn dead(args: DeadArgs) -> anyhow::Result<ExitCode> {
         DeadCommand::Ls { queue, limit } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(queue.map(|queue| ("queue", queue)));
-            let page = client
+            let page: JobPageView = client
                 .send(client.request(Method::GET, "/v1/dead").query(&query))
                 .await?;
             print_page(output, &page);

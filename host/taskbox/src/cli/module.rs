@@ -5,15 +5,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::api::{ModuleDetail, ModuleList, SettingsView};
+use crate::cli::client::{Client, ClientArgs, Output, print, table_rows};
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::IgnoredAny;
-use serde_json::Value;
-
-use crate::api::SettingsView;
-use crate::cli::client::{Client, ClientArgs, Output, print};
 use taskbox_core::model::manifest::{MANIFEST_FILE, Manifest};
-use taskbox_core::model::module::ModuleSettings;
+use taskbox_core::model::module::{ModuleSettings, ModuleVersion};
 
 /// Upload, list, show and delete task modules.
 #[derive(Debug, clap::Args)]
@@ -75,17 +73,12 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
             let module = upload(&client, text, bytes).await?;
             match output {
                 Output::Json => print(output, &module, &[], &[]),
-                Output::Table => println!(
-                    "{}@{} {}",
-                    module["name"].as_str().unwrap_or_default(),
-                    module["version"].as_str().unwrap_or_default(),
-                    module["digest"].as_str().unwrap_or_default()
-                ),
+                Output::Table => println!("{}@{} {}", module.name, module.version, module.digest),
             }
         }
         ModuleCommand::Ls => {
-            let reply: Value = client.get("/v1/modules").await?;
-            let rows = reply["modules"].as_array().cloned().unwrap_or_default();
+            let reply: ModuleList = client.get("/v1/modules").await?;
+            let rows = table_rows(&reply.modules)?;
             print(
                 output,
                 &reply,
@@ -124,8 +117,8 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ModuleCommand::Show { name } => {
-            let reply: Value = client.get(&format!("/v1/modules/{name}")).await?;
-            let rows = reply["versions"].as_array().cloned().unwrap_or_default();
+            let reply: ModuleDetail = client.get(&format!("/v1/modules/{name}")).await?;
+            let rows = table_rows(&reply.versions)?;
             print(
                 output,
                 &reply,
@@ -148,7 +141,11 @@ pub(crate) async fn module(args: ModuleArgs) -> anyhow::Result<ExitCode> {
 
 /// Sends the manifest and component as a multipart upload, with a progress bar for big
 /// components.
-async fn upload(client: &Client, manifest: String, bytes: Vec<u8>) -> anyhow::Result<Value> {
+async fn upload(
+    client: &Client,
+    manifest: String,
+    bytes: Vec<u8>,
+) -> anyhow::Result<ModuleVersion> {
     const CHUNK: usize = 256 << 10;
     let total = bytes.len() as u64;
     let bar = match total > 4 * CHUNK as u64 {

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
+use crate::api::QueueList;
 use crate::cli::client::{ClientArgs, print};
 
 /// Show the queues: depth, oldest waiting job, throughput.
@@ -15,23 +16,20 @@ pub(crate) struct QueuesArgs {
 
 pub(crate) async fn queues(args: QueuesArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client()?;
-    let reply: Value = client.get("/v1/queues").await?;
-    let rows: Vec<Value> = reply["queues"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let reply: QueueList = client.get("/v1/queues").await?;
+    let rows: Vec<Value> = reply
+        .queues
+        .iter()
         .map(|queue| {
-            let waiting = &queue["waiting"];
+            let waiting = &queue.waiting;
             json!({
-                "name": queue["name"],
-                "waiting": waiting["high"].as_u64().unwrap_or(0)
-                    + waiting["normal"].as_u64().unwrap_or(0)
-                    + waiting["low"].as_u64().unwrap_or(0),
-                "running": queue["running"],
-                "delayed": queue["delayed"],
-                "oldest_waiting_ms": queue["oldest_waiting_ms"],
-                "completed/min": queue["completed_last_minute"],
-                "failed/min": queue["failed_last_minute"],
+                "name": queue.name,
+                "waiting": waiting.high + waiting.normal + waiting.low,
+                "running": queue.running,
+                "delayed": queue.delayed,
+                "oldest_waiting_ms": queue.oldest_waiting_ms,
+                "completed/min": queue.completed_last_minute,
+                "failed/min": queue.failed_last_minute,
             })
         })
         .collect();
