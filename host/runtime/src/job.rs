@@ -164,6 +164,9 @@ pub(crate) async fn run(module: &TaskModule, request: JobRequest, fuel: bool) ->
 }
 
 /// [`run`], with the host's allocations for the job counted on `host_memory`.
+// Long because it is one job's life in order (its state, its Store and limits, the instance,
+// the call, the report), and each step uses what the ones before made; split, the parts
+// would pass most of their locals along.
 async fn run_charged(
     module: &TaskModule,
     request: JobRequest,

@@ -130,6 +130,8 @@ enum Values {
 
 impl CronExpr {
     /// Parses `text`; the error names the column and the field.
+    // Long because the shorthands, the field count and each field's parse share the column
+    // bookkeeping that lets an error point at the character it is about.
     pub fn parse(text: &str) -> Result<Self, CronError> {
         let trimmed = text.trim();
         let offset = text.len() - text.trim_start().len();

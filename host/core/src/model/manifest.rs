@@ -294,6 +294,11 @@ impl Manifest {
             }
         }
         self.capabilities.check()?;
+        self.check_schedules()
+    }
+
+    /// Checks `[[schedules]]`: names, tasks, expressions, zones and queues.
+    fn check_schedules(&self) -> Result<(), (String, String)> {
         let mut names = std::collections::HashSet::new();
         for (index, schedule) in self.schedules.iter().enumerate() {
             let field = |name: &str| format!("schedules[{index}].{name}");

@@ -364,86 +364,7 @@ impl Queue {
         let mut pipe = redis::pipe();
         let mut queues = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let module = &modules[&job.module];
-            let manifest = &module.manifest;
-            let task = manifest
-                .task(&job.task)
-                .map_err(|err| EnqueueError::UnknownTask(err.to_string()))?;
-            let options = &job.options;
-            let queue = options
-                .queue
-                .clone()
-                .or_else(|| task.queue.clone())
-                .unwrap_or_else(|| DEFAULT_QUEUE.into());
-            validate_name("queue", &queue).map_err(|err| EnqueueError::Invalid(err.to_string()))?;
-            let keys = self.keys(&queue);
-            let id = new_job_id(&queue);
-            // A delay counts from the job's creation, which Redis's clock dates.
-            let (run_at, delay) = match (options.run_at, options.delay) {
-                (Some(at), _) => (unix_millis(at), 0),
-                (None, Some(delay)) => (0, millis(delay)),
-                (None, None) => (0, 0),
-            };
-            let priority = options.priority.or(task.priority).unwrap_or_default();
-            let backoff = options
-                .backoff
-                .or(task.backoff.map(Backoff::from))
-                .unwrap_or_default();
-            let max_attempts = options
-                .max_retries
-                .or(task.max_retries)
-                .unwrap_or(DEFAULT_MAX_RETRIES)
-                .saturating_add(1);
-            let timeout = options.timeout.or(task.timeout).or(manifest.limits.timeout);
-            let idempotency = options.idempotency_key.clone().unwrap_or_default();
-            let mut invocation = self.scripts.enqueue.key(keys.job(&id));
-            invocation
-                .key(keys.stream(priority))
-                .key(keys.delayed())
-                .key(keys.idempotency(tenant, &idempotency))
-                .key(keys.tenant_index(tenant))
-                .arg(&id)
-                .arg(run_at)
-                .arg(delay)
-                .arg(&idempotency)
-                .arg(self.store.retention().as_secs())
-                .arg("tenant")
-                .arg(tenant)
-                .arg("module")
-                .arg(&module.name)
-                .arg("version")
-                .arg(&module.version)
-                .arg("digest")
-                .arg(&module.digest)
-                .arg("task")
-                .arg(&job.task)
-                .arg("input")
-                .arg(job.input)
-                .arg("max_attempts")
-                .arg(max_attempts)
-                .arg("priority")
-                .arg(priority.as_str())
-                .arg("backoff")
-                .arg(serde_json::to_string(&backoff).map_err(anyhow::Error::from)?);
-            if let Some(timeout) = timeout {
-                invocation.arg("timeout_ms").arg(millis(timeout));
-            }
-            if let Some(fuel) = manifest.limits.fuel {
-                invocation.arg("fuel").arg(fuel);
-            }
-            if let Some(memory) = manifest.limits.memory {
-                invocation.arg("memory").arg(memory);
-            }
-            if let Some(metadata) = &options.metadata {
-                invocation.arg("metadata").arg(metadata.to_string());
-            }
-            if let Some(parent) = &options.parent {
-                invocation
-                    .arg("parent")
-                    .arg(&parent.id)
-                    .arg("depth")
-                    .arg(parent.depth);
-            }
+            let (invocation, queue) = self.invocation(tenant, job, &modules)?;
             pipe.invoke_script(&invocation);
             queues.push(queue);
         }
@@ -476,6 +397,97 @@ impl Queue {
                 created: created == 1,
             })
             .collect())
+    }
+
+    /// The enqueue script's call for `job`, with what its module's manifest fills in, and the
+    /// queue it goes to.
+    fn invocation(
+        &self,
+        tenant: &str,
+        job: NewJob,
+        modules: &HashMap<String, ModuleVersion>,
+    ) -> Result<(redis::ScriptInvocation<'_>, String), EnqueueError> {
+        let module = &modules[&job.module];
+        let manifest = &module.manifest;
+        let task = manifest
+            .task(&job.task)
+            .map_err(|err| EnqueueError::UnknownTask(err.to_string()))?;
+        let options = &job.options;
+        let queue = options
+            .queue
+            .clone()
+            .or_else(|| task.queue.clone())
+            .unwrap_or_else(|| DEFAULT_QUEUE.into());
+        validate_name("queue", &queue).map_err(|err| EnqueueError::Invalid(err.to_string()))?;
+        let keys = self.keys(&queue);
+        let id = new_job_id(&queue);
+        // A delay counts from the job's creation, which Redis's clock dates.
+        let (run_at, delay) = match (options.run_at, options.delay) {
+            (Some(at), _) => (unix_millis(at), 0),
+            (None, Some(delay)) => (0, millis(delay)),
+            (None, None) => (0, 0),
+        };
+        let priority = options.priority.or(task.priority).unwrap_or_default();
+        let backoff = options
+            .backoff
+            .or(task.backoff.map(Backoff::from))
+            .unwrap_or_default();
+        let max_attempts = options
+            .max_retries
+            .or(task.max_retries)
+            .unwrap_or(DEFAULT_MAX_RETRIES)
+            .saturating_add(1);
+        let timeout = options.timeout.or(task.timeout).or(manifest.limits.timeout);
+        let idempotency = options.idempotency_key.clone().unwrap_or_default();
+        let mut invocation = self.scripts.enqueue.key(keys.job(&id));
+        invocation
+            .key(keys.stream(priority))
+            .key(keys.delayed())
+            .key(keys.idempotency(tenant, &idempotency))
+            .key(keys.tenant_index(tenant))
+            .arg(&id)
+            .arg(run_at)
+            .arg(delay)
+            .arg(&idempotency)
+            .arg(self.store.retention().as_secs())
+            .arg("tenant")
+            .arg(tenant)
+            .arg("module")
+            .arg(&module.name)
+            .arg("version")
+            .arg(&module.version)
+            .arg("digest")
+            .arg(&module.digest)
+            .arg("task")
+            .arg(&job.task)
+            .arg("input")
+            .arg(job.input)
+            .arg("max_attempts")
+            .arg(max_attempts)
+            .arg("priority")
+            .arg(priority.as_str())
+            .arg("backoff")
+            .arg(serde_json::to_string(&backoff).map_err(anyhow::Error::from)?);
+        if let Some(timeout) = timeout {
+            invocation.arg("timeout_ms").arg(millis(timeout));
+        }
+        if let Some(fuel) = manifest.limits.fuel {
+            invocation.arg("fuel").arg(fuel);
+        }
+        if let Some(memory) = manifest.limits.memory {
+            invocation.arg("memory").arg(memory);
+        }
+        if let Some(metadata) = &options.metadata {
+            invocation.arg("metadata").arg(metadata.to_string());
+        }
+        if let Some(parent) = &options.parent {
+            invocation
+                .arg("parent")
+                .arg(&parent.id)
+                .arg("depth")
+                .arg(parent.depth);
+        }
+        Ok((invocation, queue))
     }
 
     /// Job `id`, if it exists (finished jobs expire after the retention).

@@ -167,6 +167,9 @@ struct Cleared {
 
 impl Hooks {
     /// Checks `request` against the grant and the request cap; the error is the guest's.
+    // Long because it is one list of checks in the order a request meets them (scheme, host,
+    // port, address, counts), each with its own denial; apart, they would each take the
+    // request, the grant and the caller.
     fn clear(&mut self, request: &http::Request<WasiBody>) -> Result<Cleared, Error> {
         let uri = request.uri();
         let target = uri.to_string();
@@ -256,6 +259,8 @@ impl Hooks {
 }
 
 impl WasiHttpHooks for Hooks {
+    // Long because one exchange is one future: connect, send, wait for the head, and wrap
+    // the body in the job's caps, all under the job's deadline and its slot.
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
