@@ -88,8 +88,7 @@ fn written() -> BTreeSet<String> {
     let source = include_str!("mod.rs");
     let enqueue = &source[source
         .find("let mut invocation = self.scripts.enqueue")
-        .unwrap()
-        ..source.find("pipe.invoke_script(&invocation)").unwrap()];
+        .unwrap()..source.find("Ok((invocation, queue))").unwrap()];
     written.extend(quoted_in(enqueue, ".arg(\""));
     written
 }
