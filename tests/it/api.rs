@@ -2,40 +2,27 @@
 //! running real compiled guests, and the `taskbox` CLI as a client.
 
 use std::process::Command;
-use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use taskbox::api::{ApiConfig, router, serve_router};
+use taskbox::api::ApiConfig;
 use taskbox_core::auth::{Role, Tokens};
 use taskbox_core::model::manifest::Policy;
 use taskbox_core::queue::Queue;
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
-use taskbox_core::worker::{Worker, WorkerConfig};
-use taskbox_runtime::{Runtime, RuntimeConfig};
+use taskbox_core::worker::WorkerConfig;
 
-use crate::support::{guests, private_redis};
-
-static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
-    std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
+use crate::support::{guests, host, private_redis};
 
 const ADMIN: &str = "test-admin-token";
-
-fn manifest(name: &str) -> String {
-    let path = format!(
-        "{}/../../guests/{name}/taskbox.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(path).unwrap()
-}
 
 struct Server {
     redis: RedisServer,
     url: String,
     queue: Queue,
     http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _serving: host::Serving,
 }
 
 impl Server {
@@ -48,7 +35,7 @@ impl Server {
         let (redis, queue) = private_redis::start(RedisOptions::default()).await;
         let registry = Registry::new(
             queue.clone(),
-            Arc::clone(&RUNTIME),
+            host::runtime(),
             RegistryConfig {
                 policy,
                 max_module_size: 16 << 20,
@@ -59,28 +46,14 @@ impl Server {
             admin_token: Some(ADMIN.into()),
             ..config
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(queue.clone(), registry, config);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = Worker::new(
-            queue.clone(),
-            Arc::clone(&RUNTIME),
-            WorkerConfig::new(format!("api-test-{}", rand_suffix())),
-        );
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = serve_router(listener, app, std::future::pending()) => {}
-                _ = worker.run(std::future::pending()) => {}
-                _ = stopped => {}
-            }
-        });
+        let worker = WorkerConfig::new(format!("api-test-{}", rand_suffix()));
+        let serving = host::serve(&queue, registry, config, worker).await;
         Self {
             redis,
-            url,
+            url: serving.url.clone(),
             queue,
             http: reqwest::Client::new(),
-            _stop: stop,
+            _serving: serving,
         }
     }
 
@@ -183,7 +156,9 @@ fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str, me
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_enqueue_and_get_the_result_over_http() {
     let server = Server::start().await;
-    let (status, module) = server.upload(ADMIN, manifest("hello"), hello()).await;
+    let (status, module) = server
+        .upload(ADMIN, host::manifest_text("hello"), hello())
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{module}");
     assert_eq!(
         (module["name"].as_str(), module["version"].as_str()),
@@ -368,7 +343,9 @@ async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
     );
 
     let random: Vec<u8> = (0..4096).map(|_| rand::random()).collect();
-    let answer = server.upload(ADMIN, manifest("hello"), random).await;
+    let answer = server
+        .upload(ADMIN, host::manifest_text("hello"), random)
+        .await;
     assert_error(
         &answer,
         StatusCode::BAD_REQUEST,
@@ -376,7 +353,9 @@ async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
         "not a WebAssembly binary",
     );
     let core = b"\0asm\x01\0\0\0".to_vec();
-    let answer = server.upload(ADMIN, manifest("hello"), core).await;
+    let answer = server
+        .upload(ADMIN, host::manifest_text("hello"), core)
+        .await;
     assert_error(
         &answer,
         StatusCode::BAD_REQUEST,
@@ -384,7 +363,9 @@ async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
         "core WebAssembly module",
     );
     let unknown = std::fs::read(guests::wasm("fixtures_unknown_import")).unwrap();
-    let answer = server.upload(ADMIN, manifest("hello"), unknown).await;
+    let answer = server
+        .upload(ADMIN, host::manifest_text("hello"), unknown)
+        .await;
     assert_error(
         &answer,
         StatusCode::BAD_REQUEST,
@@ -392,7 +373,9 @@ async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
         "acme:vault/secrets",
     );
     let filesystem = std::fs::read(guests::wasm("fixtures_filesystem")).unwrap();
-    let answer = server.upload(ADMIN, manifest("hello"), filesystem).await;
+    let answer = server
+        .upload(ADMIN, host::manifest_text("hello"), filesystem)
+        .await;
     assert_error(
         &answer,
         StatusCode::BAD_REQUEST,
@@ -400,7 +383,7 @@ async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
         "wasi:filesystem",
     );
 
-    let traversal = manifest("hello").replace("name = \"hello\"", "name = \"../x\"");
+    let traversal = host::manifest_text("hello").replace("name = \"hello\"", "name = \"../x\"");
     let answer = server.upload(ADMIN, traversal, hello()).await;
     assert_error(
         &answer,
@@ -408,7 +391,8 @@ async fn hostile_input_gets_a_typed_4xx_and_nothing_is_stored() {
         "invalid_manifest",
         "invalid module name `../x`",
     );
-    let not_semver = manifest("hello").replace("version = \"0.1.0\"", "version = \"1.0\"");
+    let not_semver =
+        host::manifest_text("hello").replace("version = \"0.1.0\"", "version = \"1.0\"");
     let answer = server.upload(ADMIN, not_semver, hello()).await;
     assert_error(
         &answer,
@@ -554,7 +538,10 @@ async fn a_tenant_sees_and_touches_only_its_own_things() {
     let bob = server.token("bob", Role::Admin).await;
     let viewer = server.token("alice", Role::Viewer).await;
     assert_eq!(
-        server.upload(&alice, manifest("hello"), hello()).await.0,
+        server
+            .upload(&alice, host::manifest_text("hello"), hello())
+            .await
+            .0,
         StatusCode::CREATED
     );
     let (_, job) = server
@@ -611,7 +598,9 @@ async fn a_tenant_sees_and_touches_only_its_own_things() {
         .await;
     assert_eq!(schedules["schedules"], json!([]));
     server.assert_up_with_modules(&bob, 0).await;
-    server.upload(&bob, manifest("hello"), hello()).await;
+    server
+        .upload(&bob, host::manifest_text("hello"), hello())
+        .await;
     let (status, second) = server.enqueue(&bob, keyed).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_ne!(first["id"], second["id"]);
@@ -646,7 +635,9 @@ async fn a_tenant_sees_and_touches_only_its_own_things() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_with_a_status_it_cannot_read_stays_in_view() {
     let server = Server::start().await;
-    server.upload(ADMIN, manifest("hello"), hello()).await;
+    server
+        .upload(ADMIN, host::manifest_text("hello"), hello())
+        .await;
     // No worker serves `parked`, so nothing but this test touches the job.
     let (_, job) = server
         .enqueue(
@@ -692,7 +683,9 @@ async fn a_job_with_a_status_it_cannot_read_stays_in_view() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_redis_refuses_new_jobs_with_a_503_and_stores_nothing() {
     let server = Server::start().await;
-    server.upload(ADMIN, manifest("hello"), hello()).await;
+    server
+        .upload(ADMIN, host::manifest_text("hello"), hello())
+        .await;
     let job = json!({"module": "hello", "task": "greet", "queue": "parked"});
     let mut redis = server.redis().await;
     let set_maxmemory = |bytes: u64| {
@@ -724,10 +717,15 @@ async fn a_full_redis_refuses_new_jobs_with_a_503_and_stores_nothing() {
 async fn versions_are_immutable_and_the_name_alone_means_the_latest() {
     let server = Server::start().await;
     assert_eq!(
-        server.upload(ADMIN, manifest("hello"), hello()).await.0,
+        server
+            .upload(ADMIN, host::manifest_text("hello"), hello())
+            .await
+            .0,
         StatusCode::CREATED
     );
-    let again = server.upload(ADMIN, manifest("hello"), hello()).await;
+    let again = server
+        .upload(ADMIN, host::manifest_text("hello"), hello())
+        .await;
     assert_eq!(
         again.0,
         StatusCode::OK,
@@ -735,7 +733,9 @@ async fn versions_are_immutable_and_the_name_alone_means_the_latest() {
     );
     let other = std::fs::read(guests::wasm("fixtures")).unwrap();
     let other_digest = taskbox_runtime::ModuleDigest::of(&other).to_string();
-    let answer = server.upload(ADMIN, manifest("hello"), other).await;
+    let answer = server
+        .upload(ADMIN, host::manifest_text("hello"), other)
+        .await;
     assert_error(
         &answer,
         StatusCode::CONFLICT,
@@ -748,7 +748,7 @@ async fn versions_are_immutable_and_the_name_alone_means_the_latest() {
         Vec::<String>::new(),
         "a refused upload stores nothing"
     );
-    let newer = manifest("hello").replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    let newer = host::manifest_text("hello").replace("version = \"0.1.0\"", "version = \"0.2.0\"");
     assert_eq!(
         server.upload(ADMIN, newer, hello()).await.0,
         StatusCode::CREATED
@@ -815,7 +815,7 @@ async fn limits_answer_413_and_429_and_policy_names_the_field() {
         ..Policy::default()
     };
     let server = Server::with(config, policy).await;
-    let greedy = manifest("hello").replace(
+    let greedy = host::manifest_text("hello").replace(
         "[tasks.greet]",
         "[limits]\nmemory = \"128MiB\"\n\n[tasks.greet]",
     );
@@ -827,7 +827,10 @@ async fn limits_answer_413_and_429_and_policy_names_the_field() {
         "limits.memory",
     );
     assert_eq!(
-        server.upload(ADMIN, manifest("hello"), hello()).await.0,
+        server
+            .upload(ADMIN, host::manifest_text("hello"), hello())
+            .await
+            .0,
         StatusCode::CREATED
     );
 
@@ -871,7 +874,9 @@ async fn limits_answer_413_and_429_and_policy_names_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_page_with_cursors_without_gaps_or_repeats() {
     let server = Server::start().await;
-    server.upload(ADMIN, manifest("hello"), hello()).await;
+    server
+        .upload(ADMIN, host::manifest_text("hello"), hello())
+        .await;
     let mut enqueued = Vec::new();
     for (i, queue) in ["a", "b", "a", "c", "b", "a", "c"].iter().enumerate() {
         let (_, job) = server
@@ -919,11 +924,7 @@ async fn listings_page_with_cursors_without_gaps_or_repeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_refuses_to_listen_off_loopback_without_an_admin_token() {
     let (_redis, queue) = private_redis::start(RedisOptions::default()).await;
-    let registry = Registry::new(
-        queue.clone(),
-        Arc::clone(&RUNTIME),
-        RegistryConfig::default(),
-    );
+    let registry = Registry::new(queue.clone(), host::runtime(), RegistryConfig::default());
     let config = ApiConfig {
         listen: "0.0.0.0:0".parse().unwrap(),
         ..ApiConfig::default()

@@ -7,89 +7,59 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use taskbox::api::{ApiConfig, router, serve_router};
+use taskbox::api::ApiConfig;
 use taskbox_core::auth::{Role, Tokens};
 use taskbox_core::events::Events;
 use taskbox_core::model::capabilities::HostCapabilities;
 use taskbox_core::model::job::{JobRecord, JobStatus};
-use taskbox_core::model::manifest::Manifest;
 use taskbox_core::model::module::ModuleSettings;
 use taskbox_core::progress::FLUSH_EVERY;
 use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
-use taskbox_core::worker::{Worker, WorkerConfig};
-use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
+use taskbox_core::worker::WorkerConfig;
+use taskbox_runtime::Limits;
 
-use crate::support::{guests, http_server, private_redis, wait};
-
-static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
-    std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
+use crate::support::{host, http_server, private_redis, wait};
 
 const ADMIN: &str = "test-admin-token";
 const TENANT: &str = "default";
 
-/// Redis, the guests published, a worker with `host`'s capabilities, and the API.
+/// Redis, the guests published, a worker with the given capabilities, and the API.
 struct Host {
     redis: RedisServer,
     queue: Queue,
     url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _serving: host::Serving,
 }
 
 impl Host {
-    async fn start(host: HostCapabilities) -> Self {
-        Self::start_with(host, ApiConfig::default()).await
+    async fn start(capabilities: HostCapabilities) -> Self {
+        Self::start_with(capabilities, ApiConfig::default()).await
     }
 
-    async fn start_with(host: HostCapabilities, api: ApiConfig) -> Self {
+    async fn start_with(capabilities: HostCapabilities, api: ApiConfig) -> Self {
         let (redis, queue) = private_redis::start(RedisOptions::default()).await;
-        let registry = Registry::new(
-            queue.clone(),
-            Arc::clone(&RUNTIME),
-            RegistryConfig::default(),
-        );
+        let registry = Registry::new(queue.clone(), host::runtime(), RegistryConfig::default());
         for tenant in [TENANT, "acme"] {
             for name in ["fixtures-grants", "hello", "report", "uploads", "webhook"] {
-                let file = name.replace('-', "_");
-                let bytes = std::fs::read(guests::wasm(&file)).unwrap();
-                let path = format!(
-                    "{}/../../guests/{name}/taskbox.toml",
-                    env!("CARGO_MANIFEST_DIR")
-                );
-                let manifest =
-                    Manifest::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
-                registry.publish(tenant, manifest, bytes).await.unwrap();
+                host::publish(&registry, tenant, name).await;
             }
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let config = ApiConfig {
+        let api = ApiConfig {
             admin_token: Some(ADMIN.into()),
             ..api
         };
-        let app = router(queue.clone(), registry, config);
-        let worker = Worker::new(
-            queue.clone(),
-            Arc::clone(&RUNTIME),
-            WorkerConfig {
-                capabilities: host,
-                ..WorkerConfig::new(format!("capabilities-test-{}", std::process::id()))
-            },
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = serve_router(listener, app, std::future::pending()) => {}
-                _ = worker.run(std::future::pending()) => {}
-                _ = stopped => {}
-            }
-        });
+        let worker = WorkerConfig {
+            capabilities,
+            ..WorkerConfig::new(format!("capabilities-test-{}", std::process::id()))
+        };
+        let serving = host::serve(&queue, registry, api, worker).await;
         Self {
             redis,
             queue,
-            url,
-            _stop: stop,
+            url: serving.url.clone(),
+            _serving: serving,
         }
     }
 

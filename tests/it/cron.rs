@@ -18,12 +18,8 @@ use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::scheduler::{Clock, Schedule, Scheduler, Schedules, Source};
 use taskbox_core::worker::{Worker, WorkerConfig};
-use taskbox_runtime::{Runtime, RuntimeConfig};
 
-use crate::support::{guests, private_redis, wait};
-
-static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
-    std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
+use crate::support::{guests, host, private_redis, wait};
 
 const TENANT: &str = "default";
 
@@ -52,11 +48,7 @@ struct Setup {
 impl Setup {
     async fn start() -> Self {
         let (redis, queue) = private_redis::start(RedisOptions::default()).await;
-        let registry = Registry::new(
-            queue.clone(),
-            Arc::clone(&RUNTIME),
-            RegistryConfig::default(),
-        );
+        let registry = Registry::new(queue.clone(), host::runtime(), RegistryConfig::default());
         let setup = Self {
             redis,
             schedules: Schedules::new(queue.clone()),
@@ -70,15 +62,10 @@ impl Setup {
     /// Publishes hello as `version`, with `extra` appended to its manifest, and syncs its
     /// schedules, as the API does.
     async fn publish(&self, version: &str, extra: &str) {
-        let path = format!(
-            "{}/../../guests/hello/taskbox.toml",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
+        let text = host::manifest_text("hello")
             .replace("version = \"0.1.0\"", &format!("version = \"{version}\""))
             + extra;
-        let manifest = Manifest::parse(&path, &text).unwrap();
+        let manifest = Manifest::parse("taskbox.toml", &text).unwrap();
         let bytes = std::fs::read(guests::wasm("hello")).unwrap();
         self.registry
             .publish(TENANT, manifest, bytes)
@@ -509,7 +496,7 @@ async fn cli_and_manifest_schedules_run_jobs_on_time_through_a_worker() {
     );
     let worker = Worker::new(
         setup.queue.clone(),
-        Arc::clone(&RUNTIME),
+        host::runtime(),
         WorkerConfig::new(format!("cron-test-{}", std::process::id())),
     );
     let scheduler = Scheduler::new(setup.queue.clone());

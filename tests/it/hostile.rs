@@ -16,13 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use taskbox_core::model::job::{JobRecord, JobStatus};
-use taskbox_core::model::manifest::Manifest;
 use taskbox_core::queue::{EnqueueOptions, MAX_RETRY_DELAY, NewJob, Queue};
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
 
-use crate::support::{guests, private_redis};
+use crate::support::{host, private_redis};
 
 const TENANT: &str = "default";
 /// Jobs the worker runs at once, and the most hostile jobs the suite runs at once.
@@ -326,14 +325,7 @@ impl Host {
             "fixtures-hostile",
             "hello",
         ] {
-            let bytes = std::fs::read(guests::wasm(&name.replace('-', "_"))).unwrap();
-            let path = format!(
-                "{}/../../guests/{name}/taskbox.toml",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let manifest =
-                Manifest::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
-            registry.publish(TENANT, manifest, bytes).await.unwrap();
+            host::publish(&registry, TENANT, name).await;
         }
         let config = dir.path().join("host.toml");
         std::fs::write(

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -24,12 +24,8 @@ use taskbox_core::registry::{Registry, RegistryConfig, RegistryError};
 use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::sql::{SqlConfig, SqlDatabases};
-use taskbox_runtime::{Runtime, RuntimeConfig};
 
-use crate::support::{guests, http_server, private_redis, wait};
-
-static RUNTIME: LazyLock<Arc<Runtime>> =
-    LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
+use crate::support::{guests, host, http_server, private_redis, wait};
 
 const TENANT: &str = "default";
 /// The text each example is given to store and to announce.
@@ -130,7 +126,7 @@ impl Host {
         // two cores, two at a time.
         let registry = Registry::new(
             queue.clone(),
-            Arc::clone(&RUNTIME),
+            host::runtime(),
             RegistryConfig {
                 compile_timeout: Duration::from_secs(900),
                 ..RegistryConfig::default()
@@ -152,7 +148,7 @@ impl Host {
         };
         let worker = Worker::new(
             queue.clone(),
-            Arc::clone(&RUNTIME),
+            host::runtime(),
             WorkerConfig {
                 capabilities,
                 ..WorkerConfig::new(format!("languages-test-{}", std::process::id()))

@@ -8,25 +8,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use taskbox_core::model::job::{Backoff, JobRecord, JobStatus, Priority};
-use taskbox_core::model::manifest::Manifest;
 use taskbox_core::queue::{
     CancelOutcome, EnqueueOptions, JobFilter, MAX_RETRY_DELAY, NewJob, Queue,
 };
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::{Worker, WorkerConfig, WorkerStats};
-use taskbox_runtime::{Limits, Runtime, RuntimeConfig};
+use taskbox_runtime::Limits;
 use tokio::sync::oneshot;
 
-use crate::support::{guests, private_redis, wait};
+use crate::support::{host, private_redis, wait};
 
 /// The tenant every job of these tests belongs to.
 const TENANT: &str = "default";
 
 /// One runtime per test binary, shared by the in-process workers.
-static RUNTIME: std::sync::LazyLock<Arc<Runtime>> =
-    std::sync::LazyLock::new(|| Arc::new(Runtime::new(&RuntimeConfig::default()).unwrap()));
-
 struct Harness {
     redis: RedisServer,
     queue: Queue,
@@ -60,16 +56,10 @@ impl Harness {
     async fn publish_guest(&self, name: &str) {
         let registry = Registry::new(
             self.queue.clone(),
-            Arc::clone(&RUNTIME),
+            host::runtime(),
             RegistryConfig::default(),
         );
-        let bytes = std::fs::read(guests::wasm(&name.replace('-', "_"))).unwrap();
-        let path = format!(
-            "{}/../../guests/{name}/taskbox.toml",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let manifest = Manifest::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
-        registry.publish(TENANT, manifest, bytes).await.unwrap();
+        host::publish(&registry, TENANT, name).await;
     }
 
     /// A connection of the test's own, for looking at Redis the way an operator would.
@@ -122,7 +112,7 @@ impl Harness {
         let mut config = WorkerConfig::new(format!("test-worker-{}", rand_suffix()));
         config.concurrency = 4;
         configure(&mut config);
-        let worker = Worker::new(self.queue.clone(), Arc::clone(&RUNTIME), config);
+        let worker = Worker::new(self.queue.clone(), host::runtime(), config);
         let stats = worker.stats();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(worker.run(async {

@@ -1,7 +1,7 @@
 //! The sandbox against real compiled guests: every typed outcome, and that the host keeps
 //! serving whatever the guests do.
 
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -10,14 +10,10 @@ use taskbox_runtime::{
     RuntimeConfig, TaskModule, componentize_command, is_core_module,
 };
 
-use crate::support::guests;
-
-/// One runtime per test binary, as in a worker process: modules compile once.
-static RUNTIME: LazyLock<Runtime> =
-    LazyLock::new(|| Runtime::new(&RuntimeConfig::default()).expect("building the runtime"));
+use crate::support::{guests, host};
 
 fn module(name: &str) -> Arc<TaskModule> {
-    RUNTIME
+    host::runtime()
         .load(&wasm_bytes(name))
         .unwrap_or_else(|err| panic!("loading {name}: {err}"))
 }
@@ -31,7 +27,7 @@ fn request(task: &str, input: Value) -> JobRequest {
 }
 
 async fn run(module_name: &str, request: JobRequest) -> JobReport {
-    RUNTIME.run(&module(module_name), request).await
+    host::runtime().run(&module(module_name), request).await
 }
 
 fn with_limits(mut request: JobRequest, limits: Limits) -> JobRequest {
@@ -213,7 +209,7 @@ async fn a_guest_blocked_in_a_host_call_still_times_out() {
     let fixtures = module("fixtures");
     let request = with_limits(request("sleep", json!({"ms": 60_000})), limits);
     let started = Instant::now();
-    let report = RUNTIME.run(&fixtures, request).await;
+    let report = host::runtime().run(&fixtures, request).await;
     assert_eq!(error(&report), &JobError::Timeout { timeout_ms: 300 });
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -302,7 +298,7 @@ async fn cancelling_stops_a_computing_guest() {
     let cancel = CancelHandle::new();
     let mut request = request("spin", Value::Null);
     request.cancel = cancel.clone();
-    let job = tokio::spawn(async move { RUNTIME.run(&module("fixtures"), request).await });
+    let job = tokio::spawn(async move { host::runtime().run(&module("fixtures"), request).await });
     cancel.cancel();
     // `spin` never returns: only the cancel ends it before its timeout, which is an error
     // of its own. How soon after the cancel it ends is the benchmarks' to measure.
@@ -339,7 +335,7 @@ async fn every_job_gets_a_fresh_instance() {
 
 #[test]
 fn an_unknown_import_fails_at_load_naming_it() {
-    let err = RUNTIME
+    let err = host::runtime()
         .load(&wasm_bytes("fixtures_unknown_import"))
         .unwrap_err();
     assert_eq!(
@@ -357,13 +353,17 @@ async fn a_wasi_program_is_a_command_reading_stdin_and_writing_stdout() {
     // The same program built for wasm32-wasip1, as a core module the host wraps.
     let core = std::fs::read(guests::wasip1_program("words")).unwrap();
     assert!(is_core_module(&core));
-    let wrapped = RUNTIME.load(&componentize_command(&core).unwrap()).unwrap();
+    let wrapped = host::runtime()
+        .load(&componentize_command(&core).unwrap())
+        .unwrap();
     assert_eq!(wrapped.abi(), Abi::Command);
     for module in [&component, &wrapped] {
         let input = json!({"text": "one two\nthree"});
-        let report = RUNTIME.run(module, request("count", input.clone())).await;
+        let report = host::runtime()
+            .run(module, request("count", input.clone()))
+            .await;
         assert_eq!(output_json(&report), json!({"words": 3, "lines": 2}));
-        let report = RUNTIME.run(module, request("shout", input)).await;
+        let report = host::runtime().run(module, request("shout", input)).await;
         assert_eq!(report.outcome.unwrap(), b"ONE TWO\nTHREE");
     }
 }
@@ -412,11 +412,11 @@ async fn a_command_gets_no_files_and_its_stdout_is_capped() {
 fn core_modules_and_garbage_are_invalid_modules() {
     let core = b"\0asm\x01\0\0\0";
     assert!(
-        matches!(RUNTIME.load(core), Err(JobError::InvalidModule { message }) if message.contains("core WebAssembly module"))
+        matches!(host::runtime().load(core), Err(JobError::InvalidModule { message }) if message.contains("core WebAssembly module"))
     );
     let garbage = b"\0asm\x0d\0\x01\0not a component at all";
     assert!(matches!(
-        RUNTIME.load(garbage),
+        host::runtime().load(garbage),
         Err(JobError::InvalidModule { .. })
     ));
 }
@@ -429,7 +429,7 @@ async fn the_module_cache_drops_the_least_recently_used_past_its_size_and_runnin
         wasm_bytes("uploads"),
     );
     let sizes: Vec<u64> = [&hello, &fixtures, &uploads]
-        .map(|bytes| RUNTIME.load(bytes).unwrap().compiled_size())
+        .map(|bytes| host::runtime().load(bytes).unwrap().compiled_size())
         .into();
     assert!(sizes.iter().all(|&size| size > 0), "{sizes:?}");
     // Room for any two of them, not for all three.
@@ -510,13 +510,13 @@ async fn loops_time_out_on_time_while_normal_jobs_complete() {
                     ..Limits::default()
                 },
             );
-            tokio::spawn(async move { RUNTIME.run(&module("fixtures"), request).await })
+            tokio::spawn(async move { host::runtime().run(&module("fixtures"), request).await })
         })
         .collect();
     let normal: Vec<_> = (0..50)
         .map(|i| {
             let request = request("greet", json!({"name": format!("worker {i}")}));
-            tokio::spawn(async move { RUNTIME.run(&module("hello"), request).await })
+            tokio::spawn(async move { host::runtime().run(&module("hello"), request).await })
         })
         .collect();
     for (i, job) in normal.into_iter().enumerate() {

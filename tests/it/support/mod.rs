@@ -1,6 +1,7 @@
 //! What the tests share: real parts started on free ports and stopped on drop.
 
 pub mod guests;
+pub mod host;
 pub mod http_server;
 pub mod postgres;
 pub mod private_redis;

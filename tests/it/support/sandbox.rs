@@ -1,21 +1,18 @@
-//! One sandbox runtime per test binary, and one job of a compiled guest run in it with the
-//! capabilities a test grants. Needs `mod guests` beside it.
+//! One job of a compiled guest run in the shared sandbox runtime, with the capabilities a
+//! test grants.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use taskbox_runtime::{
-    Capabilities, JobInfo, JobReport, JobRequest, Limits, Runtime, RuntimeConfig, TaskModule,
-};
+use taskbox_runtime::{Capabilities, JobInfo, JobReport, JobRequest, Limits, TaskModule};
 
-static RUNTIME: std::sync::LazyLock<Runtime> =
-    std::sync::LazyLock::new(|| Runtime::new(&RuntimeConfig::default()).unwrap());
+use super::host;
 
 /// The compiled guest `name` (`fixtures_http`, ...), loaded (compiled on first use).
 pub fn module(name: &str) -> Arc<TaskModule> {
-    RUNTIME
-        .load(&std::fs::read(crate::support::guests::wasm(name)).unwrap())
+    host::runtime()
+        .load(&std::fs::read(super::guests::wasm(name)).unwrap())
         .unwrap()
 }
 
@@ -51,5 +48,5 @@ pub async fn run_with_limits(
             JobInfo::adhoc(format!("{name}-test")),
         )
     };
-    RUNTIME.run(&module(name), request).await
+    host::runtime().run(&module(name), request).await
 }
