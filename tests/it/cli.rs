@@ -358,3 +358,49 @@ fn client_commands_set_settings_enqueue_wait_cancel_and_show_workers() {
     assert!(row.contains("iB"), "{table}");
     assert!(row.contains(" 2 "), "the concurrency: {table}");
 }
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_json_lines_on_request() {
+    // A Redis with no `maxmemory`: connecting to it logs a warning.
+    let redis = RedisServer::start(RedisOptions::default()).expect("starting redis-server");
+    let create = |format: &str| {
+        taskbox(&[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--redis",
+            &redis.url(),
+            "--log-format",
+            format,
+        ])
+    };
+
+    let text = create("text");
+    text.assert_code(0);
+    let warning = text.stderr();
+    assert!(
+        warning.contains("WARN") && warning.contains("maxmemory"),
+        "{warning}"
+    );
+    assert!(
+        !warning.contains('\u{1b}'),
+        "colour codes in a pipe: {warning:?}"
+    );
+
+    let json = create("json");
+    json.assert_code(0);
+    let lines: Vec<serde_json::Value> = json
+        .stderr()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    let warning = lines
+        .iter()
+        .find(|line| line["level"] == "WARN")
+        .expect("a warning line");
+    assert!(
+        warning["message"].as_str().unwrap().contains("maxmemory"),
+        "{warning}"
+    );
+}

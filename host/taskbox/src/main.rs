@@ -10,8 +10,8 @@ static ALLOCATOR: taskbox_runtime::host_memory::CountingAllocator =
 
 fn main() -> ExitCode {
     few_malloc_arenas();
-    taskbox::cli::init_tracing();
     let cli = taskbox::cli::Cli::parse();
+    cli.init_tracing();
     match cli.run() {
         Ok(code) => code,
         Err(err) => {

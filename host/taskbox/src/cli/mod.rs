@@ -23,12 +23,27 @@ use clap::{Parser, Subcommand};
 /// Environment variable that sets the log filter (`info`, `taskbox=debug`, ...).
 pub const ENV_LOG: &str = "TASKBOX_LOG";
 
+/// Environment variable that sets the log format (`text` or `json`).
+pub const ENV_LOG_FORMAT: &str = "TASKBOX_LOG_FORMAT";
+
 /// Run untrusted background jobs as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
 #[command(name = "taskbox", version, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the host's own log lines are written to stderr.
+    #[arg(long, global = true, value_enum, env = ENV_LOG_FORMAT, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line for people; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object a line, for a log collector.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,12 +87,21 @@ impl Cli {
     }
 }
 
-/// Sends the host's own logs to stderr, filtered by `TASKBOX_LOG` (default `warn`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+impl Cli {
+    /// Sends the host's own logs to stderr in the chosen format, filtered by `TASKBOX_LOG`
+    /// (default `warn`).
+    pub fn init_tracing(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_LOG)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let logs = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            // Colour codes only where someone reads them: a file or a pipe gets plain text.
+            LogFormat::Text => logs
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init(),
+            LogFormat::Json => logs.json().flatten_event(true).init(),
+        }
+    }
 }
