@@ -107,8 +107,7 @@ impl Server {
     /// The server still answers, and `tenant`'s module list is still `modules`.
     /// A connection to this server's Redis, for what no API call can do.
     async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        client.get_multiplexed_async_connection().await.unwrap()
+        private_redis::connection(&self.redis).await
     }
 
     /// The keys in this server's Redis that match `pattern`.

@@ -65,11 +65,7 @@ impl Host {
 
     /// A connection of the test's own, to look at Redis the way an operator would.
     async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        private_redis::connection(&self.redis).await
     }
 
     async fn run_as(&self, tenant: &str, module: &str, task: &str, input: Value) -> JobRecord {

@@ -101,8 +101,7 @@ impl Setup {
 
     /// Redis's time now: schedules count their fires from it.
     async fn redis_now(&self) -> DateTime<Utc> {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let mut connection = private_redis::connection(&self.redis).await;
         let (seconds, micros): (i64, i64) = redis::cmd("TIME")
             .query_async(&mut connection)
             .await

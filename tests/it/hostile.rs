@@ -383,11 +383,7 @@ impl Host {
 
     /// `MEMORY USAGE` of the job's record, as an operator would measure it.
     async fn record_size(&self, id: &str) -> u64 {
-        let mut redis = redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut redis = private_redis::connection(&self.redis).await;
         redis::cmd("MEMORY")
             .arg("USAGE")
             .arg(format!("tb:{{default}}:job:{id}"))

@@ -64,11 +64,7 @@ impl Harness {
 
     /// A connection of the test's own, for looking at Redis the way an operator would.
     async fn redis_connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        private_redis::connection(&self.redis).await
     }
 
     /// Entries in the default queue's dead-letter stream.

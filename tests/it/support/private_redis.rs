@@ -1,4 +1,5 @@
-//! A private redis-server for one test (on a free port, killed on drop) and a queue on it.
+//! A private redis-server for one test (on a free port, killed on drop), a queue on it, and
+//! connections of the test's own, to look at Redis the way an operator would.
 
 use std::time::Duration;
 
@@ -15,4 +16,13 @@ pub async fn start(options: RedisOptions) -> (RedisServer, Queue) {
         .await
         .unwrap();
     (redis, queue)
+}
+
+/// A connection of the test's own to `redis`, for what no taskbox call shows.
+pub async fn connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
