@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use taskbox_runtime::Capabilities;
+use taskbox_runtime::guest_text::quote;
 use taskbox_runtime::http::{HostPattern, HttpGrant, HttpLimits};
 
 use super::{HostCapabilities, HostCapability, ModuleScope};
@@ -35,7 +36,8 @@ impl HostCapability for Http {
     fn check_policy(&self, request: &[String], policy: &Policy) -> Result<(), String> {
         match request.iter().find(|host| !allows_host(policy, host)) {
             Some(host) => Err(format!(
-                "`{host}` is not covered by the host's allowed_outbound_hosts ({})",
+                "{} is not covered by the host's allowed_outbound_hosts ({})",
+                quote(host),
                 policy.allowed_outbound_hosts.join(", ")
             )),
             None => Ok(()),

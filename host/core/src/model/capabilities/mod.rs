@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use taskbox_runtime::Capabilities;
 use taskbox_runtime::config::ConfigValues;
 use taskbox_runtime::events::{EventBus, EventGrant};
+use taskbox_runtime::guest_text::quote;
 use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::jobs::{JobGrant, JobSpawner};
 use taskbox_runtime::sql::SqlDatabases;
@@ -28,6 +29,7 @@ use taskbox_runtime::sql::SqlDatabases;
 use crate::model::job::DEFAULT_MAX_INPUT;
 use crate::model::manifest::Policy;
 use crate::model::module::ModuleSettings;
+use crate::model::names::is_plain_name;
 
 /// The host's side of one capability.
 pub trait HostCapability: Sync {
@@ -104,10 +106,20 @@ impl RequestedCapabilities {
         for (field, entries) in &self.0 {
             let name = || format!("capabilities.{field}");
             let Some(capability) = ALL.iter().find(|c| c.field() == Some(field.as_str())) else {
+                // The field is the uploader's: only a plain name is put in the path, and the
+                // message quotes it capped, like a value.
                 let known: Vec<&str> = ALL.iter().filter_map(|c| c.field()).collect();
+                let path = match is_plain_name(field) {
+                    true => name(),
+                    false => "capabilities".to_owned(),
+                };
                 return Err((
-                    name(),
-                    format!("no such capability (there are: {})", known.join(", ")),
+                    path,
+                    format!(
+                        "no such capability as {} (there are: {})",
+                        quote(field),
+                        known.join(", ")
+                    ),
                 ));
             };
             capability

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use taskbox_runtime::Capabilities;
+use taskbox_runtime::guest_text::quote;
 use taskbox_runtime::sql::{DatabaseConfig, SqlConfig};
 
 use super::{HostCapabilities, HostCapability, ModuleScope};
@@ -29,7 +30,7 @@ impl HostCapability for Sql {
 
     fn check_request(&self, request: &[String]) -> Result<(), String> {
         match request.iter().find(|grant| !is_plain_name(database(grant))) {
-            Some(grant) => Err(format!("`{grant}` is not `self`, NAME or NAME:read")),
+            Some(grant) => Err(format!("{} is not `self`, NAME or NAME:read", quote(grant))),
             None => Ok(()),
         }
     }
@@ -42,8 +43,8 @@ impl HostCapability for Sql {
             };
             if !allowed {
                 return Err(format!(
-                    "database `{}` is not offered by this host",
-                    database(grant)
+                    "database {} is not offered by this host",
+                    quote(database(grant))
                 ));
             }
         }
