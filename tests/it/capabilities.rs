@@ -463,17 +463,9 @@ async fn a_progress_flood_keeps_one_small_report_and_writes_a_few() {
             bytes - kept
         )
     );
-    let mut conn = host.redis().await;
-    let record: u64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg(format!("tb:{{default}}:job:{}", job.id))
-        // Every field, not a sample of five extrapolated.
-        .arg("SAMPLES")
-        .arg(0)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let record = private_redis::job_record_size(&host.redis, &job.id).await;
     assert!(record < 64 << 10, "the job record takes {record} bytes");
+    let mut conn = host.redis().await;
     // One write when the flood starts, one per tick while it lasts, one at its end; the
     // job's stats say how long it ran.
     let ran = job.stats.as_ref().unwrap()["wall_time_ms"]

@@ -383,15 +383,7 @@ impl Host {
 
     /// `MEMORY USAGE` of the job's record, as an operator would measure it.
     async fn record_size(&self, id: &str) -> u64 {
-        let mut redis = private_redis::connection(&self.redis).await;
-        redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(format!("tb:{{default}}:job:{id}"))
-            .arg("SAMPLES")
-            .arg(0)
-            .query_async(&mut redis)
-            .await
-            .unwrap()
+        private_redis::job_record_size(&self.redis, id).await
     }
 
     fn log_size(&self) -> u64 {

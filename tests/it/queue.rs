@@ -455,17 +455,7 @@ async fn a_huge_task_error_is_kept_to_its_cap_in_the_job_and_the_dead_letters() 
     assert_eq!(message, expected);
 
     let mut conn = h.redis_connection().await;
-    // Every field counted: by default Redis estimates from 5 sampled fields, and a sample
-    // that holds the error multiplies it by the number of fields.
-    let record: u64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg(format!("tb:{{default}}:job:{id}"))
-        // Every field, not a sample of five extrapolated.
-        .arg("SAMPLES")
-        .arg(0)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let record = private_redis::job_record_size(&h.redis, &id).await;
     assert!(record < 64 << 10, "the job record takes {record} bytes");
     let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg("tb:{default}:dead")
