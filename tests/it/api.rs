@@ -9,16 +9,16 @@ use taskbox::api::ApiConfig;
 use taskbox_core::auth::{Role, Tokens};
 use taskbox_core::model::manifest::Policy;
 use taskbox_core::queue::Queue;
-use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::WorkerConfig;
 
+use crate::support::private_redis::TestRedis;
 use crate::support::{guests, host, private_redis};
 
 const ADMIN: &str = "test-admin-token";
 
 struct Server {
-    redis: RedisServer,
+    redis: TestRedis,
     url: String,
     queue: Queue,
     http: reqwest::Client,
@@ -32,7 +32,7 @@ impl Server {
 
     /// An API with `config` and a worker, on a fresh Redis; the admin token is [`ADMIN`].
     async fn with(config: ApiConfig, policy: Policy) -> Self {
-        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
+        let (redis, queue) = private_redis::start().await;
         let registry = Registry::new(
             queue.clone(),
             host::runtime(),
@@ -106,7 +106,7 @@ impl Server {
 
     /// The server still answers, and `tenant`'s module list is still `modules`.
     /// A connection to this server's Redis, for what no API call can do.
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+    async fn redis(&self) -> taskbox_core::store::Connection {
         private_redis::connection(&self.redis).await
     }
 
@@ -922,7 +922,7 @@ async fn listings_page_with_cursors_without_gaps_or_repeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_refuses_to_listen_off_loopback_without_an_admin_token() {
-    let (_redis, queue) = private_redis::start(RedisOptions::default()).await;
+    let (_redis, queue) = private_redis::start().await;
     let registry = Registry::new(queue.clone(), host::runtime(), RegistryConfig::default());
     let config = ApiConfig {
         listen: "0.0.0.0:0".parse().unwrap(),

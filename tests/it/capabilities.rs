@@ -15,11 +15,11 @@ use taskbox_core::model::job::{JobRecord, JobStatus};
 use taskbox_core::model::module::ModuleSettings;
 use taskbox_core::progress::FLUSH_EVERY;
 use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};
-use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::WorkerConfig;
 use taskbox_runtime::Limits;
 
+use crate::support::private_redis::TestRedis;
 use crate::support::{host, http_server, private_redis, wait};
 
 const ADMIN: &str = "test-admin-token";
@@ -27,7 +27,7 @@ const TENANT: &str = "default";
 
 /// Redis, the guests published, a worker with the given capabilities, and the API.
 struct Host {
-    redis: RedisServer,
+    redis: TestRedis,
     queue: Queue,
     url: String,
     _serving: host::Serving,
@@ -39,7 +39,7 @@ impl Host {
     }
 
     async fn start_with(capabilities: HostCapabilities, api: ApiConfig) -> Self {
-        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
+        let (redis, queue) = private_redis::start().await;
         let registry = Registry::new(queue.clone(), host::runtime(), RegistryConfig::default());
         for tenant in [TENANT, "acme"] {
             for name in ["fixtures-grants", "hello", "report", "uploads", "webhook"] {
@@ -64,7 +64,7 @@ impl Host {
     }
 
     /// A connection of the test's own, to look at Redis the way an operator would.
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+    async fn redis(&self) -> taskbox_core::store::Connection {
         private_redis::connection(&self.redis).await
     }
 

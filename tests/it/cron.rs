@@ -14,11 +14,11 @@ use taskbox_core::model::cron::{CatchUp, CronExpr, parse_zone};
 use taskbox_core::model::job::{JobRecord, JobStatus};
 use taskbox_core::model::manifest::Manifest;
 use taskbox_core::queue::{JobFilter, Queue};
-use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::scheduler::{Clock, Schedule, Scheduler, Schedules, Source};
 use taskbox_core::worker::{Worker, WorkerConfig};
 
+use crate::support::private_redis::TestRedis;
 use crate::support::{guests, host, private_redis, wait};
 
 const TENANT: &str = "default";
@@ -39,7 +39,7 @@ impl Clock for TestClock {
 
 /// Redis with the hello module published.
 struct Setup {
-    redis: RedisServer,
+    redis: TestRedis,
     queue: Queue,
     registry: Registry,
     schedules: Schedules,
@@ -47,7 +47,7 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Self {
-        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
+        let (redis, queue) = private_redis::start().await;
         let registry = Registry::new(queue.clone(), host::runtime(), RegistryConfig::default());
         let setup = Self {
             redis,

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use taskbox_core::model::job::{JobRecord, JobStatus};
 use taskbox_core::queue::{EnqueueOptions, MAX_RETRY_DELAY, NewJob, Queue};
-use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_runtime::{Runtime, RuntimeConfig};
 
+use crate::support::private_redis::TestRedis;
 use crate::support::{host, private_redis};
 
 const TENANT: &str = "default";
@@ -299,7 +299,7 @@ fn now_ms() -> u64 {
 /// Redis, the guests published, and a `taskbox serve --roles worker` child process whose
 /// stdout and stderr go to a file.
 struct Host {
-    redis: RedisServer,
+    redis: TestRedis,
     queue: Queue,
     worker: WorkerProcess,
     log: PathBuf,
@@ -309,7 +309,7 @@ struct Host {
 impl Host {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
+        let (redis, queue) = private_redis::start().await;
         // Publishing compiles; the worker finds the compiled code in the same cache.
         let cache = dir.path().join("cache");
         let runtime = Runtime::new(&RuntimeConfig {

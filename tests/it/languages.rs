@@ -19,12 +19,12 @@ use taskbox_core::model::capabilities::HostCapabilities;
 use taskbox_core::model::job::{JobRecord, JobStatus};
 use taskbox_core::model::manifest::Manifest;
 use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};
-use taskbox_core::redis_server::{RedisOptions, RedisServer};
 use taskbox_core::registry::{Registry, RegistryConfig, RegistryError};
 use taskbox_core::worker::{Worker, WorkerConfig};
 use taskbox_runtime::http::HttpLimits;
 use taskbox_runtime::sql::{SqlConfig, SqlDatabases};
 
+use crate::support::private_redis::TestRedis;
 use crate::support::{guests, host, http_server, private_redis, wait};
 
 const TENANT: &str = "default";
@@ -111,7 +111,7 @@ fn c_guests() -> &'static Path {
 /// Redis, a worker offering SQLite and outbound HTTP (loopback included), and a local HTTP
 /// server.
 struct Host {
-    _redis: RedisServer,
+    _redis: TestRedis,
     queue: Queue,
     registry: Registry,
     sqlite: tempfile::TempDir,
@@ -121,7 +121,7 @@ struct Host {
 
 impl Host {
     async fn start() -> Self {
-        let (redis, queue) = private_redis::start(RedisOptions::default()).await;
+        let (redis, queue) = private_redis::start().await;
         // The Python and JavaScript components take minutes to compile in a debug build on
         // two cores, two at a time.
         let registry = Registry::new(

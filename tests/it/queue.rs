@@ -11,12 +11,13 @@ use taskbox_core::model::job::{Backoff, JobRecord, JobStatus, Priority};
 use taskbox_core::queue::{
     CancelOutcome, EnqueueOptions, JobFilter, MAX_RETRY_DELAY, NewJob, Queue,
 };
-use taskbox_core::redis_server::{RedisOptions, RedisServer};
+use taskbox_core::redis_server::RedisOptions;
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::{Worker, WorkerConfig, WorkerStats};
 use taskbox_runtime::Limits;
 use tokio::sync::oneshot;
 
+use crate::support::private_redis::TestRedis;
 use crate::support::{host, private_redis, wait};
 
 /// The tenant every job of these tests belongs to.
@@ -24,21 +25,26 @@ const TENANT: &str = "default";
 
 /// One runtime per test binary, shared by the in-process workers.
 struct Harness {
-    redis: RedisServer,
+    redis: TestRedis,
     queue: Queue,
 }
 
 impl Harness {
+    /// On the suites' Redis: one server or a cluster (see `private_redis::TestRedis`).
     async fn start() -> Self {
-        Self::with(RedisOptions::default()).await
+        Self::on(private_redis::start().await).await
     }
 
+    /// On one redis-server with `options`, for a test that caps or restarts it.
     async fn with(options: RedisOptions) -> Self {
+        Self::on(private_redis::start_server(options).await).await
+    }
+
+    async fn on((redis, queue): (TestRedis, Queue)) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
             .with_test_writer()
             .try_init();
-        let (redis, queue) = private_redis::start(options).await;
         let h = Self { redis, queue };
         h.publish_guests().await;
         h
@@ -63,7 +69,7 @@ impl Harness {
     }
 
     /// A connection of the test's own, for looking at Redis the way an operator would.
-    async fn redis_connection(&self) -> redis::aio::MultiplexedConnection {
+    async fn redis_connection(&self) -> taskbox_core::store::Connection {
         private_redis::connection(&self.redis).await
     }
 
@@ -898,7 +904,7 @@ async fn a_redis_restart_loses_nothing() {
         job.status == JobStatus::Completed
     })
     .await;
-    tokio::task::block_in_place(|| h.redis.restart()).unwrap();
+    tokio::task::block_in_place(|| h.redis.server().restart()).unwrap();
     for id in &ids {
         let finished = format!("job {id} finished after the restart");
         let job = wait::until(finished, Duration::from_secs(90), || async {
@@ -1115,12 +1121,12 @@ async fn an_outcome_finished_while_redis_is_down_is_stored_when_it_is_back() {
         job.status == JobStatus::Running
     })
     .await;
-    tokio::task::block_in_place(|| h.redis.kill());
+    tokio::task::block_in_place(|| h.redis.server().kill());
     tokio::time::timeout(Duration::from_secs(20), retrying)
         .await
         .expect("the worker did not try to store the outcome")
         .unwrap();
-    tokio::task::block_in_place(|| h.redis.restart()).unwrap();
+    tokio::task::block_in_place(|| h.redis.server().restart()).unwrap();
     h.wait_for_redis().await;
     let job = h.wait(&id, Duration::from_secs(30)).await;
     assert_eq!(
@@ -1132,7 +1138,7 @@ async fn an_outcome_finished_while_redis_is_down_is_stored_when_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_keeps_working_after_redis_loses_its_data() {
-    let mut h = Harness::start().await;
+    let mut h = Harness::with(RedisOptions::default()).await;
     let _worker = h.worker(|_| {});
     let before = h
         .enqueue(
@@ -1144,7 +1150,7 @@ async fn a_worker_keeps_working_after_redis_loses_its_data() {
         .await;
     h.wait(&before, Duration::from_secs(30)).await;
     // No persistence: the restarted Redis is empty, consumer groups and modules included.
-    tokio::task::block_in_place(|| h.redis.restart()).unwrap();
+    tokio::task::block_in_place(|| h.redis.server().restart()).unwrap();
     h.wait_for_redis().await;
     h.publish_guests().await;
     let after = h

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 /// How a private Redis keeps its data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RedisOptions {
     /// Keep an append-only file, so that a restart loses nothing.
     pub appendonly: bool,
@@ -20,6 +20,9 @@ pub struct RedisOptions {
     /// The most bytes Redis may use; past them it refuses writes (`noeviction`). None for no
     /// cap.
     pub maxmemory: Option<u64>,
+    /// Start as a node of a Redis Cluster (`--cluster-enabled yes`), its cluster bus on a
+    /// free port of its own; `redis-cli --cluster create` makes the nodes one cluster.
+    pub cluster_node: bool,
 }
 
 /// A running private Redis.
@@ -66,6 +69,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
@@ -119,6 +127,13 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> anyhow::Result<Child>
         command
             .args(["--maxmemory", &bytes.to_string()])
             .args(["--maxmemory-policy", "noeviction"]);
+    }
+    if options.cluster_node {
+        command
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-node-timeout", "2000"])
+            .args(["--cluster-port", &free_port()?.to_string()]);
     }
     command
         .args([

@@ -1,5 +1,6 @@
 //! What the tests share: real parts started on free ports and stopped on drop.
 
+pub mod cluster;
 pub mod guests;
 pub mod host;
 pub mod http_server;

@@ -55,8 +55,8 @@ impl Events {
     /// Events kept in `store`.
     pub fn new(store: Store) -> Self {
         Self {
+            publish: store.publishing_script(include_str!("lua/publish.lua")),
             store,
-            publish: Script::new(include_str!("lua/publish.lua")),
         }
     }
 
@@ -205,13 +205,15 @@ impl Subscriptions {
     /// Subscribes to the channel on a connection of its own, and starts the task that hands
     /// what arrives to its listeners.
     async fn open(&self, channel: &Arc<Channel>) -> anyhow::Result<AbortHandle> {
-        let mut pubsub = self.events.store.pubsub().await?;
-        pubsub.subscribe(&channel.key).await?;
+        let mut messages = self
+            .events
+            .store
+            .subscribe(std::slice::from_ref(&channel.key))
+            .await?;
         let weak = Arc::downgrade(channel);
         let task = tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
             while let Some(message) = messages.next().await {
-                let Some(event) = parse_message(message.get_payload_bytes()) else {
+                let Some(event) = parse_message(&message) else {
                     continue;
                 };
                 let Some(channel) = weak.upgrade() else {

@@ -6,12 +6,12 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands as _, FromRedisValue, ParsingError, Value};
 
 use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Priority, Queue};
 use crate::model::unix_millis;
+use crate::store::Connection;
 
 /// How long per-minute throughput counters are kept.
 const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
@@ -390,47 +390,57 @@ impl Queue {
             .collect())
     }
 
-    /// One blocking read on `conn` (a second at most) for `worker` of up to `count` new
-    /// entries per stream, over every stream of the `queues`, most urgent first.
+    /// Blocking reads on `conn` (a second at most in all) for `worker` of up to `count` new
+    /// entries per stream, queue by queue, most urgent stream first. Each queue has its own
+    /// read, since two queues' streams may lie in different cluster slots; with several
+    /// queues each read blocks for its share of the second, and the reads stop at the first
+    /// queue with entries.
     pub(crate) async fn read_new(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Connection,
         queues: &[String],
         worker: &str,
         count: usize,
     ) -> anyhow::Result<Vec<Delivery>> {
-        let streams: Vec<(String, &String, Priority)> = queues
-            .iter()
-            .flat_map(|queue| {
-                let keys = self.keys(queue);
-                Priority::ALL.map(|priority| (keys.stream(priority), queue, priority))
-            })
-            .collect();
-        let names: Vec<&str> = streams.iter().map(|(name, ..)| name.as_str()).collect();
-        let options = StreamReadOptions::default()
-            .group(GROUP, worker)
-            .count(count)
-            .block(1000);
-        let reply: Option<StreamReadReply> = conn
-            .xread_options(&names, &vec![">"; names.len()], &options)
-            .await?;
-        let mut deliveries = Vec::new();
-        for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
-            let Some((_, queue, priority)) = streams.iter().find(|(name, ..)| *name == stream.key)
-            else {
-                continue;
-            };
-            deliveries.extend(
-                stream
-                    .ids
-                    .into_iter()
-                    .map(|entry| Delivery::from_entry(queue, *priority, entry)),
-            );
+        let share = (READ_BLOCK / queues.len().max(1) as u32).max(MIN_READ_BLOCK);
+        for queue in queues {
+            let streams = self.keys(queue).streams();
+            let options = StreamReadOptions::default()
+                .group(GROUP, worker)
+                .count(count)
+                .block(share.as_millis() as usize);
+            let reply: Option<StreamReadReply> =
+                conn.xread_options(&streams, &[">"; 3], &options).await?;
+            let mut deliveries = Vec::new();
+            for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
+                let Some(priority) = streams
+                    .iter()
+                    .position(|name| *name == stream.key)
+                    .map(|index| Priority::ALL[index])
+                else {
+                    continue;
+                };
+                deliveries.extend(
+                    stream
+                        .ids
+                        .into_iter()
+                        .map(|entry| Delivery::from_entry(queue, priority, entry)),
+                );
+            }
+            if !deliveries.is_empty() {
+                deliveries.sort_by_key(|delivery| delivery.priority.rank());
+                return Ok(deliveries);
+            }
         }
-        deliveries.sort_by_key(|delivery| delivery.priority.rank());
-        Ok(deliveries)
+        Ok(Vec::new())
     }
 }
+
+/// How long a worker's blocking reads wait for new entries in all, before it looks again at
+/// delayed jobs, takeovers and stopping.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+/// The shortest a read of one queue blocks, however many queues a worker serves.
+const MIN_READ_BLOCK: Duration = Duration::from_millis(100);
 
 /// A retry's wait in milliseconds for `finish_batch.lua`, no longer than
 /// [`MAX_RETRY_DELAY`]: a task's `retry_after` can be any `u64`, and a cast would wrap it

@@ -10,14 +10,13 @@ mod attempts;
 mod fields;
 mod query;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::bail;
-use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
+use futures_util::{StreamExt as _, TryFutureExt as _};
 use redis::{AsyncCommands as _, Script};
 use taskbox_runtime::guest_text::quote;
 
@@ -25,8 +24,8 @@ use crate::model::job::{Backoff, JobRecord, JobStatus, Priority};
 use crate::model::module::ModuleVersion;
 use crate::model::names::validate_name;
 use crate::model::{millis, unix_millis};
-use crate::store::Store;
 use crate::store::keys::{self, QueueKeys};
+use crate::store::{Connection, Store};
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
 pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
@@ -254,26 +253,27 @@ struct Scripts {
     retry_dead: Script,
 }
 
-/// A script: its shared fragments from `lua/lib`, which define functions it calls, then its
-/// own file.
-macro_rules! script {
+/// A script's source: its shared fragments from `lua/lib`, which define functions it calls,
+/// then its own file.
+macro_rules! source {
     ($file:literal $(, $fragment:literal)*) => {
-        Script::new(concat!(
+        concat!(
             $(include_str!(concat!("lua/lib/", $fragment, ".lua")),)*
             include_str!(concat!("lua/", $file, ".lua"))
-        ))
+        )
     };
 }
 
 impl Scripts {
-    fn new() -> Self {
+    /// The scripts for `store`; those that publish, with its way of publishing.
+    fn new(store: &Store) -> Self {
         Self {
-            enqueue: script!("enqueue", "clock"),
-            start_batch: script!("start_batch", "clock", "dead_letter"),
-            finish_batch: script!("finish_batch", "clock", "dead_letter"),
-            promote: script!("promote", "clock"),
-            cancel: script!("cancel", "clock"),
-            retry_dead: script!("retry_dead"),
+            enqueue: Script::new(source!("enqueue", "clock")),
+            start_batch: store.publishing_script(source!("start_batch", "clock", "dead_letter")),
+            finish_batch: store.publishing_script(source!("finish_batch", "clock", "dead_letter")),
+            promote: Script::new(source!("promote", "clock")),
+            cancel: store.publishing_script(source!("cancel", "clock")),
+            retry_dead: Script::new(source!("retry_dead")),
         }
     }
 }
@@ -310,9 +310,9 @@ impl Queue {
     /// The queue in `store`, enqueueing jobs for the module versions `modules` finds.
     pub fn new(store: Store, modules: Arc<dyn ModuleSource>) -> Self {
         Self {
+            scripts: Arc::new(Scripts::new(&store)),
             store,
             modules,
-            scripts: Arc::new(Scripts::new()),
         }
     }
 
@@ -325,8 +325,36 @@ impl Queue {
         QueueKeys::new(self.store.prefix(), queue)
     }
 
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> Connection {
         self.store.connection()
+    }
+
+    /// Sends `commands`, each on the keys of its queue, in one pipeline per queue (two
+    /// queues' keys may lie in different cluster slots, and a pipeline reaches one node);
+    /// the replies come back in the commands' order.
+    pub(crate) async fn query_by_queue<T: redis::FromRedisValue>(
+        &self,
+        commands: Vec<(&str, redis::Cmd)>,
+    ) -> redis::RedisResult<Vec<T>> {
+        let count = commands.len();
+        let mut pipes: BTreeMap<&str, (redis::Pipeline, Vec<usize>)> = BTreeMap::new();
+        for (index, (queue, cmd)) in commands.into_iter().enumerate() {
+            let (pipe, indexes) = pipes.entry(queue).or_default();
+            pipe.add_command(cmd);
+            indexes.push(index);
+        }
+        let replies = futures_util::future::try_join_all(pipes.values().map(|(pipe, _)| {
+            let mut conn = self.connection();
+            async move { pipe.query_async::<Vec<T>>(&mut conn).await }
+        }))
+        .await?;
+        let mut ordered: Vec<Option<T>> = (0..count).map(|_| None).collect();
+        for ((_, indexes), replies) in pipes.values().zip(replies) {
+            for (index, reply) in indexes.iter().zip(replies) {
+                ordered[*index] = Some(reply);
+            }
+        }
+        Ok(ordered.into_iter().flatten().collect())
     }
 
     /// This queue on a connection of its own (see [`Store::with_own_connection`]).
@@ -361,42 +389,63 @@ impl Queue {
                 modules.insert(job.module.clone(), module);
             }
         }
-        let mut pipe = redis::pipe();
-        let mut queues = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        // One pipeline per queue: a queue's keys share a slot, two queues' may not.
+        let mut pipes: BTreeMap<String, (redis::Pipeline, Vec<usize>)> = BTreeMap::new();
+        let count = jobs.len();
+        for (index, job) in jobs.into_iter().enumerate() {
             let (invocation, queue) = self.invocation(tenant, job, &modules)?;
+            let (pipe, indexes) = pipes.entry(queue).or_default();
             pipe.invoke_script(&invocation);
-            queues.push(queue);
+            indexes.push(index);
         }
-        let mut known = queues.clone();
-        known.sort();
-        known.dedup();
-        pipe.sadd(keys::queues(self.store.prefix()), known).ignore();
+        let known: Vec<&String> = pipes.keys().collect();
         let mut conn = self.connection();
-        let replies: Vec<(String, u8)> = match pipe.query_async(&mut conn).await {
-            Ok(replies) => replies,
+        let register = conn
+            .sadd::<_, _, ()>(keys::queues(self.store.prefix()), known)
+            .map_err(EnqueueError::from);
+        let sent = futures_util::future::try_join_all(
+            pipes
+                .iter()
+                .map(|(queue, (pipe, _))| self.enqueue_pipeline(queue, pipe)),
+        );
+        let (replies, ()) = futures_util::future::try_join(sent, register).await?;
+        let mut enqueued: Vec<Option<Enqueued>> = (0..count).map(|_| None).collect();
+        for ((queue, (_, indexes)), replies) in pipes.iter().zip(replies) {
+            for (index, (id, created)) in indexes.iter().zip(replies) {
+                enqueued[*index] = Some(Enqueued {
+                    id,
+                    queue: queue.clone(),
+                    created: created == 1,
+                });
+            }
+        }
+        Ok(enqueued.into_iter().flatten().collect())
+    }
+
+    /// Runs one queue's enqueue calls, loading the script first where it is not yet loaded.
+    async fn enqueue_pipeline(
+        &self,
+        queue: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<(String, u8)>, EnqueueError> {
+        let mut conn = self.connection();
+        match pipe.query_async(&mut conn).await {
+            Ok(replies) => Ok(replies),
             Err(err)
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                // The first use of the script on this server: load it, then try again.
+                // The first use of the script on this server (or on the node of `queue`'s
+                // slot, which may have just taken over): load it, then try again.
+                tracing::debug!("loading the enqueue script for queue {queue}");
                 self.scripts
                     .enqueue
                     .prepare_invoke()
                     .load_async(&mut conn)
                     .await?;
-                pipe.query_async(&mut conn).await?
+                Ok(pipe.query_async(&mut conn).await?)
             }
-            Err(err) => return Err(err.into()),
-        };
-        Ok(replies
-            .into_iter()
-            .zip(queues)
-            .map(|((id, created), queue)| Enqueued {
-                id,
-                queue,
-                created: created == 1,
-            })
-            .collect())
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// The enqueue script's call for `job`, with what its module's manifest fills in, and the
@@ -532,11 +581,10 @@ impl Queue {
         &self,
         queue: &str,
     ) -> anyhow::Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
-        let mut pubsub = self.store.pubsub().await?;
-        pubsub.subscribe(self.keys(queue).done_channel()).await?;
-        Ok(pubsub
-            .into_on_message()
-            .map(|message| message.get_payload_bytes().to_vec()))
+        Ok(self
+            .store
+            .subscribe(&[self.keys(queue).done_channel()])
+            .await?)
     }
 
     /// Cancels job `id`.

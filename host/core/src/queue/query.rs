@@ -171,11 +171,16 @@ impl Queue {
                     next_cursor: None,
                 });
             }
-            let mut pipe = redis::pipe();
-            for (position, queue) in &candidates {
-                pipe.hgetall(self.keys(queue).job(&position.id));
-            }
-            let hashes: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
+            let reads = candidates
+                .iter()
+                .map(|(position, queue)| {
+                    (
+                        queue.as_str(),
+                        redis::Cmd::hgetall(self.keys(queue).job(&position.id)),
+                    )
+                })
+                .collect();
+            let hashes: Vec<HashMap<String, Vec<u8>>> = self.query_by_queue(reads).await?;
             for ((position, queue), hash) in candidates.into_iter().zip(hashes) {
                 match JobRecord::from_hash(queue, &position.id, hash) {
                     // Expired (nothing left of it): drop it from the index too.
@@ -265,18 +270,19 @@ impl Queue {
             if page.jobs.is_empty() {
                 return Ok(purged);
             }
-            let mut pipe = redis::pipe();
+            let mut deletes = Vec::new();
             for job in &page.jobs {
                 let keys = self.keys(&job.queue);
-                pipe.del(keys.job(&job.id))
-                    .ignore()
-                    .zrem(keys.tenant_index(tenant), &job.id)
-                    .ignore();
+                deletes.push((job.queue.as_str(), redis::Cmd::del(keys.job(&job.id))));
+                deletes.push((
+                    job.queue.as_str(),
+                    redis::Cmd::zrem(keys.tenant_index(tenant), &job.id),
+                ));
                 if let Some(entry) = &job.dead_entry {
-                    pipe.xdel(keys.dead(), &[entry]).ignore();
+                    deletes.push((job.queue.as_str(), redis::Cmd::xdel(keys.dead(), &[entry])));
                 }
             }
-            let () = pipe.query_async(&mut self.connection()).await?;
+            let _: Vec<redis::Value> = self.query_by_queue(deletes).await?;
             purged += page.jobs.len() as u64;
             match page.next_cursor {
                 Some(next) => cursor = Some(next),

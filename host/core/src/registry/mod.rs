@@ -196,6 +196,68 @@ impl Registry {
         self.max_size
     }
 
+    /// Stores `version` (its record `json`) with its `bytes`, or answers the record already
+    /// stored under its number. The bytes, their references and the tenant's keys lie in
+    /// different cluster slots, so no one script writes them all: the bytes and their
+    /// reference go first, the version's record last and only if the number is free, so a
+    /// version is never seen without its bytes. Bytes a refused version stored are taken
+    /// back unless another version uses them; a publish cut short between the steps leaves
+    /// the bytes, which the same upload reuses.
+    async fn store_version(
+        &self,
+        keys: &TenantKeys,
+        version: &ModuleVersion,
+        json: &str,
+        reference: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<Option<String>> {
+        let prefix = self.store.prefix();
+        let versions = keys.versions(&version.name);
+        let mut conn = self.store.connection();
+        let existing: Option<String> = conn.hget(&versions, &version.version).await?;
+        if existing.is_some() {
+            return Ok(existing);
+        }
+        let refs = keys::module_refs(prefix, &version.digest);
+        let () = conn.sadd(&refs, reference).await?;
+        let () = conn
+            .set(keys::module_bytes(prefix, &version.digest), bytes)
+            .await?;
+        let stored: bool = conn.hset_nx(&versions, &version.version, json).await?;
+        if stored {
+            let () = conn.sadd(keys.modules(), &version.name).await?;
+            return Ok(None);
+        }
+        // Another upload of the same number came first.
+        let existing: Option<String> = conn.hget(&versions, &version.version).await?;
+        let theirs_uses_these_bytes = existing
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<ModuleVersion>(json).ok())
+            .is_some_and(|theirs| theirs.digest == version.digest);
+        if !theirs_uses_these_bytes {
+            self.drop_reference(&version.digest, reference).await?;
+        }
+        Ok(existing)
+    }
+
+    /// Removes `reference` from the users of the bytes with `digest`, and the bytes when
+    /// nobody uses them any more.
+    async fn drop_reference(&self, digest: &str, reference: &str) -> anyhow::Result<()> {
+        let prefix = self.store.prefix();
+        let refs = keys::module_refs(prefix, digest);
+        let mut conn = self.store.connection();
+        let ((), left): ((), usize) = redis::pipe()
+            .atomic()
+            .srem(&refs, reference)
+            .scard(&refs)
+            .query_async(&mut conn)
+            .await?;
+        if left == 0 {
+            let () = conn.del(keys::module_bytes(prefix, digest)).await?;
+        }
+        Ok(())
+    }
+
     /// Checks a component and its manifest, then publishes them for `tenant`: within the
     /// size cap, within the policy, a component, compiling in time, importing only what the
     /// host provides and the manifest grants, and not changing an existing version. The
@@ -242,20 +304,10 @@ impl Registry {
             manifest,
         };
         let keys = TenantKeys::new(self.store.prefix(), tenant);
-        let versions = keys.versions(&version.name);
         let json = serde_json::to_string(&version).map_err(anyhow::Error::from)?;
         let reference = format!("{tenant}/{}@{}", version.name, version.version);
-        let existing: Option<String> = PUBLISH
-            .key(keys::module_bytes(self.store.prefix(), &digest))
-            .key(keys::module_refs(self.store.prefix(), &digest))
-            .key(&versions)
-            .key(keys.modules())
-            .arg(&version.version)
-            .arg(&json)
-            .arg(&reference)
-            .arg(&version.name)
-            .arg(&bytes)
-            .invoke_async(&mut self.store.connection())
+        let existing = self
+            .store_version(&keys, &version, &json, &reference, &bytes)
             .await?;
         if let Some(existing) = existing {
             let existing: ModuleVersion = serde_json::from_str(&existing).map_err(|err| {
@@ -413,24 +465,17 @@ impl Registry {
         let keys = TenantKeys::new(prefix, tenant);
         let reference = format!("{tenant}/{name}@{}", module.version);
         let mut conn = self.store.connection();
-        let (_, _, left, versions): ((), (), usize, usize) = redis::pipe()
+        let ((), versions): ((), usize) = redis::pipe()
             .atomic()
             .hdel(keys.versions(name), &module.version)
-            .srem(keys::module_refs(prefix, &module.digest), &reference)
-            .scard(keys::module_refs(prefix, &module.digest))
             .hlen(keys.versions(name))
             .query_async(&mut conn)
             .await?;
-        if left == 0 {
-            let () = conn.del(keys::module_bytes(prefix, &module.digest)).await?;
-        }
+        self.drop_reference(&module.digest, &reference).await?;
         if versions == 0 {
             // The module is gone, and its settings (secrets too) with it.
-            let () = redis::pipe()
-                .srem(keys.modules(), name)
-                .del(keys.settings(name))
-                .query_async(&mut conn)
-                .await?;
+            let () = conn.srem(keys.modules(), name).await?;
+            let () = conn.del(keys.settings(name)).await?;
         }
         Ok(())
     }
@@ -546,7 +591,3 @@ pub(crate) async fn module_settings(
 fn semver_of(version: &str) -> semver::Version {
     version.parse().unwrap_or(semver::Version::new(0, 0, 0))
 }
-
-/// Stores a version with its bytes, or answers the version already stored.
-static PUBLISH: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/publish.lua")));

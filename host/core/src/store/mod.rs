@@ -3,25 +3,30 @@
 //! one file answers "which keys does taskbox write?" and no other file spells a key; [`Store`]
 //! owns the connections every area reads and writes them with.
 
+mod connection;
 pub(crate) mod keys;
+#[cfg(debug_assertions)]
+mod slots;
 
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+pub use connection::Connection;
+use connection::Server;
+use futures_util::stream::BoxStream;
 
 /// The prefix of every key taskbox writes.
 pub const DEFAULT_PREFIX: &str = "tb:";
 /// How long finished jobs (and idempotency keys) are kept.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// The Redis that holds everything: a client, one shared multiplexed connection (which
-/// reconnects by itself after Redis restarts) and the prefix of every key. Cheap to clone:
+/// The Redis that holds everything, one server or a cluster: where it is, one shared
+/// connection (which reconnects by itself) and the prefix of every key. Cheap to clone:
 /// clones share the connection.
 #[derive(Clone)]
 pub struct Store {
-    client: redis::Client,
-    conn: ConnectionManager,
+    server: Server,
+    conn: Connection,
     prefix: String,
     retention: Duration,
 }
@@ -30,31 +35,41 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("prefix", &self.prefix)
+            .field("cluster", &self.server.is_cluster())
             .finish_non_exhaustive()
     }
 }
 
-/// The shared connection's settings. The redis crate gives up on a reply after 500 ms, but a
-/// worker's replies are read by the same threads that run its guests: with 16 hostile jobs on
-/// a busy 2-core machine they came later than that, and jobs failed (`reading the settings
-/// of ...: timed out`), guests' enqueues and events answered `unavailable`, and stored
-/// outcomes were stored again. 10 s, as the worker's own fetch connection waits.
-fn connection_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(10)))
-}
+/// How long the shared connection waits for a reply. The redis crate gives up after 500 ms,
+/// but a worker's replies are read by the same threads that run its guests: with 16 hostile
+/// jobs on a busy 2-core machine they came later than that, and jobs failed (`reading the
+/// settings of ...: timed out`), guests' enqueues and events answered `unavailable`, and
+/// stored outcomes were stored again. 10 s, as the worker's own fetch connection waits.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The oldest Redis with every command the queue uses (XAUTOCLAIM).
 const MIN_REDIS_VERSION: (u32, u32) = (6, 2);
 
+/// The oldest Redis a cluster can be: sharded pub/sub (SPUBLISH, SSUBSCRIBE) came in 7.0.
+const MIN_CLUSTER_VERSION: (u32, u32) = (7, 0);
+
+/// How a script publishes on one server: `publish(channel, message)` and
+/// `listeners(channel)`, the number of subscribers.
+const PUBSUB_LUA: &str = include_str!("lua/pubsub.lua");
+/// The same on a cluster, over sharded channels, which only the node of the channel's slot
+/// carries (plain PUBLISH would go to every node).
+const SHARDED_PUBSUB_LUA: &str = include_str!("lua/sharded_pubsub.lua");
+
 impl Store {
-    /// Connects to Redis at `url`, retrying with capped backoff for up to `patience`; refuses
-    /// a Redis too old for taskbox and warns when it may evict keys.
+    /// Connects to the Redis at `url` (one server, or `redis+cluster://host:port,...`),
+    /// retrying with capped backoff for up to `patience`; refuses a Redis too old for
+    /// taskbox and warns when it may evict keys.
     pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url}"))?;
+        let server = Server::parse(url).with_context(|| format!("bad Redis URL {url}"))?;
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         let mut conn = loop {
-            match ConnectionManager::new_with_config(client.clone(), connection_config()).await {
+            match server.connect(REPLY_TIMEOUT).await {
                 Ok(conn) => break conn,
                 Err(err) if started.elapsed() < patience => {
                     tracing::warn!(
@@ -68,18 +83,33 @@ impl Store {
                 }
             }
         };
-        check_server(&mut conn).await?;
+        check_server(&mut conn, server.is_cluster()).await?;
         Ok(Self {
-            client,
+            server,
             conn,
             prefix: DEFAULT_PREFIX.to_owned(),
             retention: DEFAULT_RETENTION,
         })
     }
 
-    /// A connection for pub/sub, of its own: a subscribed connection carries nothing else.
-    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        self.client.get_async_pubsub().await
+    /// The payloads published on `channels` from now on, on a connection of its own (a
+    /// subscribed connection carries nothing else), until that connection ends.
+    pub(crate) async fn subscribe(
+        &self,
+        channels: &[String],
+    ) -> redis::RedisResult<BoxStream<'static, Vec<u8>>> {
+        self.server.subscribe(channels).await
+    }
+
+    /// `source` as a script, after the functions that publish on this Redis (see
+    /// `store/lua/pubsub.lua`).
+    pub(crate) fn publishing_script(&self, source: &str) -> redis::Script {
+        let pubsub = if self.server.is_cluster() {
+            SHARDED_PUBSUB_LUA
+        } else {
+            PUBSUB_LUA
+        };
+        redis::Script::new(&[pubsub, source].concat())
     }
 
     /// A connection of its own, made now, whose replies may take up to `response_timeout`:
@@ -88,15 +118,12 @@ impl Store {
     pub(crate) async fn dedicated_connection(
         &self,
         response_timeout: Duration,
-    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let config =
-            redis::AsyncConnectionConfig::new().set_response_timeout(Some(response_timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+    ) -> redis::RedisResult<Connection> {
+        self.server.connect(response_timeout).await
     }
 
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    /// The shared connection.
+    pub fn connection(&self) -> Connection {
         self.conn.clone()
     }
 
@@ -104,9 +131,10 @@ impl Store {
     /// up to `response_timeout`: what it carries queues behind nothing of the shared
     /// connection's, and nothing of the shared connection's behind it.
     pub(crate) fn with_own_connection(&self, response_timeout: Duration) -> Self {
-        let config = ConnectionManagerConfig::new().set_response_timeout(Some(response_timeout));
-        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .expect("a connection manager without push settings is always made");
+        let conn = self
+            .server
+            .connect_lazy(response_timeout)
+            .expect("a lazy connection without push settings is always made");
         Self {
             conn,
             ..self.clone()
@@ -122,22 +150,28 @@ impl Store {
     }
 }
 
-/// What Redis has done since it started: for a benchmark to take the difference of two.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What Redis has done since it started, summed over a cluster's primaries: for a
+/// benchmark to take the difference of two.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerUsage {
     /// Its CPU time, user and system.
     pub cpu: Duration,
     /// The commands it has run (a script's own calls count too).
     pub commands: u64,
+    /// The commands each primary has run, by address (one entry, with no address, for one
+    /// server).
+    pub commands_by_primary: Vec<(String, u64)>,
 }
 
 impl Store {
-    /// What Redis has done so far (`INFO cpu` and `INFO commandstats`).
+    /// What Redis has done so far (`INFO cpu` and `INFO commandstats` of every primary).
     pub async fn server_usage(&self) -> anyhow::Result<ServerUsage> {
         let mut conn = self.connection();
-        let cpu: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+        let cpu: Vec<(String, String)> =
+            conn.on_each_primary(redis::cmd("INFO").arg("cpu")).await?;
         let seconds: f64 = cpu
-            .lines()
+            .iter()
+            .flat_map(|(_, info)| info.lines())
             .filter_map(|line| {
                 let value = line
                     .strip_prefix("used_cpu_user:")
@@ -145,83 +179,116 @@ impl Store {
                 value.trim().parse::<f64>().ok()
             })
             .sum();
-        let stats: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
+        let stats: Vec<(String, String)> = conn
+            .on_each_primary(redis::cmd("INFO").arg("commandstats"))
             .await?;
-        let commands = stats
-            .lines()
-            .filter_map(|line| {
-                let calls = line.split_once("calls=")?.1;
-                calls.split(',').next()?.parse::<u64>().ok()
+        let mut commands_by_primary: Vec<(String, u64)> = stats
+            .into_iter()
+            .map(|(address, stats)| {
+                let calls = stats
+                    .lines()
+                    .filter_map(|line| {
+                        let calls = line.split_once("calls=")?.1;
+                        calls.split(',').next()?.parse::<u64>().ok()
+                    })
+                    .sum();
+                (address, calls)
             })
-            .sum();
+            .collect();
+        commands_by_primary.sort();
         Ok(ServerUsage {
             cpu: Duration::from_secs_f64(seconds),
-            commands,
+            commands: commands_by_primary.iter().map(|(_, calls)| calls).sum(),
+            commands_by_primary,
         })
     }
 }
 
-/// Refuses a Redis without the stream commands the queue needs, warns when Redis may evict
-/// keys (which would lose jobs) or has no memory cap, and logs its memory against that cap.
-async fn check_server(conn: &mut ConnectionManager) -> anyhow::Result<()> {
-    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
-    let version = info
-        .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))
-        .unwrap_or("0.0.0")
-        .trim()
-        .to_owned();
-    let mut parts = version
-        .split('.')
-        .map(|part| part.parse::<u32>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if found < MIN_REDIS_VERSION {
-        bail!(
-            "Redis {version} is too old: taskbox needs {}.{} or newer (for XAUTOCLAIM)",
-            MIN_REDIS_VERSION.0,
-            MIN_REDIS_VERSION.1
-        );
+/// Refuses a Redis without the commands taskbox needs, warns when Redis may evict keys
+/// (which would lose jobs) or has no memory cap, and logs its memory against that cap; on a
+/// cluster, each primary.
+async fn check_server(conn: &mut Connection, cluster: bool) -> anyhow::Result<()> {
+    let (least, needs) = if cluster {
+        (MIN_CLUSTER_VERSION, "for sharded pub/sub on a cluster")
+    } else {
+        (MIN_REDIS_VERSION, "for XAUTOCLAIM")
+    };
+    let servers: Vec<(String, String)> = conn
+        .on_each_primary(redis::cmd("INFO").arg("server"))
+        .await?;
+    for (_, info) in servers {
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("0.0.0")
+            .trim()
+            .to_owned();
+        let mut parts = version
+            .split('.')
+            .map(|part| part.parse::<u32>().unwrap_or(0));
+        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if found < least {
+            bail!(
+                "Redis {version} is too old: taskbox needs {}.{} or newer ({needs})",
+                least.0,
+                least.1
+            );
+        }
     }
-    let policy: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
+    let policies: Vec<(String, Vec<String>)> = conn
+        .on_each_primary(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
         .await
         .unwrap_or_default();
-    if let Some(policy) = policy.get(1)
-        && policy != "noeviction"
-    {
-        tracing::warn!(
-            "Redis maxmemory-policy is `{policy}`: under memory pressure Redis may evict jobs. \
-             Set it to `noeviction`."
-        );
+    for (node, policy) in policies {
+        if let Some(policy) = policy.get(1)
+            && policy != "noeviction"
+        {
+            tracing::warn!(
+                "Redis{} maxmemory-policy is `{policy}`: under memory pressure Redis may \
+                 evict jobs. Set it to `noeviction`.",
+                at(&node)
+            );
+        }
     }
-    let memory: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-    let field = |name: &str| {
-        memory
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let (used, max) = (field("used_memory"), field("maxmemory"));
-    if max == 0 {
-        tracing::warn!(
-            "Redis has no `maxmemory` ({} used): it grows until the host runs out of memory. \
-             Set `maxmemory` (with `maxmemory-policy noeviction`), and taskbox answers 503 \
-             to new jobs when it is reached instead of losing any.",
-            bytesize::ByteSize::b(used)
-        );
-    } else {
-        tracing::info!(
-            "Redis memory: {} used of a {} `maxmemory`",
-            bytesize::ByteSize::b(used),
-            bytesize::ByteSize::b(max)
-        );
+    let memories: Vec<(String, String)> = conn
+        .on_each_primary(redis::cmd("INFO").arg("memory"))
+        .await?;
+    for (node, memory) in memories {
+        let field = |name: &str| {
+            memory
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (used, max) = (field("used_memory"), field("maxmemory"));
+        if max == 0 {
+            tracing::warn!(
+                "Redis{} has no `maxmemory` ({} used): it grows until the host runs out of \
+                 memory. Set `maxmemory` (with `maxmemory-policy noeviction`), and taskbox \
+                 answers 503 to new jobs when it is reached instead of losing any.",
+                at(&node),
+                bytesize::ByteSize::b(used)
+            );
+        } else {
+            tracing::info!(
+                "Redis{} memory: {} used of a {} `maxmemory`",
+                at(&node),
+                bytesize::ByteSize::b(used),
+                bytesize::ByteSize::b(max)
+            );
+        }
     }
     Ok(())
+}
+
+/// ` at <node>` for a cluster's node, nothing for one server.
+fn at(node: &str) -> String {
+    if node.is_empty() {
+        String::new()
+    } else {
+        format!(" at {node}")
+    }
 }
 
 /// Whether `err` is Redis refusing a write because it reached its `maxmemory`, alone or in a

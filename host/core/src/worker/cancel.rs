@@ -69,15 +69,15 @@ impl Worker {
 
     pub(super) async fn try_listen_for_cancels(&self) -> anyhow::Result<()> {
         use futures_util::StreamExt as _;
-        let mut pubsub = self.queue.store().pubsub().await?;
-        for queue in &self.config.queues {
-            pubsub
-                .subscribe(self.queue.keys(queue).cancel_channel())
-                .await?;
-        }
-        let mut messages = pubsub.on_message();
+        let channels: Vec<String> = self
+            .config
+            .queues
+            .iter()
+            .map(|queue| self.queue.keys(queue).cancel_channel())
+            .collect();
+        let mut messages = self.queue.store().subscribe(&channels).await?;
         while let Some(message) = messages.next().await {
-            let job = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
+            let job = String::from_utf8_lossy(&message).into_owned();
             self.running().cancel(&job);
         }
         anyhow::bail!("the subscription ended")

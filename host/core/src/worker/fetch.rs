@@ -5,18 +5,18 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{RETRY_FIRST, RETRY_MOST, Worker};
 use crate::queue::Delivery;
+use crate::store::Connection;
 
 /// The most entries one call takes.
 pub(super) const MAX_BATCH: usize = 256;
 
 impl Worker {
     /// A connection of its own for blocking reads, which would hold up the shared one.
-    pub(super) async fn fetch_connection(&self) -> anyhow::Result<MultiplexedConnection> {
+    pub(super) async fn fetch_connection(&self) -> anyhow::Result<Connection> {
         Ok(self
             .queue
             .store()
@@ -89,7 +89,7 @@ impl Worker {
         self: &Arc<Self>,
         mut permits: Vec<OwnedSemaphorePermit>,
         backlog: &mut VecDeque<Delivery>,
-        conn: &mut Option<MultiplexedConnection>,
+        conn: &mut Option<Connection>,
         take_over: bool,
     ) -> anyhow::Result<()> {
         let mut started = 0;

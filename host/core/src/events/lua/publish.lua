@@ -6,8 +6,8 @@
 -- ARGV[3] the event name
 -- ARGV[4] its data
 -- Returns the event's id (the stream entry's). The published message is the id, the name and
--- the data separated by newlines.
+-- the data separated by newlines. Uses store/lua/pubsub.lua (publish).
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[3], 'data', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
+publish(KEYS[1], id .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
 return id

@@ -6,7 +6,7 @@
 -- ARGV[3] the cancel channel; ARGV[4] the channel that announces finished jobs
 -- Returns the job's status after the call ('cancelled', 'cancelling', or the finished
 -- status it already had), or false when there is no such job.
--- Uses lib/clock.lua.
+-- Uses lib/clock.lua and store/lua/pubsub.lua (publish).
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return false
@@ -17,12 +17,12 @@ if status == 'pending' or status == 'scheduled' or status == 'retrying' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error_kind', 'cancelled',
     'error', '{"kind":"cancelled"}', 'finished_at', now)
   redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('PUBLISH', ARGV[4], ARGV[1])
+  publish(ARGV[4], ARGV[1])
   return 'cancelled'
 end
 if status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel_requested', 1)
-  redis.call('PUBLISH', ARGV[3], ARGV[1])
+  publish(ARGV[3], ARGV[1])
   return 'cancelling'
 end
 return status

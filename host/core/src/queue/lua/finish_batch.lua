@@ -16,13 +16,13 @@
 -- Returns one reply per outcome, in order: the job's new status, or false when the attempt is
 -- stale (the job is not running that attempt from that entry: a newer attempt owns it) and
 -- nothing was written.
--- Uses lib/clock.lua and lib/dead_letter.lua.
+-- Uses lib/clock.lua, lib/dead_letter.lua and store/lua/pubsub.lua (publish, listeners).
 local now = now_ms()
 local replies = {}
 -- A finished job is announced only while somebody listens. A waiter subscribes first and
 -- reads the job after, and this script runs whole: one that subscribes after this look
 -- reads the job already finished.
-local listened = redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > 0
+local listened = listeners(ARGV[3]) > 0
 -- Entries to acknowledge and delete, by stream: one XACK and one XDEL per stream at the end.
 local done = {}
 for i = 5, #ARGV, 11 do
@@ -72,7 +72,7 @@ for i = 5, #ARGV, 11 do
     if status == 'completed' or status == 'cancelled' or status == 'dead' then
       redis.call('EXPIRE', key, ARGV[2])
       if listened then
-        redis.call('PUBLISH', ARGV[3], id)
+        publish(ARGV[3], id)
       end
     end
   end

@@ -17,7 +17,7 @@
 -- '' when the job has none), as the worker's `StartedJob` reads it. The attempt number and the
 -- entry id, stored as the job's `entry`, fence every later write: after a retry from the dead
 -- letters the attempt numbers start again, the entry ids do not.
--- Uses lib/clock.lua and lib/dead_letter.lua.
+-- Uses lib/clock.lua, lib/dead_letter.lua and store/lua/pubsub.lua (publish).
 local entries = {}
 local want = tonumber(ARGV[6])
 for index = 1, 3 do
@@ -51,7 +51,7 @@ for _, taken in ipairs(entries) do
     redis.call('HSET', key, 'status', 'cancelled', 'error', '{"kind":"cancelled"}',
       'error_kind', 'cancelled', 'finished_at', now)
     redis.call('EXPIRE', key, ARGV[3])
-    redis.call('PUBLISH', ARGV[5], id)
+    publish(ARGV[5], id)
   elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
     local error = '{"kind":"worker_lost","message":"the worker running the last attempt stopped responding"}'
@@ -59,7 +59,7 @@ for _, taken in ipairs(entries) do
     redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
       'finished_at', now, 'dead_entry', dead)
     redis.call('EXPIRE', key, ARGV[3])
-    redis.call('PUBLISH', ARGV[5], id)
+    publish(ARGV[5], id)
   elseif status == 'pending' or status == 'running' then
     local attempt = tostring(tonumber(job[2]) + 1)
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'entry', entry,

@@ -1,0 +1,78 @@
+//! A real local Redis Cluster for a test: `redis-server` processes with `--cluster-enabled
+//! yes` on free loopback ports, joined by `redis-cli --cluster create`, all killed on drop.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use taskbox_core::redis_server::{RedisOptions, RedisServer};
+
+use super::wait;
+
+/// A running cluster: `primaries` primaries with `replicas` replicas each.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, makes them one cluster and waits until every node reports
+    /// `cluster_state:ok` and every primary has its replicas attached.
+    pub fn start(primaries: usize, replicas: usize) -> anyhow::Result<Self> {
+        let nodes = (0..primaries * (1 + replicas))
+            .map(|_| {
+                RedisServer::start(RedisOptions {
+                    cluster_node: true,
+                    ..RedisOptions::default()
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cluster = Self { nodes };
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.addresses())
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .context("running redis-cli --cluster create")?;
+        if !created.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&created.stdout)
+            );
+        }
+        wait::until_blocking("the cluster is ready", Duration::from_secs(30), || {
+            let ready = cluster.nodes.iter().all(|node| {
+                let info = cli(node.port(), &["CLUSTER", "INFO"]);
+                let replication = cli(node.port(), &["INFO", "replication"]);
+                info.contains("cluster_state:ok")
+                    && (replication.contains("role:slave")
+                        && replication.contains("master_link_status:up")
+                        || replication.contains(&format!("connected_slaves:{replicas}")))
+            });
+            ready.then_some(())
+        });
+        Ok(cluster)
+    }
+
+    /// `redis+cluster://` and every node.
+    pub fn url(&self) -> String {
+        format!("redis+cluster://{}", self.addresses().join(","))
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect()
+    }
+}
+
+/// What `redis-cli -p port args...` prints, empty when it fails.
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default()
+}
