@@ -48,6 +48,16 @@ else
             unbuilt+=("$run")
         fi
     done
+    # The queue, API and cron suites once more, on a Redis Cluster of three primaries
+    # (tests/it/support/private_redis.rs).
+    printf '\n--- the same suites on a Redis Cluster: cargo test --test it -- queue:: api:: cron::\n'
+    TASKBOX_TEST_REDIS=cluster cargo test --locked --workspace --no-fail-fast --test it \
+        -- queue:: api:: cron:: 2>&1 | tee "$log.run"
+    status=${PIPESTATUS[0]}
+    cat "$log.run" >>"$log"
+    if ((status != 0)) && ! grep -q '^test result: .* [1-9][0-9]* failed;' "$log.run"; then
+        unbuilt+=("--test it on a cluster")
+    fi
 fi
 
 # Each test binary ends with `test result: ok. 12 passed; 0 failed; ...`.

@@ -1,7 +1,7 @@
 //! Host capabilities end to end: real compiled guests run by a real worker against a real
 //! `redis-server`, events read back over real SSE from the API, and the `taskbox` CLI.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,26 +122,20 @@ impl Host {
     }
 
     /// How many connections of this process Redis has subscribed to `channel` of `tenant`,
-    /// as `PUBSUB NUMSUB` says.
+    /// as `PUBSUB NUMSUB` (on a cluster `SHARDNUMSUB`) says.
     async fn subscribers(&self, tenant: &str, channel: &str) -> u64 {
-        let mut redis = self.redis().await;
-        let names: Vec<String> = redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .arg(format!("*events:{tenant}:{channel}"))
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        let Some(name) = names.first() else {
-            return 0;
+        // A cluster carries the channel sharded, and counts its subscribers apart.
+        let numsub = match private_redis::on_cluster() {
+            true => "SHARDNUMSUB",
+            false => "NUMSUB",
         };
-        assert_eq!(names.len(), 1, "{names:?}");
-        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(name)
-            .query_async(&mut redis)
+        let counts: HashMap<String, u64> = redis::cmd("PUBSUB")
+            .arg(numsub)
+            .arg(format!("tb:events:{tenant}:{channel}"))
+            .query_async(&mut self.redis().await)
             .await
             .unwrap();
-        counts[0].1
+        counts.values().sum()
     }
 }
 

@@ -65,6 +65,9 @@ pub struct EnqueueOptions {
     pub metadata: Option<serde_json::Value>,
     /// The job that enqueued this one.
     pub parent: Option<Parent>,
+    /// Answer only once a replica of the job's Redis has it (`WAIT 1`), so that a failover
+    /// right after the answer cannot lose it; see [`Enqueued::replicated`].
+    pub durable: bool,
 }
 
 /// The job that enqueued a job, as the child records it.
@@ -206,6 +209,9 @@ pub struct Enqueued {
     pub queue: String,
     /// False when the idempotency key had been used: `id` is the earlier job's.
     pub created: bool,
+    /// For a durable enqueue, whether a replica acknowledged the job within
+    /// [`DURABLE_WAIT`]; None when durability was not asked for.
+    pub replicated: Option<bool>,
 }
 
 /// Why jobs could not be enqueued. Nothing of the batch was enqueued.
@@ -240,6 +246,18 @@ pub enum CancelOutcome {
     Cancelling,
     /// The job had already finished with this status.
     AlreadyFinished(JobStatus),
+}
+
+/// How long a durable enqueue waits for a replica to acknowledge its jobs.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
+
+/// One queue's part of an enqueued batch: its script calls, the jobs' places in the batch,
+/// and whether any of them asked to be durable.
+#[derive(Default)]
+struct QueueBatch {
+    pipe: redis::Pipeline,
+    indexes: Vec<usize>,
+    durable: bool,
 }
 
 /// The Lua scripts, loaded once.
@@ -390,32 +408,55 @@ impl Queue {
             }
         }
         // One pipeline per queue: a queue's keys share a slot, two queues' may not.
-        let mut pipes: BTreeMap<String, (redis::Pipeline, Vec<usize>)> = BTreeMap::new();
+        let mut batches: BTreeMap<String, QueueBatch> = BTreeMap::new();
         let count = jobs.len();
         for (index, job) in jobs.into_iter().enumerate() {
+            let durable = job.options.durable;
             let (invocation, queue) = self.invocation(tenant, job, &modules)?;
-            let (pipe, indexes) = pipes.entry(queue).or_default();
-            pipe.invoke_script(&invocation);
-            indexes.push(index);
+            let batch = batches.entry(queue).or_default();
+            batch.pipe.invoke_script(&invocation);
+            batch.indexes.push(index);
+            batch.durable |= durable;
         }
-        let known: Vec<&String> = pipes.keys().collect();
+        for batch in batches.values_mut().filter(|batch| batch.durable) {
+            batch
+                .pipe
+                .cmd("WAIT")
+                .arg(1)
+                .arg(DURABLE_WAIT.as_millis() as u64);
+        }
+        let known: Vec<&String> = batches.keys().collect();
         let mut conn = self.connection();
         let register = conn
             .sadd::<_, _, ()>(keys::queues(self.store.prefix()), known)
             .map_err(EnqueueError::from);
         let sent = futures_util::future::try_join_all(
-            pipes
+            batches
                 .iter()
-                .map(|(queue, (pipe, _))| self.enqueue_pipeline(queue, pipe)),
+                .map(|(queue, batch)| self.enqueue_pipeline(queue, &batch.pipe)),
         );
         let (replies, ()) = futures_util::future::try_join(sent, register).await?;
         let mut enqueued: Vec<Option<Enqueued>> = (0..count).map(|_| None).collect();
-        for ((queue, (_, indexes)), replies) in pipes.iter().zip(replies) {
-            for (index, (id, created)) in indexes.iter().zip(replies) {
+        for ((queue, batch), mut replies) in batches.iter().zip(replies) {
+            let replicated = match batch.durable {
+                true => {
+                    let acknowledged = replies.pop().unwrap_or(redis::Value::Nil);
+                    Some(
+                        redis::from_redis_value::<u32>(acknowledged)
+                            .map_err(redis::RedisError::from)?
+                            > 0,
+                    )
+                }
+                false => None,
+            };
+            for (index, reply) in batch.indexes.iter().zip(replies) {
+                let (id, created): (String, u8) =
+                    redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
                 enqueued[*index] = Some(Enqueued {
                     id,
                     queue: queue.clone(),
                     created: created == 1,
+                    replicated,
                 });
             }
         }
@@ -427,7 +468,7 @@ impl Queue {
         &self,
         queue: &str,
         pipe: &redis::Pipeline,
-    ) -> Result<Vec<(String, u8)>, EnqueueError> {
+    ) -> Result<Vec<redis::Value>, EnqueueError> {
         let mut conn = self.connection();
         match pipe.query_async(&mut conn).await {
             Ok(replies) => Ok(replies),

@@ -64,6 +64,11 @@ pub(crate) struct EnqueueRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub(crate) metadata: Option<Value>,
+    /// Answer only once a replica of Redis has the job (`WAIT 1`, up to 2 s), so that a
+    /// failover right after the answer cannot lose it; the reply's `replicated` says
+    /// whether one did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) durable: bool,
 }
 
 /// What an enqueue did.
@@ -76,6 +81,11 @@ pub(crate) struct EnqueuedJob {
     pub(crate) queue: String,
     /// False when the idempotency key had been used: `id` is the earlier job's.
     pub(crate) created: bool,
+    /// For a `durable` enqueue: whether a replica acknowledged the job within 2 s. When
+    /// false the job is enqueued, but a failover now could lose it; enqueueing it again with
+    /// an idempotency key is safe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replicated: Option<bool>,
 }
 
 /// Several jobs to enqueue at once.
@@ -146,6 +156,7 @@ impl EnqueueRequest {
                 idempotency_key: self.idempotency_key,
                 metadata: self.metadata,
                 parent: None,
+                durable: self.durable,
             },
         };
         job.check(max_input).map_err(|err| match err {
@@ -212,6 +223,7 @@ pub(crate) async fn enqueue(
             id: enqueued.id,
             queue: enqueued.queue,
             created: enqueued.created,
+            replicated: enqueued.replicated,
         }),
     ))
 }
@@ -256,6 +268,7 @@ pub(crate) async fn enqueue_batch(
             id: enqueued.id,
             queue: enqueued.queue,
             created: enqueued.created,
+            replicated: enqueued.replicated,
         })
         .collect();
     Ok((StatusCode::CREATED, Json(BatchReply { jobs })))

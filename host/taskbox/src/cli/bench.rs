@@ -135,6 +135,22 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         per_job(redis.cpu.saturating_sub(redis_before.cpu)),
         (redis.commands - redis_before.commands) as f64 / args.jobs as f64
     );
+    if redis.commands_by_primary.len() > 1 {
+        let total = (redis.commands - redis_before.commands).max(1) as f64;
+        let shares: Vec<String> = redis
+            .commands_by_primary
+            .iter()
+            .map(|(node, calls)| {
+                let before = redis_before
+                    .commands_by_primary
+                    .iter()
+                    .find_map(|(was, calls)| (was == node).then_some(*calls))
+                    .unwrap_or(0);
+                format!("{node} {:.0}%", (calls - before) as f64 * 100.0 / total)
+            })
+            .collect();
+        println!("spread:   Redis commands by primary: {}", shares.join(", "));
+    }
 
     let mut done = std::pin::pin!(queue.finished_jobs(BENCH_QUEUE).await?);
     let mut latencies = Vec::with_capacity(args.samples);

@@ -114,6 +114,9 @@ struct EnqueueArgs {
     /// JSON stored with the job as given.
     #[arg(long, value_parser = parse_json)]
     metadata: Option<Value>,
+    /// Answer only once a Redis replica has the job (see "Failover" in docs/operations.md).
+    #[arg(long)]
+    durable: bool,
 }
 
 impl EnqueueArgs {
@@ -135,6 +138,7 @@ impl EnqueueArgs {
             timeout: self.timeout,
             idempotency_key: self.idempotency_key,
             metadata: self.metadata,
+            durable: self.durable,
         };
         Ok((request, self.wait))
     }
@@ -218,6 +222,13 @@ async fn enqueue(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let enqueued: EnqueuedJob = client.post("/v1/jobs", request).await?;
+    if enqueued.replicated == Some(false) {
+        eprintln!(
+            "warning: no Redis replica acknowledged job {} in time: it is enqueued, but a \
+             failover now could lose it",
+            enqueued.id
+        );
+    }
     if !wait {
         match output {
             Output::Json => print(output, &enqueued, &[], &[]),
