@@ -59,6 +59,54 @@ impl RedisCluster {
         format!("redis+cluster://{}", self.addresses().join(","))
     }
 
+    /// Kills (SIGKILL, as a crash would) the primary that holds `key`'s slot, and waits
+    /// until its replica has taken over; returns the killed node's index.
+    pub fn kill_primary_of(&mut self, key: &str) -> usize {
+        let index = self
+            .nodes
+            .iter()
+            .position(|node| {
+                let port = node.port();
+                cli(port, &["INFO", "replication"]).contains("role:master")
+                    && !cli(port, &["EXISTS", key]).contains("MOVED")
+            })
+            .expect("a primary holds the key's slot");
+        let port = self.nodes[index].port();
+        let replica = self
+            .nodes
+            .iter()
+            .map(RedisServer::port)
+            .find(|replica| {
+                cli(*replica, &["INFO", "replication"]).contains(&format!("master_port:{port}"))
+            })
+            .expect("the primary has a replica");
+        self.nodes[index].kill();
+        wait::until_blocking("the replica took over", Duration::from_secs(60), || {
+            cli(replica, &["INFO", "replication"])
+                .contains("role:master")
+                .then_some(())
+        });
+        index
+    }
+
+    /// Starts node `index` again on its port and data: it rejoins the cluster as a replica
+    /// of the node that took its place. Waits until it has caught up.
+    pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        self.nodes[index].restart()?;
+        let port = self.nodes[index].port();
+        wait::until_blocking(
+            "the restarted node is a replica",
+            Duration::from_secs(60),
+            || {
+                let replication = cli(port, &["INFO", "replication"]);
+                (replication.contains("role:slave")
+                    && replication.contains("master_link_status:up"))
+                .then_some(())
+            },
+        );
+        Ok(())
+    }
+
     fn addresses(&self) -> Vec<String> {
         self.nodes
             .iter()
