@@ -1422,3 +1422,71 @@ async fn a_full_redis_keeps_outcomes_waiting_and_new_jobs_queued_until_it_has_ro
         "{promoted:?}"
     );
 }
+
+/// The partition tag at the front of a job id: `default`, `default~1`, ...
+fn partition_of(id: &str) -> &str {
+    id.rsplit_once('-').unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_queue_spreads_its_jobs_and_one_worker_serves_every_partition_in_turn() {
+    let h = Harness::start().await;
+    assert_eq!(h.queue.set_partitions("default", 3).await.unwrap(), 3);
+    let shrink = h.queue.set_partitions("default", 2).await.unwrap_err();
+    assert!(shrink.to_string().contains("only grow"), "{shrink}");
+
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        ids.push(
+            h.enqueue(
+                "hello",
+                "greet",
+                json!({"name": n.to_string()}),
+                EnqueueOptions::default(),
+            )
+            .await,
+        );
+    }
+    let partitions: std::collections::BTreeSet<&str> =
+        ids.iter().map(|id| partition_of(id)).collect();
+    assert_eq!(
+        partitions.into_iter().collect::<Vec<_>>(),
+        ["default", "default~1", "default~2"]
+    );
+    // An idempotency key finds its first job, whichever partition that went to.
+    let keyed = EnqueueOptions {
+        idempotency_key: Some("order-17".into()),
+        ..EnqueueOptions::default()
+    };
+    let input = json!({"name": "keyed"});
+    let first = h
+        .enqueue("hello", "greet", input.clone(), keyed.clone())
+        .await;
+    assert_eq!(h.enqueue("hello", "greet", input, keyed).await, first);
+    ids.push(first);
+    let stats = h.queue.stats_of("default").await.unwrap();
+    assert_eq!((stats.partitions, stats.waiting.normal), (3, 31));
+
+    // One slot: each round starts one job, from the partitions in turn.
+    let _worker = h.worker(|config| config.concurrency = 1);
+    let mut finished = Vec::new();
+    for id in &ids {
+        let job = h.wait(id, Duration::from_secs(60)).await;
+        assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+        assert_eq!(job.queue, "default");
+        finished.push((job.finished_at.unwrap(), partition_of(id)));
+    }
+    finished.sort();
+    let first_three: std::collections::BTreeSet<&str> = finished
+        .iter()
+        .take(3)
+        .map(|(_, partition)| *partition)
+        .collect();
+    assert_eq!(first_three.len(), 3, "{finished:?}");
+    let page = h
+        .queue
+        .list(TENANT, &JobFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(page.jobs.len(), ids.len());
+}

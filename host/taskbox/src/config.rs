@@ -36,6 +36,8 @@ use taskbox_core::model::capabilities::jobs::JobSettings;
 use taskbox_core::model::capabilities::sql::SqlSettings;
 use taskbox_core::model::manifest::{Policy, duration, size};
 use taskbox_core::model::module::ModuleSettings;
+use taskbox_core::model::names::validate_name;
+use taskbox_core::queue::Queue;
 use taskbox_core::registry::{DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_MODULE_SIZE, RegistryConfig};
 
 /// The whole host configuration.
@@ -62,6 +64,17 @@ pub struct HostConfig {
     pub runtime: RuntimeSettings,
     /// Settings of modules, by `name` (default tenant) or `tenant/name`.
     pub modules: BTreeMap<String, ModuleSettings>,
+    /// Settings of queues, by name.
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// A queue's settings in the host config (`[queues.NAME]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Its partitions (1 to 64): each is a hash tag of its own, so on a Redis Cluster the
+    /// queue spreads over up to this many nodes.
+    pub partitions: u32,
 }
 
 /// What the host keeps of what each job hands it. A guest's text past these is cut at a
@@ -184,6 +197,28 @@ impl HostConfig {
                 err.message().trim_end()
             )
         })
+    }
+
+    /// Gives each queue of `[queues]` its partitions. A queue never loses partitions: one
+    /// given more over the API keeps them, with a warning.
+    pub async fn apply_queues(&self, queue: &Queue) -> anyhow::Result<()> {
+        for (name, settings) in &self.queues {
+            validate_name("queue", name).context("the host config's [queues]")?;
+            let current = queue.partitions(name).await?;
+            if settings.partitions < current {
+                tracing::warn!(
+                    "queue {name} has {current} partitions, more than the {} of the host \
+                     config; it keeps {current} (a queue's partitions only grow)",
+                    settings.partitions
+                );
+                continue;
+            }
+            queue
+                .set_partitions(name, settings.partitions)
+                .await
+                .with_context(|| format!("the host config's [queues.{name}]"))?;
+        }
+        Ok(())
     }
 
     /// The policy, with the databases the host offers.

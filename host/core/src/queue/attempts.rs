@@ -16,19 +16,20 @@ use crate::store::Connection;
 /// How long per-minute throughput counters are kept.
 const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
 
-/// A stream entry a worker took: which queue and stream it came from and the job it names.
+/// A stream entry a worker took: which partition (its tag) and stream it came from and the
+/// job it names.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    pub(crate) queue: String,
+    pub(crate) partition: String,
     pub(crate) priority: Priority,
     pub(crate) entry: String,
     pub(crate) job: String,
 }
 
 impl Delivery {
-    fn from_entry(queue: &str, priority: Priority, entry: StreamId) -> Self {
+    fn from_entry(partition: &str, priority: Priority, entry: StreamId) -> Self {
         Self {
-            queue: queue.to_owned(),
+            partition: partition.to_owned(),
             priority,
             job: entry.get::<String>("id").unwrap_or_default(),
             entry: entry.id,
@@ -171,7 +172,8 @@ impl Ending {
 /// An attempt's outcome, to be stored by [`Queue::finish_batch`].
 #[derive(Debug)]
 pub(crate) struct FinishedAttempt {
-    pub(crate) queue: String,
+    /// The tag of the job's partition.
+    pub(crate) partition: String,
     pub(crate) priority: Priority,
     pub(crate) entry: String,
     pub(crate) job: String,
@@ -257,7 +259,7 @@ impl Queue {
             .into_iter()
             .map(|(entry, stream, job, started)| {
                 let delivery = Delivery {
-                    queue: queue.to_owned(),
+                    partition: queue.to_owned(),
                     priority: Priority::ALL[stream.clamp(1, 3) - 1],
                     entry,
                     job,

@@ -8,6 +8,7 @@
 mod attempts;
 #[cfg(test)]
 mod fields;
+mod partitions;
 mod query;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,8 @@ use crate::store::keys::{self, QueueKeys};
 use crate::store::{Connection, Store};
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
+use partitions::PartitionCounts;
+pub use partitions::{MAX_PARTITIONS, PartitionError};
 pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
 
 /// The queue jobs go to when none is named.
@@ -314,6 +317,7 @@ pub struct Queue {
     store: Store,
     modules: Arc<dyn ModuleSource>,
     scripts: Arc<Scripts>,
+    partition_counts: Arc<PartitionCounts>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -331,6 +335,7 @@ impl Queue {
             scripts: Arc::new(Scripts::new(&store)),
             store,
             modules,
+            partition_counts: Arc::default(),
         }
     }
 
@@ -410,10 +415,22 @@ impl Queue {
         // One pipeline per queue: a queue's keys share a slot, two queues' may not.
         let mut batches: BTreeMap<String, QueueBatch> = BTreeMap::new();
         let count = jobs.len();
+        let mut partitions = HashMap::new();
+        for job in &jobs {
+            let queue = queue_for(job, &modules)?;
+            if !partitions.contains_key(&queue) {
+                let count = self.partitions(&queue).await?;
+                partitions.insert(queue, count);
+            }
+        }
         for (index, job) in jobs.into_iter().enumerate() {
             let durable = job.options.durable;
-            let (invocation, queue) = self.invocation(tenant, job, &modules)?;
-            let batch = batches.entry(queue).or_default();
+            let queue = queue_for(&job, &modules)?;
+            let key = job.options.idempotency_key.as_deref();
+            let partition = partitions::pick(partitions[&queue], tenant, key);
+            let tag = keys::partition_tag(&queue, partition);
+            let invocation = self.invocation(tenant, job, &modules, &tag)?;
+            let batch = batches.entry(tag).or_default();
             batch.pipe.invoke_script(&invocation);
             batch.indexes.push(index);
             batch.durable |= durable;
@@ -425,7 +442,11 @@ impl Queue {
                 .arg(1)
                 .arg(DURABLE_WAIT.as_millis() as u64);
         }
-        let known: Vec<&String> = batches.keys().collect();
+        let mut known: Vec<&str> = batches
+            .keys()
+            .map(|tag| keys::partition_of_tag(tag).0)
+            .collect();
+        known.dedup();
         let mut conn = self.connection();
         let register = conn
             .sadd::<_, _, ()>(keys::queues(self.store.prefix()), known)
@@ -437,7 +458,8 @@ impl Queue {
         );
         let (replies, ()) = futures_util::future::try_join(sent, register).await?;
         let mut enqueued: Vec<Option<Enqueued>> = (0..count).map(|_| None).collect();
-        for ((queue, batch), mut replies) in batches.iter().zip(replies) {
+        for ((tag, batch), mut replies) in batches.iter().zip(replies) {
+            let queue = keys::partition_of_tag(tag).0;
             let replicated = match batch.durable {
                 true => {
                     let acknowledged = replies.pop().unwrap_or(redis::Value::Nil);
@@ -454,7 +476,7 @@ impl Queue {
                     redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
                 enqueued[*index] = Some(Enqueued {
                     id,
-                    queue: queue.clone(),
+                    queue: queue.to_owned(),
                     created: created == 1,
                     replicated,
                 });
@@ -489,28 +511,23 @@ impl Queue {
         }
     }
 
-    /// The enqueue script's call for `job`, with what its module's manifest fills in, and the
-    /// queue it goes to.
+    /// The enqueue script's call for `job` into the partition tagged `tag`, with what its
+    /// module's manifest fills in.
     fn invocation(
         &self,
         tenant: &str,
         job: NewJob,
         modules: &HashMap<String, ModuleVersion>,
-    ) -> Result<(redis::ScriptInvocation<'_>, String), EnqueueError> {
+        tag: &str,
+    ) -> Result<redis::ScriptInvocation<'_>, EnqueueError> {
         let module = &modules[&job.module];
         let manifest = &module.manifest;
         let task = manifest
             .task(&job.task)
             .map_err(|err| EnqueueError::UnknownTask(err.to_string()))?;
         let options = &job.options;
-        let queue = options
-            .queue
-            .clone()
-            .or_else(|| task.queue.clone())
-            .unwrap_or_else(|| DEFAULT_QUEUE.into());
-        validate_name("queue", &queue).map_err(|err| EnqueueError::Invalid(err.to_string()))?;
-        let keys = self.keys(&queue);
-        let id = new_job_id(&queue);
+        let keys = self.keys(tag);
+        let id = new_job_id(tag);
         // A delay counts from the job's creation, which Redis's clock dates.
         let (run_at, delay) = match (options.run_at, options.delay) {
             (Some(at), _) => (unix_millis(at), 0),
@@ -577,26 +594,33 @@ impl Queue {
                 .arg("depth")
                 .arg(parent.depth);
         }
-        Ok((invocation, queue))
+        Ok(invocation)
     }
 
     /// Job `id`, if it exists (finished jobs expire after the retention).
     pub async fn job(&self, id: &str) -> anyhow::Result<Option<JobRecord>> {
-        let Some(queue) = queue_of(id) else {
+        let Some(tag) = partition_of(id) else {
             return Ok(None);
         };
         let hash: HashMap<String, Vec<u8>> =
-            self.connection().hgetall(self.keys(queue).job(id)).await?;
-        Ok(JobRecord::from_hash(queue, id, hash))
+            self.connection().hgetall(self.keys(tag).job(id)).await?;
+        Ok(JobRecord::from_hash(
+            keys::partition_of_tag(tag).0,
+            id,
+            hash,
+        ))
     }
 
     /// Waits until job `id` finishes or `timeout` passes, and returns it as it then is. Push
     /// based: it listens on the queue's channel of finished jobs, no polling.
     pub async fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<Option<JobRecord>> {
-        let Some(queue) = queue_of(id) else {
+        let Some(tag) = partition_of(id) else {
             return Ok(None);
         };
-        let mut finished = self.finished_jobs(queue).await?;
+        let mut finished = self
+            .store
+            .subscribe(&[self.keys(tag).done_channel()])
+            .await?;
         // Subscribed first, then looked: a job finishing in between is not missed.
         let job = self.job(id).await?;
         if job.as_ref().is_none_or(|job| job.status.is_finished()) {
@@ -616,24 +640,27 @@ impl Queue {
         }
     }
 
-    /// The ids of the jobs of `queue` that finish from now on, as they finish, on a
-    /// connection of their own.
+    /// The ids of the jobs of `queue` (of every partition it has now) that finish from now
+    /// on, as they finish, on a connection of their own.
     pub async fn finished_jobs(
         &self,
         queue: &str,
     ) -> anyhow::Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
-        Ok(self
-            .store
-            .subscribe(&[self.keys(queue).done_channel()])
-            .await?)
+        let channels: Vec<String> = self
+            .partition_tags(&[queue.to_owned()])
+            .await?
+            .iter()
+            .map(|tag| self.keys(tag).done_channel())
+            .collect();
+        Ok(self.store.subscribe(&channels).await?)
     }
 
     /// Cancels job `id`.
     pub async fn cancel(&self, id: &str) -> anyhow::Result<Option<CancelOutcome>> {
-        let Some(queue) = queue_of(id) else {
+        let Some(tag) = partition_of(id) else {
             return Ok(None);
         };
-        let keys = self.keys(queue);
+        let keys = self.keys(tag);
         let status: Option<String> = self
             .scripts
             .cancel
@@ -655,10 +682,10 @@ impl Queue {
     /// Gives dead job `id` a new series of attempts and removes its dead letter; false when it
     /// is not dead.
     pub async fn retry_dead(&self, id: &str) -> anyhow::Result<bool> {
-        let Some(job) = self.job(id).await? else {
+        let (Some(tag), Some(job)) = (partition_of(id), self.job(id).await?) else {
             return Ok(false);
         };
-        let keys = self.keys(&job.queue);
+        let keys = self.keys(tag);
         let retried: Option<u8> = self
             .scripts
             .retry_dead
@@ -672,17 +699,45 @@ impl Queue {
     }
 }
 
-/// The queue's name, a dash, and 128 random bits as 32 hex digits: a job's id says where
-/// the job lives.
-fn new_job_id(queue: &str) -> String {
-    format!("{queue}-{:032x}", rand::random::<u128>())
+/// The queue `job` goes to: its own, its task's in the manifest, or the default.
+fn queue_for(
+    job: &NewJob,
+    modules: &HashMap<String, ModuleVersion>,
+) -> Result<String, EnqueueError> {
+    let task = modules[&job.module]
+        .manifest
+        .task(&job.task)
+        .map_err(|err| EnqueueError::UnknownTask(err.to_string()))?;
+    let queue = job
+        .options
+        .queue
+        .clone()
+        .or_else(|| task.queue.clone())
+        .unwrap_or_else(|| DEFAULT_QUEUE.into());
+    validate_name("queue", &queue).map_err(|err| EnqueueError::Invalid(err.to_string()))?;
+    Ok(queue)
 }
 
-/// The queue of job `id`, if `id` is shaped like a job id.
-pub(crate) fn queue_of(id: &str) -> Option<&str> {
-    let (queue, random) = id.rsplit_once('-')?;
+/// The tag of the job's partition (the queue's name for its first), a dash, and 128 random
+/// bits as 32 hex digits: a job's id says where the job lives.
+fn new_job_id(tag: &str) -> String {
+    format!("{tag}-{:032x}", rand::random::<u128>())
+}
+
+/// The partition tag of job `id`, if `id` is shaped like a job id.
+pub(crate) fn partition_of(id: &str) -> Option<&str> {
+    let (tag, random) = id.rsplit_once('-')?;
+    let (queue, index) = match tag.rsplit_once('~') {
+        Some((queue, index)) => (queue, Some(index)),
+        None => (tag, None),
+    };
     let shaped = random.len() == 32
         && random.bytes().all(|b| b.is_ascii_hexdigit())
-        && validate_name("queue", queue).is_ok();
-    shaped.then_some(queue)
+        && validate_name("queue", queue).is_ok()
+        && index.is_none_or(|text| {
+            text.parse::<u32>().is_ok_and(|index| {
+                (1..MAX_PARTITIONS).contains(&index) && index.to_string() == text
+            })
+        });
+    shaped.then_some(tag)
 }

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::model::job::{JobRecord, JobStatus, Priority};
 use crate::model::unix_millis;
-use crate::queue::Queue;
+use crate::queue::{Queue, partition_of};
 use crate::store::keys;
 
 /// Which jobs to list; `None` matches any.
@@ -93,6 +93,8 @@ const WORKER_SILENCE: Duration = Duration::from_secs(90);
 pub struct QueueStats {
     /// The queue.
     pub name: String,
+    /// Its partitions (each a hash tag of its own; see `docs/operations.md`).
+    pub partitions: u32,
     /// Jobs waiting for a worker, by priority.
     pub waiting: PriorityCounts,
     /// Jobs a worker is running.
@@ -161,6 +163,7 @@ impl Queue {
             Some(queue) => vec![queue.clone()],
             None => self.queue_names().await?,
         };
+        let queues = self.partition_tags(&queues).await?;
         let mut conn = self.connection();
         let mut jobs = Vec::new();
         for _ in 0..SCAN_ROUNDS {
@@ -182,7 +185,7 @@ impl Queue {
                 .collect();
             let hashes: Vec<HashMap<String, Vec<u8>>> = self.query_by_queue(reads).await?;
             for ((position, queue), hash) in candidates.into_iter().zip(hashes) {
-                match JobRecord::from_hash(queue, &position.id, hash) {
+                match JobRecord::from_hash(keys::partition_of_tag(queue).0, &position.id, hash) {
                     // Expired (nothing left of it): drop it from the index too.
                     None => {
                         let () = conn
@@ -272,14 +275,15 @@ impl Queue {
             }
             let mut deletes = Vec::new();
             for job in &page.jobs {
-                let keys = self.keys(&job.queue);
-                deletes.push((job.queue.as_str(), redis::Cmd::del(keys.job(&job.id))));
+                let partition = partition_of(&job.id).unwrap_or(&job.queue);
+                let keys = self.keys(partition);
+                deletes.push((partition, redis::Cmd::del(keys.job(&job.id))));
                 deletes.push((
-                    job.queue.as_str(),
+                    partition,
                     redis::Cmd::zrem(keys.tenant_index(tenant), &job.id),
                 ));
                 if let Some(entry) = &job.dead_entry {
-                    deletes.push((job.queue.as_str(), redis::Cmd::xdel(keys.dead(), &[entry])));
+                    deletes.push((partition, redis::Cmd::xdel(keys.dead(), &[entry])));
                 }
             }
             let _: Vec<redis::Value> = self.query_by_queue(deletes).await?;
@@ -337,8 +341,38 @@ impl Queue {
         Ok(stats)
     }
 
-    async fn stats_of(&self, name: &str) -> anyhow::Result<QueueStats> {
-        let keys = self.keys(name);
+    /// The depths and throughput of queue `name`, summed over its partitions.
+    pub async fn stats_of(&self, name: &str) -> anyhow::Result<QueueStats> {
+        let partitions = self.partitions(name).await?;
+        let mut stats = QueueStats {
+            name: name.to_owned(),
+            partitions,
+            waiting: PriorityCounts::default(),
+            running: 0,
+            delayed: 0,
+            oldest_waiting_ms: 0,
+            completed_last_minute: 0,
+            failed_last_minute: 0,
+        };
+        for index in 0..partitions {
+            let part = self
+                .partition_stats(&keys::partition_tag(name, index))
+                .await?;
+            stats.waiting.high += part.waiting.high;
+            stats.waiting.normal += part.waiting.normal;
+            stats.waiting.low += part.waiting.low;
+            stats.running += part.running;
+            stats.delayed += part.delayed;
+            stats.oldest_waiting_ms = stats.oldest_waiting_ms.max(part.oldest_waiting_ms);
+            stats.completed_last_minute += part.completed_last_minute;
+            stats.failed_last_minute += part.failed_last_minute;
+        }
+        Ok(stats)
+    }
+
+    /// The depths and throughput of the partition tagged `tag`.
+    async fn partition_stats(&self, tag: &str) -> anyhow::Result<QueueStats> {
+        let keys = self.keys(tag);
         let mut conn = self.connection();
         let now = unix_millis(SystemTime::now());
         let mut waiting = PriorityCounts::default();
@@ -381,7 +415,8 @@ impl Queue {
         let minute = now / 60_000 - 1;
         let counts: HashMap<String, u64> = conn.hgetall(keys.counts(minute)).await?;
         Ok(QueueStats {
-            name: name.to_owned(),
+            name: tag.to_owned(),
+            partitions: 1,
             waiting,
             running,
             delayed,

@@ -9,16 +9,17 @@
 
 use crate::model::job::Priority;
 
-/// The keys of one queue, all tagged `{queue}`.
+/// The keys of one partition of a queue, all tagged with the partition's tag (see
+/// [`partition_tag`]): `{queue}` for a queue of one partition.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueKeys {
     base: String,
 }
 
 impl QueueKeys {
-    pub(crate) fn new(prefix: &str, queue: &str) -> Self {
+    pub(crate) fn new(prefix: &str, tag: &str) -> Self {
         Self {
-            base: format!("{prefix}{{{queue}}}:"),
+            base: format!("{prefix}{{{tag}}}:"),
         }
     }
 
@@ -77,6 +78,29 @@ impl QueueKeys {
     pub(crate) fn cancel_channel(&self) -> String {
         format!("{}cancel", self.base)
     }
+}
+
+/// The hash tag of partition `index` of `queue`: the queue's name for the first partition
+/// (so a queue of one partition keeps the keys it always had), and `queue~index` after it.
+/// Queue names have no `~`.
+pub(crate) fn partition_tag(queue: &str, index: u32) -> String {
+    match index {
+        0 => queue.to_owned(),
+        index => format!("{queue}~{index}"),
+    }
+}
+
+/// The queue and partition index of a partition's tag.
+pub(crate) fn partition_of_tag(tag: &str) -> (&str, u32) {
+    match tag.rsplit_once('~') {
+        Some((queue, index)) => (queue, index.parse().unwrap_or(0)),
+        None => (tag, 0),
+    }
+}
+
+/// Hash of each partitioned queue's number of partitions, by queue name (absent: one).
+pub(crate) fn partitions(prefix: &str) -> String {
+    format!("{prefix}partitions")
 }
 
 /// Set of the names of the queues jobs were enqueued on.
@@ -228,6 +252,15 @@ mod tests {
             (queue.done_channel(), "tb:{q}:done"),
             (queue.cancel_channel(), "tb:{q}:cancel"),
             (queues("tb:"), "tb:queues"),
+            (partitions("tb:"), "tb:partitions"),
+            (
+                QueueKeys::new("tb:", &partition_tag("q", 0)).dead(),
+                "tb:{q}:dead",
+            ),
+            (
+                QueueKeys::new("tb:", &partition_tag("q", 2)).dead(),
+                "tb:{q~2}:dead",
+            ),
             (workers("tb:"), "tb:workers"),
             (token("tb:", "ab12"), "tb:token:ab12"),
             (events("tb:", "acme", "room"), "tb:events:acme:room"),

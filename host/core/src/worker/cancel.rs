@@ -50,6 +50,9 @@ impl RunningJobs {
     }
 }
 
+/// How often the cancel listener looks whether its queues have new partitions to listen on.
+const PARTITIONS_LOOKED_AT_EVERY: Duration = Duration::from_secs(5);
+
 impl Worker {
     /// The cancel handle of a job that just started; already cancelled if a cancel for it
     /// arrived first.
@@ -57,7 +60,7 @@ impl Worker {
         self.running().register(job)
     }
 
-    /// Stops running jobs when asked on a queue's cancel channel.
+    /// Stops running jobs when asked on a partition's cancel channel.
     pub(super) async fn listen_for_cancels(self: Arc<Self>) {
         loop {
             if let Err(err) = self.try_listen_for_cancels().await {
@@ -67,20 +70,36 @@ impl Worker {
         }
     }
 
+    /// Listens on the cancel channels of the partitions there are now, until the partitions
+    /// change (then `Ok`, to listen on the new ones) or the subscription ends.
     pub(super) async fn try_listen_for_cancels(&self) -> anyhow::Result<()> {
         use futures_util::StreamExt as _;
-        let channels: Vec<String> = self
-            .config
-            .queues
+        let mut partitions = self.partitions().await?;
+        partitions.sort();
+        let channels: Vec<String> = partitions
             .iter()
-            .map(|queue| self.queue.keys(queue).cancel_channel())
+            .map(|partition| self.queue.keys(partition).cancel_channel())
             .collect();
         let mut messages = self.queue.store().subscribe(&channels).await?;
-        while let Some(message) = messages.next().await {
-            let job = String::from_utf8_lossy(&message).into_owned();
-            self.running().cancel(&job);
+        let mut look_again = tokio::time::interval(PARTITIONS_LOOKED_AT_EVERY);
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        anyhow::bail!("the subscription ended");
+                    };
+                    let job = String::from_utf8_lossy(&message).into_owned();
+                    self.running().cancel(&job);
+                }
+                _ = look_again.tick() => {
+                    let mut now = self.partitions().await?;
+                    now.sort();
+                    if now != partitions {
+                        return Ok(());
+                    }
+                }
+            }
         }
-        anyhow::bail!("the subscription ended")
     }
 
     pub(super) fn running(&self) -> std::sync::MutexGuard<'_, RunningJobs> {

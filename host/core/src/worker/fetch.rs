@@ -38,6 +38,9 @@ impl Worker {
         let takeover_every = self.config.visibility_timeout / 3;
         let mut next_takeover = tokio::time::Instant::now();
         let mut redis_full = self.redis_full.subscribe();
+        // Which partition a round looks at first: with fewer free slots than partitions with
+        // jobs, each partition is first in its turn, and none waits behind the others.
+        let mut turn = 0;
         loop {
             let permits = tokio::select! {
                 biased;
@@ -54,8 +57,9 @@ impl Worker {
             if take_over {
                 next_takeover = tokio::time::Instant::now() + takeover_every;
             }
+            turn += 1;
             let round = self
-                .fetch_round(permits, &mut backlog, &mut conn, take_over)
+                .fetch_round(permits, &mut backlog, &mut conn, take_over, turn)
                 .await;
             let Err(err) = round else {
                 retry_in = RETRY_FIRST;
@@ -64,8 +68,8 @@ impl Worker {
             tracing::warn!("taking jobs failed ({err:#}); trying again in {retry_in:?}");
             if lost_group(&err) {
                 // Redis lost its data (or a stream was deleted): make the groups again.
-                for queue in &self.config.queues {
-                    if let Err(err) = self.queue.create_groups(queue).await {
+                for partition in self.partitions().await.unwrap_or_default() {
+                    if let Err(err) = self.queue.create_groups(&partition).await {
                         tracing::warn!("{err:#}");
                     }
                 }
@@ -83,14 +87,16 @@ impl Worker {
 
     /// One round of taking jobs for the slots of `permits`: first entries read before and
     /// waiting for a slot, then, when `take_over`, entries of workers that stopped
-    /// heartbeating, then new entries, read and started in one script call per queue. When
-    /// there are none, blocks (a second at most) until new entries arrive and starts them.
+    /// heartbeating, then new entries, read and started in one script call per partition,
+    /// the partitions from the `turn`th on. When there are none, blocks (a second at most)
+    /// until new entries arrive and starts them.
     pub(super) async fn fetch_round(
         self: &Arc<Self>,
         mut permits: Vec<OwnedSemaphorePermit>,
         backlog: &mut VecDeque<Delivery>,
         conn: &mut Option<Connection>,
         take_over: bool,
+        turn: usize,
     ) -> anyhow::Result<()> {
         let mut started = 0;
         if !backlog.is_empty() {
@@ -100,13 +106,16 @@ impl Worker {
         if take_over {
             started += self.take_over(&mut permits).await?;
         }
-        for queue in &self.config.queues {
+        let mut partitions = self.partitions().await?;
+        let first = turn % partitions.len().max(1);
+        partitions.rotate_left(first);
+        for partition in &partitions {
             if permits.is_empty() {
                 return Ok(());
             }
             let taken = self
                 .queue
-                .start_batch(queue, &self.config.id, permits.len(), &[])
+                .start_batch(partition, &self.config.id, permits.len(), &[])
                 .await?;
             started += self.launch(taken, &mut permits);
         }
@@ -119,12 +128,7 @@ impl Worker {
         };
         let mut read = match self
             .queue
-            .read_new(
-                connection,
-                &self.config.queues,
-                &self.config.id,
-                permits.len(),
-            )
+            .read_new(connection, &partitions, &self.config.id, permits.len())
             .await
         {
             Ok(read) => read,
@@ -153,7 +157,7 @@ impl Worker {
         let mut by_queue: HashMap<String, Vec<Delivery>> = HashMap::new();
         for delivery in taken {
             by_queue
-                .entry(delivery.queue.clone())
+                .entry(delivery.partition.clone())
                 .or_default()
                 .push(delivery);
         }

@@ -29,9 +29,9 @@ impl Worker {
         let mut promote = tokio::time::interval(Duration::from_millis(50));
         loop {
             promote.tick().await;
-            for queue in &self.config.queues {
-                if let Err(err) = self.promote(queue).await {
-                    tracing::warn!("promoting delayed jobs of {queue} failed: {err:#}");
+            for partition in self.partitions().await.unwrap_or_default() {
+                if let Err(err) = self.promote(&partition).await {
+                    tracing::warn!("promoting delayed jobs of {partition} failed: {err:#}");
                 }
             }
             if last_heartbeat.elapsed() >= heartbeat_every {
@@ -39,22 +39,23 @@ impl Worker {
                 if let Err(err) = self.queue.report_worker(&self.report()).await {
                     tracing::warn!("reporting this worker failed: {err:#}");
                 }
-                for queue in &self.config.queues {
-                    if let Err(err) = self.heartbeat(queue).await {
-                        tracing::warn!("heartbeat of {queue} failed: {err:#}");
+                let held: Vec<String> = self.in_flight().keys().cloned().collect();
+                for partition in held {
+                    if let Err(err) = self.heartbeat(&partition).await {
+                        tracing::warn!("heartbeat of {partition} failed: {err:#}");
                     }
                 }
             }
         }
     }
 
-    /// Moves the queue's due delayed jobs and retries onto its streams.
+    /// Moves the partition's due delayed jobs and retries onto its streams.
     pub(super) async fn promote(&self, queue: &str) -> anyhow::Result<()> {
         self.queue.promote(queue, PROMOTE_AT_ONCE).await?;
         Ok(())
     }
 
-    /// Re-claims the held entries of the queue's streams, which resets their idle time.
+    /// Re-claims the held entries of the partition's streams, which resets their idle time.
     pub(super) async fn heartbeat(&self, queue: &str) -> anyhow::Result<()> {
         for priority in Priority::ALL {
             let entries: Vec<String> = self
@@ -78,7 +79,7 @@ impl Worker {
         permits: &mut Vec<OwnedSemaphorePermit>,
     ) -> anyhow::Result<usize> {
         let mut started = 0;
-        for queue in &self.config.queues {
+        for queue in self.partitions().await? {
             for priority in Priority::ALL {
                 if permits.is_empty() {
                     return Ok(started);
@@ -86,7 +87,7 @@ impl Worker {
                 let deliveries: Vec<Delivery> = self
                     .queue
                     .take_over(
-                        queue,
+                        &queue,
                         priority,
                         &self.config.id,
                         self.config.visibility_timeout,
@@ -111,22 +112,23 @@ impl Worker {
 
     /// Heartbeats the delivery's entry until [`Worker::unhold`].
     pub(super) fn hold(&self, delivery: &Delivery) {
-        if let Some(held) = self.in_flight().get_mut(&delivery.queue) {
-            held[delivery.priority.rank()].insert(delivery.entry.clone());
-        }
+        self.in_flight()
+            .entry(delivery.partition.clone())
+            .or_default()[delivery.priority.rank()]
+        .insert(delivery.entry.clone());
     }
 
     /// Whether the delivery's entry is held by this worker.
     pub(super) fn holds(&self, delivery: &Delivery) -> bool {
         self.in_flight()
-            .get(&delivery.queue)
+            .get(&delivery.partition)
             .is_some_and(|held| held[delivery.priority.rank()].contains(&delivery.entry))
     }
 
     /// Stops heartbeating the delivery's entry: if it is still pending, it goes idle and
     /// another worker takes it over.
     pub(super) fn unhold(&self, delivery: &Delivery) {
-        if let Some(held) = self.in_flight().get_mut(&delivery.queue) {
+        if let Some(held) = self.in_flight().get_mut(&delivery.partition) {
             held[delivery.priority.rank()].remove(&delivery.entry);
         }
     }

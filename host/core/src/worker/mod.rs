@@ -117,10 +117,10 @@ pub struct Worker {
     /// this holds no more than the jobs running; loaded modules are in the runtime's cache.
     loading: Mutex<HashMap<String, Arc<OnceCell<Arc<TaskModule>>>>>,
     running: Mutex<RunningJobs>,
-    /// Stream entries this worker holds, by queue and stream: those of its running jobs, from
-    /// their start until their outcome is stored, and those read but waiting for a slot. Only
-    /// these are heartbeated; an entry let go goes idle and is taken over by another worker.
-    /// Every queue served has its sets from the start, so holding an entry allocates no key.
+    /// Stream entries this worker holds, by partition and stream: those of its running jobs,
+    /// from their start until their outcome is stored, and those read but waiting for a
+    /// slot. Only these are heartbeated; an entry let go goes idle and is taken over by
+    /// another worker. A partition's sets are made when it is first held, and kept.
     in_flight: Mutex<HashMap<String, Held>>,
     /// Set when the grace period of a shutdown is over: running jobs are handed back.
     releasing: AtomicBool,
@@ -152,11 +152,6 @@ impl Worker {
             queue.with_own_connection(OUTCOME_REPLY_TIMEOUT),
             to_store,
         ));
-        let in_flight = config
-            .queues
-            .iter()
-            .map(|queue| (queue.clone(), Held::default()))
-            .collect();
         Arc::new(Self {
             queue,
             runtime,
@@ -164,7 +159,7 @@ impl Worker {
             stats: Arc::default(),
             loading: Mutex::default(),
             running: Mutex::default(),
-            in_flight: Mutex::new(in_flight),
+            in_flight: Mutex::default(),
             releasing: AtomicBool::new(false),
             grants,
             started_at: SystemTime::now(),
@@ -172,6 +167,11 @@ impl Worker {
             outcomes,
             redis_full: watch::Sender::new(false),
         })
+    }
+
+    /// The tags of the partitions of the worker's queues.
+    pub(super) async fn partitions(&self) -> anyhow::Result<Vec<String>> {
+        self.queue.partition_tags(&self.config.queues).await
     }
 
     /// The worker's counters.
@@ -182,8 +182,8 @@ impl Worker {
     /// Runs until `shutdown` resolves, then stops fetching, lets running jobs finish within
     /// the grace period, and hands the rest back to the queue.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        for queue in &self.config.queues {
-            self.queue.create_groups(queue).await?;
+        for partition in self.partitions().await? {
+            self.queue.create_groups(&partition).await?;
         }
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let background = [

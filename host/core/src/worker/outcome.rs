@@ -43,7 +43,7 @@ pub(super) async fn store_outcomes(
     while outcomes.recv_many(&mut batch, OUTCOMES_AT_ONCE).await > 0 {
         let mut by_queue: HashMap<String, (Vec<FinishedAttempt>, Vec<Stored>)> = HashMap::new();
         for (outcome, stored) in batch.drain(..) {
-            let (outcomes, answers) = by_queue.entry(outcome.queue.clone()).or_default();
+            let (outcomes, answers) = by_queue.entry(outcome.partition.clone()).or_default();
             outcomes.push(outcome);
             answers.push(stored);
         }
@@ -147,7 +147,7 @@ impl Worker {
             }
         };
         Ok(FinishedAttempt {
-            queue: delivery.queue.clone(),
+            partition: delivery.partition.clone(),
             priority: delivery.priority,
             entry: delivery.entry.clone(),
             job: delivery.job.clone(),

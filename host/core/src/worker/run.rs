@@ -11,6 +11,7 @@ use super::Worker;
 use crate::grants::JobContext;
 use crate::progress::{ProgressSlot, ProgressTarget};
 use crate::queue::{Delivery, StartedJob};
+use crate::store::keys;
 
 impl Worker {
     /// Runs each started job in a task of its own, with one of `permits`, holding its entry
@@ -82,7 +83,7 @@ impl Worker {
                         module: context.module,
                         attempt: started.attempt,
                         max_attempts: started.max_attempts,
-                        queue: delivery.queue.clone(),
+                        queue: keys::partition_of_tag(&delivery.partition).0.to_owned(),
                         enqueued_at: UNIX_EPOCH + Duration::from_millis(started.created_at),
                     },
                     limits: grants.limits.narrow(Limits {
@@ -96,7 +97,7 @@ impl Worker {
                     capabilities: grants.capabilities,
                 };
                 let to = ProgressTarget {
-                    keys: self.queue.keys(&delivery.queue),
+                    keys: self.queue.keys(&delivery.partition),
                     job: delivery.job.clone(),
                     tenant: context.tenant,
                 };

@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
 
 use taskbox_core::auth::{Principal, Role, Tokens, same_token};
@@ -184,6 +184,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/dead", get(jobs::dead_letters).delete(jobs::purge_dead))
         .route("/dead/{id}/retry", post(jobs::retry))
         .route("/queues", get(system::queues))
+        .route("/queues/{name}", put(system::set_queue))
         .route("/workers", get(system::workers))
         .route("/events/{channel}", get(events::stream))
         .route("/schedules", post(schedules::create).get(schedules::list))

@@ -1,13 +1,15 @@
 //! `/v1/queues`, `/v1/workers`, `/v1/healthz` and `/v1/readyz`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::error::{ErrorBody, Json};
 use crate::api::{ApiError, AppState, Caller};
-use taskbox_core::queue::{QueueStats, WorkerInfo};
+use taskbox_core::auth::Role;
+use taskbox_core::model::names::validate_name;
+use taskbox_core::queue::{PartitionError, QueueStats, WorkerInfo};
 
 /// Every queue jobs were enqueued on.
 // Deserialize too: the CLI reads it.
@@ -30,6 +32,52 @@ pub(crate) async fn queues(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(QueueList { queues }))
+}
+
+/// A queue's settings.
+// Serialize too: the CLI sends it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueueSettings {
+    /// Its partitions, 1 to 64, never fewer than it has: each is a hash tag of its own, so
+    /// on a Redis Cluster a queue of P partitions spreads over up to P nodes.
+    pub(crate) partitions: u32,
+}
+
+/// Set a queue's partitions (admin). Producers and workers use new partitions within 5 s.
+#[utoipa::path(put, path = "/v1/queues/{name}", tag = "system",
+    request_body = QueueSettings,
+    responses(
+        (status = 200, body = QueueStats),
+        (status = 403, body = ErrorBody),
+        (status = 422, description = "out of range, fewer than the queue has, or a bad name", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn set_queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(settings): Json<QueueSettings>,
+) -> Result<Json<QueueStats>, ApiError> {
+    if caller.role < Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "a {} token may not change a queue: it needs the admin role",
+            caller.role
+        )));
+    }
+    let invalid =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message);
+    validate_name("queue", &name).map_err(|err| invalid(err.to_string()))?;
+    match state.queue.set_partitions(&name, settings.partitions).await {
+        Ok(_) => {}
+        Err(PartitionError::Redis(err)) => return Err(ApiError::internal(err)),
+        Err(err) => return Err(invalid(format!("field `partitions`: {err}"))),
+    }
+    let stats = state
+        .queue
+        .stats_of(&name)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(stats))
 }
 
 /// The workers that heartbeated recently.
