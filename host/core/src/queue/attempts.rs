@@ -13,6 +13,9 @@ use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Priority, Queue};
 use crate::model::unix_millis;
 use crate::store::Connection;
 
+/// How far a worker's clock may be behind Redis's before it promotes delayed jobs late.
+const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
 /// How long per-minute throughput counters are kept.
 const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
 
@@ -222,19 +225,17 @@ impl Queue {
         Ok(())
     }
 
-    /// Begins the next attempt of jobs with one `start_batch.lua` call for `worker`: of up to
-    /// `read` new entries the script reads itself (high before normal before low), then of
-    /// the `given` ones the worker already took. Returns each entry with its job's attempt,
-    /// or `None` when the job must not run (the script acknowledged the entry and dealt with
-    /// the job).
+    /// Begins the next attempt of the jobs of entries `worker` took from the partition
+    /// tagged `partition`, with one `start_batch.lua` call. Returns each entry with its job's
+    /// attempt, or `None` when the job must not run (the script acknowledged the entry and
+    /// dealt with the job).
     pub(crate) async fn start_batch(
         &self,
-        queue: &str,
+        partition: &str,
         worker: &str,
-        read: usize,
-        given: &[Delivery],
+        taken: &[Delivery],
     ) -> anyhow::Result<Vec<(Delivery, Option<StartedJob>)>> {
-        let keys = self.keys(queue);
+        let keys = self.keys(partition);
         let [high, normal, low] = keys.streams();
         let mut invocation = self.scripts.start_batch.key(keys.dead());
         invocation
@@ -244,11 +245,10 @@ impl Queue {
             .arg(worker)
             .arg(GROUP)
             .arg(self.store.retention().as_secs())
-            .arg(keys.job_prefix())
-            .arg(keys.done_channel())
-            .arg(read);
-        for delivery in given {
+            .arg(keys.done_channel());
+        for delivery in taken {
             invocation
+                .key(keys.job(&delivery.job))
                 .arg(&delivery.entry)
                 .arg(&delivery.job)
                 .arg(1 + delivery.priority.rank());
@@ -259,7 +259,7 @@ impl Queue {
             .into_iter()
             .map(|(entry, stream, job, started)| {
                 let delivery = Delivery {
-                    partition: queue.to_owned(),
+                    partition: partition.to_owned(),
                     priority: Priority::ALL[stream.clamp(1, 3) - 1],
                     entry,
                     job,
@@ -287,10 +287,10 @@ impl Queue {
             .key(low)
             .arg(GROUP)
             .arg(self.store.retention().as_secs())
-            .arg(keys.done_channel())
-            .arg(keys.job_prefix());
+            .arg(keys.done_channel());
         for outcome in outcomes {
             invocation
+                .key(keys.job(&outcome.job))
                 .arg(&outcome.entry)
                 .arg(1 + outcome.priority.rank())
                 .arg(&outcome.job)
@@ -326,22 +326,28 @@ impl Queue {
             .await
     }
 
-    /// Moves up to `most` of the queue's due delayed jobs and retries onto its streams with
-    /// one `promote.lua` call; returns how many moved.
-    pub(crate) async fn promote(&self, queue: &str, most: u32) -> anyhow::Result<u64> {
-        let keys = self.keys(queue);
+    /// Moves up to `most` of the partition's due delayed jobs and retries onto its streams;
+    /// returns how many moved. The earliest ids are read first, and `promote.lua` is called
+    /// only for those due by this host's clock, give or take [`CLOCK_SKEW`]: the script moves
+    /// those due by Redis's clock, so a host whose clock is ahead costs a call, and one
+    /// behind by more than the skew promotes late (other workers' clocks promote in time).
+    pub(crate) async fn promote(&self, partition: &str, most: u32) -> anyhow::Result<u64> {
+        let keys = self.keys(partition);
+        let horizon = unix_millis(SystemTime::now()) + CLOCK_SKEW.as_millis() as u64;
+        let earliest: Vec<String> = self
+            .connection()
+            .zrangebyscore_limit(keys.delayed(), "-inf", horizon, 0, most as isize)
+            .await?;
+        if earliest.is_empty() {
+            return Ok(0);
+        }
         let [high, normal, low] = keys.streams();
-        Ok(self
-            .scripts
-            .promote
-            .key(keys.delayed())
-            .key(high)
-            .key(normal)
-            .key(low)
-            .arg(most)
-            .arg(keys.job_prefix())
-            .invoke_async(&mut self.connection())
-            .await?)
+        let mut invocation = self.scripts.promote.key(keys.delayed());
+        invocation.key(high).key(normal).key(low);
+        for id in &earliest {
+            invocation.key(keys.job(id)).arg(id);
+        }
+        Ok(invocation.invoke_async(&mut self.connection()).await?)
     }
 
     /// Claims `entries` of one of the queue's streams for `worker` again, which resets their
@@ -393,48 +399,66 @@ impl Queue {
     }
 
     /// Blocking reads on `conn` (a second at most in all) for `worker` of up to `count` new
-    /// entries per stream, queue by queue, most urgent stream first. Each queue has its own
-    /// read, since two queues' streams may lie in different cluster slots; with several
-    /// queues each read blocks for its share of the second, and the reads stop at the first
-    /// queue with entries.
+    /// entries per stream, partition by partition. Each partition has its own read, since two
+    /// partitions' streams may lie in different cluster slots; with several partitions each
+    /// read blocks for its share of the second, and the reads stop at the first partition
+    /// with entries.
     pub(crate) async fn read_new(
         &self,
         conn: &mut Connection,
-        queues: &[String],
+        partitions: &[String],
         worker: &str,
         count: usize,
     ) -> anyhow::Result<Vec<Delivery>> {
-        let share = (READ_BLOCK / queues.len().max(1) as u32).max(MIN_READ_BLOCK);
-        for queue in queues {
-            let streams = self.keys(queue).streams();
-            let options = StreamReadOptions::default()
-                .group(GROUP, worker)
-                .count(count)
-                .block(share.as_millis() as usize);
-            let reply: Option<StreamReadReply> =
-                conn.xread_options(&streams, &[">"; 3], &options).await?;
-            let mut deliveries = Vec::new();
-            for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
-                let Some(priority) = streams
-                    .iter()
-                    .position(|name| *name == stream.key)
-                    .map(|index| Priority::ALL[index])
-                else {
-                    continue;
-                };
-                deliveries.extend(
-                    stream
-                        .ids
-                        .into_iter()
-                        .map(|entry| Delivery::from_entry(queue, priority, entry)),
-                );
-            }
-            if !deliveries.is_empty() {
-                deliveries.sort_by_key(|delivery| delivery.priority.rank());
-                return Ok(deliveries);
+        let share = (READ_BLOCK / partitions.len().max(1) as u32).max(MIN_READ_BLOCK);
+        for partition in partitions {
+            let read = self
+                .read_partition(conn, partition, worker, count, Some(share))
+                .await?;
+            if !read.is_empty() {
+                return Ok(read);
             }
         }
         Ok(Vec::new())
+    }
+
+    /// One read on `conn` for `worker` of up to `count` new entries of each of the
+    /// partition's streams, most urgent first; blocking up to `block` while there are none.
+    pub(crate) async fn read_partition(
+        &self,
+        conn: &mut Connection,
+        partition: &str,
+        worker: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let streams = self.keys(partition).streams();
+        let mut options = StreamReadOptions::default()
+            .group(GROUP, worker)
+            .count(count);
+        if let Some(block) = block {
+            options = options.block(block.as_millis() as usize);
+        }
+        let reply: Option<StreamReadReply> =
+            conn.xread_options(&streams, &[">"; 3], &options).await?;
+        let mut deliveries = Vec::new();
+        for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
+            let Some(priority) = streams
+                .iter()
+                .position(|name| *name == stream.key)
+                .map(|index| Priority::ALL[index])
+            else {
+                continue;
+            };
+            deliveries.extend(
+                stream
+                    .ids
+                    .into_iter()
+                    .map(|entry| Delivery::from_entry(partition, priority, entry)),
+            );
+        }
+        deliveries.sort_by_key(|delivery| delivery.priority.rank());
+        Ok(deliveries)
     }
 }
 

@@ -54,11 +54,6 @@ impl QueueKeys {
         format!("{}counts:{minute}", self.base)
     }
 
-    /// The prefix of the job hashes, for scripts that name jobs by id.
-    pub(crate) fn job_prefix(&self) -> String {
-        format!("{}job:", self.base)
-    }
-
     /// Hash of one job: tenant, status, module, task, input, attempt, limits, outcome, times.
     pub(crate) fn job(&self, id: &str) -> String {
         format!("{}job:{id}", self.base)
@@ -214,7 +209,6 @@ mod tests {
             keys.dead(),
             keys.tenant_index("t{x}"),
             keys.counts(29_000_000),
-            keys.job_prefix(),
             keys.job("abc"),
             keys.idempotency("t", "{k}"),
             keys.done_channel(),
@@ -247,7 +241,6 @@ mod tests {
             (queue.tenant_index("acme"), "tb:{q}:jobs:acme"),
             (queue.counts(7), "tb:{q}:counts:7"),
             (queue.job("id"), "tb:{q}:job:id"),
-            (queue.job_prefix(), "tb:{q}:job:"),
             (queue.idempotency("acme", "k"), "tb:{q}:idem:acme:k"),
             (queue.done_channel(), "tb:{q}:done"),
             (queue.cancel_channel(), "tb:{q}:cancel"),

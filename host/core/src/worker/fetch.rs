@@ -113,11 +113,20 @@ impl Worker {
             if permits.is_empty() {
                 return Ok(());
             }
-            let taken = self
+            let mut read = self
                 .queue
-                .start_batch(partition, &self.config.id, permits.len(), &[])
+                .read_partition(
+                    &mut self.queue.connection(),
+                    partition,
+                    &self.config.id,
+                    permits.len(),
+                    None,
+                )
                 .await?;
-            started += self.launch(taken, &mut permits);
+            let waiting = read.split_off(permits.len().min(read.len()));
+            waiting.iter().for_each(|delivery| self.hold(delivery));
+            backlog.extend(waiting);
+            started += self.start_taken(read, &mut permits).await?;
         }
         if started > 0 || permits.is_empty() {
             return Ok(());
@@ -166,7 +175,7 @@ impl Worker {
         for (queue, deliveries) in by_queue {
             match self
                 .queue
-                .start_batch(&queue, &self.config.id, 0, &deliveries)
+                .start_batch(&queue, &self.config.id, &deliveries)
                 .await
             {
                 Ok(taken) => started += self.launch(taken, permits),

@@ -4,9 +4,10 @@
 -- KEYS[1] the queue's delayed set
 -- KEYS[2] the queue's dead-letter stream
 -- KEYS[3], KEYS[4], KEYS[5] the queue's high, normal and low streams
+-- KEYS[6..] per outcome, in ARGV's order, its job's key
 -- ARGV[1] the consumer group; ARGV[2] the retention of finished jobs, in seconds
--- ARGV[3] the channel that announces finished jobs; ARGV[4] the prefix of the job keys
--- ARGV[5..] per outcome, eleven values:
+-- ARGV[3] the channel that announces finished jobs
+-- ARGV[4..] per outcome, eleven values:
 --   the entry id; the stream's index (1 = high); the job id; the attempt;
 --   the outcome: 'completed', 'cancelled', 'failed' or 'released' (handed back at shutdown);
 --   the result (completed) or the error as JSON; the error kind ('' when completed);
@@ -25,10 +26,10 @@ local replies = {}
 local listened = listeners(ARGV[3]) > 0
 -- Entries to acknowledge and delete, by stream: one XACK and one XDEL per stream at the end.
 local done = {}
-for i = 5, #ARGV, 11 do
+for i = 4, #ARGV, 11 do
   local entry, stream, id, attempt = ARGV[i], KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
   local outcome, payload, kind, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
-  local key = ARGV[4] .. id
+  local key = KEYS[6 + #replies]
   local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind',
     'entry', 'cancel_requested')
   local status = false

@@ -1,21 +1,25 @@
 -- promote: moves delayed jobs and retries that are due onto their streams.
--- KEYS[1] the queue's delayed set
--- KEYS[2], KEYS[3], KEYS[4] the queue's high, normal and low streams
--- ARGV[1] the most jobs to move; ARGV[2] the prefix of the queue's job keys
--- Returns how many jobs were moved (due ids of jobs cancelled or gone are dropped, not moved).
+-- KEYS[1] the partition's delayed set
+-- KEYS[2], KEYS[3], KEYS[4] the partition's high, normal and low streams
+-- KEYS[5..] the keys of the jobs to look at, in ARGV's order
+-- ARGV[1..] the ids of the jobs to look at (the caller read them from the delayed set)
+-- Returns how many jobs were moved. A job not yet due by Redis's clock stays; one another
+-- promoter moved already is skipped; due ids of jobs cancelled or gone are dropped.
 -- Uses lib/clock.lua.
 local now = tonumber(now_ms())
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local streams = {high = KEYS[2], normal = KEYS[3], low = KEYS[4]}
 local moved = 0
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
-  local job = ARGV[2] .. id
-  local fields = redis.call('HMGET', job, 'status', 'priority')
-  if fields[1] == 'scheduled' or fields[1] == 'retrying' then
-    redis.call('HSET', job, 'status', 'pending')
-    redis.call('XADD', streams[fields[2]] or KEYS[3], '*', 'id', id)
-    moved = moved + 1
+for i, id in ipairs(ARGV) do
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  if due and tonumber(due) <= now then
+    redis.call('ZREM', KEYS[1], id)
+    local job = KEYS[4 + i]
+    local fields = redis.call('HMGET', job, 'status', 'priority')
+    if fields[1] == 'scheduled' or fields[1] == 'retrying' then
+      redis.call('HSET', job, 'status', 'pending')
+      redis.call('XADD', streams[fields[2]] or KEYS[3], '*', 'id', id)
+      moved = moved + 1
+    end
   end
 end
 return moved

@@ -1,14 +1,12 @@
--- start_batch: begins the next attempt of jobs whose stream entries this worker takes: entries
--- it reads here itself (under load, saving a round trip) and entries it was already given.
--- KEYS[1] the queue's dead-letter stream
--- KEYS[2], KEYS[3], KEYS[4] the queue's high, normal and low streams
+-- start_batch: begins the next attempt of jobs whose stream entries this worker took (by a
+-- read, a blocking read or a takeover).
+-- KEYS[1] the partition's dead-letter stream
+-- KEYS[2], KEYS[3], KEYS[4] the partition's high, normal and low streams
+-- KEYS[5..] per entry, in ARGV's order, its job's key
 -- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the retention of finished jobs,
--- in seconds; ARGV[4] the prefix of the queue's job keys; ARGV[5] the channel that announces
--- finished jobs
--- ARGV[6] how many new entries to read (XREADGROUP, high before normal before low); 0 = none
--- ARGV[7..] per given entry, three values: the entry id, the job id, the stream's index
--- (1 = high)
--- Returns one reply per entry, read ones first: {entry id, stream index, job id, start}, where
+-- in seconds; ARGV[4] the channel that announces finished jobs
+-- ARGV[5..] per entry, three values: the entry id, the job id, the stream's index (1 = high)
+-- Returns one reply per entry, in order: {entry id, stream index, job id, start}, where
 -- start is false when the job must not run, and the entry is acknowledged and deleted: the job
 -- is gone or finished, or its worker was lost and it now finishes here (cancelled when a cancel
 -- was asked for, else dead when that was its last attempt). Otherwise start is
@@ -19,28 +17,13 @@
 -- letters the attempt numbers start again, the entry ids do not.
 -- Uses lib/clock.lua, lib/dead_letter.lua and store/lua/pubsub.lua (publish).
 local entries = {}
-local want = tonumber(ARGV[6])
-for index = 1, 3 do
-  if want <= 0 then
-    break
-  end
-  local read = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', want, 'STREAMS',
-    KEYS[1 + index], '>')
-  if read then
-    for _, item in ipairs(read[1][2]) do
-      entries[#entries + 1] = {item[1], index, item[2][2]}
-      want = want - 1
-    end
-  end
-end
-for i = 7, #ARGV, 3 do
-  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1]}
+for i = 5, #ARGV, 3 do
+  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[5 + #entries]}
 end
 local now = now_ms()
 local replies = {}
 for _, taken in ipairs(entries) do
-  local entry, id, stream = taken[1], taken[3], KEYS[1 + taken[2]]
-  local key = ARGV[4] .. id
+  local entry, id, stream, key = taken[1], taken[3], KEYS[1 + taken[2]], taken[4]
   local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task', 'digest',
     'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory', 'cancel_requested',
     'tenant', 'module', 'version', 'depth')
@@ -51,7 +34,7 @@ for _, taken in ipairs(entries) do
     redis.call('HSET', key, 'status', 'cancelled', 'error', '{"kind":"cancelled"}',
       'error_kind', 'cancelled', 'finished_at', now)
     redis.call('EXPIRE', key, ARGV[3])
-    publish(ARGV[5], id)
+    publish(ARGV[4], id)
   elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
     local error = '{"kind":"worker_lost","message":"the worker running the last attempt stopped responding"}'
@@ -59,7 +42,7 @@ for _, taken in ipairs(entries) do
     redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
       'finished_at', now, 'dead_entry', dead)
     redis.call('EXPIRE', key, ARGV[3])
-    publish(ARGV[5], id)
+    publish(ARGV[4], id)
   elseif status == 'pending' or status == 'running' then
     local attempt = tostring(tonumber(job[2]) + 1)
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'entry', entry,
