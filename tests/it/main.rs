@@ -16,6 +16,7 @@ mod cli;
 mod cron;
 mod failover;
 mod hostile;
+mod hosts;
 mod http;
 mod languages;
 mod queue;

@@ -20,6 +20,9 @@ pub struct RedisOptions {
     /// The most bytes Redis may use; past them it refuses writes (`noeviction`). None for no
     /// cap.
     pub maxmemory: Option<u64>,
+    /// An address to listen on besides 127.0.0.1 (a cluster node announces it to the
+    /// others when the cluster is made with it).
+    pub also_bind: Option<String>,
     /// Start as a node of a Redis Cluster (`--cluster-enabled yes`), its cluster bus on a
     /// free port of its own; `redis-cli --cluster create` makes the nodes one cluster.
     pub cluster_node: bool,
@@ -136,14 +139,16 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> anyhow::Result<Child>
             .args(["--cluster-port", &free_port()?.to_string()]);
     }
     command
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
+        .args(["--port", &port.to_string(), "--save", ""])
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .args(options.also_bind.as_deref());
+    if options.also_bind.is_some() {
+        // The extra address is a private test network's; without a password, protected
+        // mode would refuse every client on it.
+        command.args(["--protected-mode", "no"]);
+    }
+    command
         .args([
             "--appendonly",
             if options.appendonly { "yes" } else { "no" },

@@ -13,21 +13,34 @@ use super::wait;
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The address the nodes know each other by, and clients reach them at.
+    address: String,
 }
 
 impl RedisCluster {
     /// Starts the nodes, makes them one cluster and waits until every node reports
     /// `cluster_state:ok` and every primary has its replicas attached.
     pub fn start(primaries: usize, replicas: usize) -> anyhow::Result<Self> {
+        Self::start_on(primaries, replicas, "127.0.0.1")
+    }
+
+    /// [`RedisCluster::start`], the nodes knowing each other (and announcing themselves to
+    /// clients) by `address`, which they listen on besides 127.0.0.1.
+    pub fn start_on(primaries: usize, replicas: usize, address: &str) -> anyhow::Result<Self> {
+        let also_bind = (address != "127.0.0.1").then(|| address.to_owned());
         let nodes = (0..primaries * (1 + replicas))
             .map(|_| {
                 RedisServer::start(RedisOptions {
                     cluster_node: true,
+                    also_bind: also_bind.clone(),
                     ..RedisOptions::default()
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let cluster = Self { nodes };
+        let cluster = Self {
+            nodes,
+            address: address.to_owned(),
+        };
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(cluster.addresses())
@@ -110,7 +123,7 @@ impl RedisCluster {
     fn addresses(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .map(|node| format!("{}:{}", self.address, node.port()))
             .collect()
     }
 }

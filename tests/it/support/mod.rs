@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod guests;
 pub mod host;
 pub mod http_server;
+pub mod netns;
 pub mod postgres;
 pub mod private_redis;
 pub mod sandbox;

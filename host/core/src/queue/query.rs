@@ -143,6 +143,10 @@ pub struct WorkerInfo {
     /// plus what its sandbox pool keeps and its module cache (its own baseline comes on top).
     #[serde(default)]
     pub memory_bound: u64,
+    /// Outcomes it finished after another worker had taken their jobs over (it was cut off
+    /// or stalled past the visibility timeout): refused, as the job's newer attempt owns it.
+    #[serde(default)]
+    pub stale_outcomes: u64,
     /// When it started, in ms since the Unix epoch.
     pub started_at: u64,
     /// Its last heartbeat, in ms since the Unix epoch.

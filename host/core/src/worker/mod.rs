@@ -237,6 +237,7 @@ impl Worker {
                     .max(self.config.limits.memory),
                 self.config.limits.host_memory,
             ),
+            stale_outcomes: self.stats.stale_rejected.load(Ordering::Relaxed),
             started_at: unix_millis(self.started_at),
             last_heartbeat: unix_millis(SystemTime::now()),
         }
