@@ -226,15 +226,17 @@ impl Queue {
     }
 
     /// Begins the next attempt of the jobs of entries `worker` took from the partition
-    /// tagged `partition`, with one `start_batch.lua` call. Returns each entry with its job's
-    /// attempt, or `None` when the job must not run (the script acknowledged the entry and
-    /// dealt with the job).
+    /// tagged `partition`, and reads up to `read` new entries for its next call, with one
+    /// `start_batch.lua` call. Returns each taken entry with its job's attempt, or `None`
+    /// when the job must not run (the script acknowledged the entry and dealt with the job),
+    /// and the entries read.
     pub(crate) async fn start_batch(
         &self,
         partition: &str,
         worker: &str,
         taken: &[Delivery],
-    ) -> anyhow::Result<Vec<(Delivery, Option<StartedJob>)>> {
+        read: usize,
+    ) -> anyhow::Result<(Vec<(Delivery, Option<StartedJob>)>, Vec<Delivery>)> {
         let keys = self.keys(partition);
         let [high, normal, low] = keys.streams();
         let mut invocation = self.scripts.start_batch.key(keys.dead());
@@ -245,7 +247,8 @@ impl Queue {
             .arg(worker)
             .arg(GROUP)
             .arg(self.store.retention().as_secs())
-            .arg(keys.done_channel());
+            .arg(keys.done_channel())
+            .arg(read);
         for delivery in taken {
             invocation
                 .key(keys.job(&delivery.job))
@@ -253,20 +256,24 @@ impl Queue {
                 .arg(&delivery.job)
                 .arg(1 + delivery.priority.rank());
         }
-        let replies: Vec<(String, usize, String, Option<StartedJob>)> =
+        type Started = (String, usize, String, Option<StartedJob>);
+        let (started, read): (Vec<Started>, Vec<(String, usize, String)>) =
             invocation.invoke_async(&mut self.connection()).await?;
-        Ok(replies
+        let delivery = |entry, stream: usize, job| Delivery {
+            partition: partition.to_owned(),
+            priority: Priority::ALL[stream.clamp(1, 3) - 1],
+            entry,
+            job,
+        };
+        let started = started
             .into_iter()
-            .map(|(entry, stream, job, started)| {
-                let delivery = Delivery {
-                    partition: partition.to_owned(),
-                    priority: Priority::ALL[stream.clamp(1, 3) - 1],
-                    entry,
-                    job,
-                };
-                (delivery, started)
-            })
-            .collect())
+            .map(|(entry, stream, job, started)| (delivery(entry, stream, job), started))
+            .collect();
+        let read = read
+            .into_iter()
+            .map(|(entry, stream, job)| delivery(entry, stream, job))
+            .collect();
+        Ok((started, read))
     }
 
     /// Stores `outcomes`, all of queue `queue`, with one `finish_batch.lua` call. Returns, per

@@ -85,11 +85,12 @@ impl Worker {
         backlog.iter().for_each(|delivery| self.unhold(delivery));
     }
 
-    /// One round of taking jobs for the slots of `permits`: first entries read before and
-    /// waiting for a slot, then, when `take_over`, entries of workers that stopped
-    /// heartbeating, then new entries, read and started in one script call per partition,
-    /// the partitions from the `turn`th on. When there are none, blocks (a second at most)
-    /// until new entries arrive and starts them.
+    /// One round of taking jobs for the slots of `permits`: when `take_over`, entries of
+    /// workers that stopped heartbeating first; then, partition by partition from the
+    /// `turn`th on, one script call that starts the entries read before and waiting (held)
+    /// and reads new ones for the slots left, which wait for the next round. When nothing
+    /// was started or read, blocks (a second at most) until new entries arrive and starts
+    /// them.
     pub(super) async fn fetch_round(
         self: &Arc<Self>,
         mut permits: Vec<OwnedSemaphorePermit>,
@@ -99,36 +100,45 @@ impl Worker {
         turn: usize,
     ) -> anyhow::Result<()> {
         let mut started = 0;
-        if !backlog.is_empty() {
-            let waited = backlog.drain(..permits.len().min(backlog.len())).collect();
-            started += self.start_taken(waited, &mut permits).await?;
-        }
         if take_over {
             started += self.take_over(&mut permits).await?;
         }
         let mut partitions = self.partitions().await?;
         let first = turn % partitions.len().max(1);
         partitions.rotate_left(first);
+        let mut read_any = false;
         for partition in &partitions {
             if permits.is_empty() {
                 return Ok(());
             }
-            let mut read = self
+            let mut waiting = Vec::new();
+            let mut others = VecDeque::with_capacity(backlog.len());
+            for delivery in backlog.drain(..) {
+                if delivery.partition == *partition && waiting.len() < permits.len() {
+                    waiting.push(delivery);
+                } else {
+                    others.push_back(delivery);
+                }
+            }
+            *backlog = others;
+            let read = permits.len() - waiting.len();
+            let (taken, read) = match self
                 .queue
-                .read_partition(
-                    &mut self.queue.connection(),
-                    partition,
-                    &self.config.id,
-                    permits.len(),
-                    None,
-                )
-                .await?;
-            let waiting = read.split_off(permits.len().min(read.len()));
-            waiting.iter().for_each(|delivery| self.hold(delivery));
-            backlog.extend(waiting);
-            started += self.start_taken(read, &mut permits).await?;
+                .start_batch(partition, &self.config.id, &waiting, read)
+                .await
+            {
+                Ok(replies) => replies,
+                Err(err) => {
+                    waiting.iter().for_each(|delivery| self.unhold(delivery));
+                    return Err(err.context("starting jobs failed, they will run again"));
+                }
+            };
+            started += self.launch(taken, &mut permits);
+            read.iter().for_each(|delivery| self.hold(delivery));
+            read_any |= !read.is_empty();
+            backlog.extend(read);
         }
-        if started > 0 || permits.is_empty() {
+        if started > 0 || read_any || permits.is_empty() {
             return Ok(());
         }
         let connection = match conn {
@@ -155,30 +165,30 @@ impl Worker {
     }
 
     /// Starts entries this worker already took (by a blocking read or a takeover), no more
-    /// than `permits`, with one script call per queue, and runs those that may run; returns
-    /// how many. On a Redis error the entries are let go: they stay pending and are taken
-    /// over once idle.
+    /// than `permits`, with one script call per partition, and runs those that may run;
+    /// returns how many. On a Redis error the entries are let go: they stay pending and are
+    /// taken over once idle.
     pub(super) async fn start_taken(
         self: &Arc<Self>,
         taken: Vec<Delivery>,
         permits: &mut Vec<OwnedSemaphorePermit>,
     ) -> anyhow::Result<usize> {
-        let mut by_queue: HashMap<String, Vec<Delivery>> = HashMap::new();
+        let mut by_partition: HashMap<String, Vec<Delivery>> = HashMap::new();
         for delivery in taken {
-            by_queue
+            by_partition
                 .entry(delivery.partition.clone())
                 .or_default()
                 .push(delivery);
         }
         let mut started = 0;
         let mut failed = None;
-        for (queue, deliveries) in by_queue {
+        for (partition, deliveries) in by_partition {
             match self
                 .queue
-                .start_batch(&queue, &self.config.id, &deliveries)
+                .start_batch(&partition, &self.config.id, &deliveries, 0)
                 .await
             {
-                Ok(taken) => started += self.launch(taken, permits),
+                Ok((taken, _)) => started += self.launch(taken, permits),
                 Err(err) => {
                     deliveries.iter().for_each(|delivery| self.unhold(delivery));
                     failed = Some(err);

@@ -43,6 +43,10 @@ pub(crate) struct BenchArgs {
     /// Jobs timed one at a time for the latency figures.
     #[arg(long, default_value_t = 1000)]
     samples: usize,
+    /// Partitions of the benchmark's queue (it may have more from an earlier run: a queue's
+    /// partitions only grow).
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
 }
 
 pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -77,8 +81,10 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         },
     };
 
+    let partitions = queue.partitions(BENCH_QUEUE).await?.max(args.partitions);
+    let partitions = queue.set_partitions(BENCH_QUEUE, partitions).await?;
     println!(
-        "taskbox bench: {} jobs of {}/{}, Redis at {url}",
+        "taskbox bench: {} jobs of {}/{}, {partitions} partition(s), Redis at {url}",
         args.jobs, module.name, args.task
     );
     let started = Instant::now();

@@ -1,12 +1,16 @@
--- start_batch: begins the next attempt of jobs whose stream entries this worker took (by a
--- read, a blocking read or a takeover).
+-- start_batch: begins the next attempt of jobs whose stream entries this worker took (read
+-- by an earlier call, by a blocking read or taken over), then reads the next new entries for
+-- the worker's next call: their job keys are not known before they are read, and a script
+-- touches only keys it was given.
 -- KEYS[1] the partition's dead-letter stream
 -- KEYS[2], KEYS[3], KEYS[4] the partition's high, normal and low streams
 -- KEYS[5..] per entry, in ARGV's order, its job's key
 -- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the retention of finished jobs,
 -- in seconds; ARGV[4] the channel that announces finished jobs
--- ARGV[5..] per entry, three values: the entry id, the job id, the stream's index (1 = high)
--- Returns one reply per entry, in order: {entry id, stream index, job id, start}, where
+-- ARGV[5] how many new entries to read (XREADGROUP, high before normal before low); 0 = none
+-- ARGV[6..] per entry, three values: the entry id, the job id, the stream's index (1 = high)
+-- Returns {started, read}. read: per new entry {entry id, stream index, job id}. started: one
+-- reply per given entry, in order: {entry id, stream index, job id, start}, where
 -- start is false when the job must not run, and the entry is acknowledged and deleted: the job
 -- is gone or finished, or its worker was lost and it now finishes here (cancelled when a cancel
 -- was asked for, else dead when that was its last attempt). Otherwise start is
@@ -17,7 +21,7 @@
 -- letters the attempt numbers start again, the entry ids do not.
 -- Uses lib/clock.lua, lib/dead_letter.lua and store/lua/pubsub.lua (publish).
 local entries = {}
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[5 + #entries]}
 end
 local now = now_ms()
@@ -56,4 +60,19 @@ for _, taken in ipairs(entries) do
   end
   replies[#replies + 1] = {entry, taken[2], id, reply}
 end
-return replies
+local read = {}
+local want = tonumber(ARGV[5])
+for index = 1, 3 do
+  if want <= 0 then
+    break
+  end
+  local new = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', want, 'STREAMS',
+    KEYS[1 + index], '>')
+  if new then
+    for _, item in ipairs(new[1][2]) do
+      read[#read + 1] = {item[1], index, item[2][2]}
+      want = want - 1
+    end
+  end
+end
+return {replies, read}
