@@ -86,10 +86,9 @@ fn written() -> BTreeSet<String> {
         })
         .collect();
     let source = include_str!("mod.rs");
-    let enqueue = &source[source
-        .find("let mut invocation = self.scripts.enqueue")
-        .unwrap()..source.find("Ok(invocation)\n").unwrap()];
-    written.extend(quoted_in(enqueue, ".arg(\""));
+    let enqueue = &source[source.find("let mut fields: Vec<(&str, Vec<u8>)>").unwrap()
+        ..source.find("let idempotency_key = match").unwrap()];
+    written.extend(quoted_in(enqueue, "(\""));
     written
 }
 

@@ -254,12 +254,11 @@ pub enum CancelOutcome {
 /// How long a durable enqueue waits for a replica to acknowledge its jobs.
 pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
 
-/// One queue's part of an enqueued batch: its script calls, the jobs' places in the batch,
-/// and whether any of them asked to be durable.
-#[derive(Default)]
-struct QueueBatch {
-    pipe: redis::Pipeline,
+/// One partition's part of an enqueued batch: its jobs' places in the batch, the script call
+/// that creates them, and whether any of them asked to be durable.
+struct PartitionBatch<'a> {
     indexes: Vec<usize>,
+    invocation: redis::ScriptInvocation<'a>,
     durable: bool,
 }
 
@@ -412,8 +411,9 @@ impl Queue {
                 modules.insert(job.module.clone(), module);
             }
         }
-        // One pipeline per queue: a queue's keys share a slot, two queues' may not.
-        let mut batches: BTreeMap<String, QueueBatch> = BTreeMap::new();
+        // One script call per partition: a partition's keys share a slot, two partitions'
+        // may not.
+        let mut batches: BTreeMap<String, PartitionBatch> = BTreeMap::new();
         let count = jobs.len();
         let mut partitions = HashMap::new();
         for job in &jobs {
@@ -429,18 +429,16 @@ impl Queue {
             let key = job.options.idempotency_key.as_deref();
             let partition = partitions::pick(partitions[&queue], tenant, key);
             let tag = keys::partition_tag(&queue, partition);
-            let invocation = self.invocation(tenant, job, &modules, &tag)?;
-            let batch = batches.entry(tag).or_default();
-            batch.pipe.invoke_script(&invocation);
+            let batch = batches
+                .entry(tag.clone())
+                .or_insert_with_key(|tag| PartitionBatch {
+                    indexes: Vec::new(),
+                    invocation: self.enqueue_call(tenant, tag),
+                    durable: false,
+                });
+            self.add_job(&mut batch.invocation, tenant, &tag, job, &modules)?;
             batch.indexes.push(index);
             batch.durable |= durable;
-        }
-        for batch in batches.values_mut().filter(|batch| batch.durable) {
-            batch
-                .pipe
-                .cmd("WAIT")
-                .arg(1)
-                .arg(DURABLE_WAIT.as_millis() as u64);
         }
         let mut known: Vec<&str> = batches
             .keys()
@@ -451,11 +449,14 @@ impl Queue {
         let register = conn
             .sadd::<_, _, ()>(keys::queues(self.store.prefix()), known)
             .map_err(EnqueueError::from);
-        let sent = futures_util::future::try_join_all(
-            batches
-                .iter()
-                .map(|(queue, batch)| self.enqueue_pipeline(queue, &batch.pipe)),
-        );
+        let sent = futures_util::future::try_join_all(batches.iter().map(|(tag, batch)| {
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&batch.invocation);
+            if batch.durable {
+                pipe.cmd("WAIT").arg(1).arg(DURABLE_WAIT.as_millis() as u64);
+            }
+            self.enqueue_pipeline(tag, pipe)
+        }));
         let (replies, ()) = futures_util::future::try_join(sent, register).await?;
         let mut enqueued: Vec<Option<Enqueued>> = (0..count).map(|_| None).collect();
         for ((tag, batch), mut replies) in batches.iter().zip(replies) {
@@ -471,9 +472,10 @@ impl Queue {
                 }
                 false => None,
             };
-            for (index, reply) in batch.indexes.iter().zip(replies) {
-                let (id, created): (String, u8) =
-                    redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
+            let created: Vec<(String, u8)> =
+                redis::from_redis_value(replies.into_iter().next().unwrap_or(redis::Value::Nil))
+                    .map_err(redis::RedisError::from)?;
+            for (index, (id, created)) in batch.indexes.iter().zip(created) {
                 enqueued[*index] = Some(Enqueued {
                     id,
                     queue: queue.to_owned(),
@@ -485,11 +487,12 @@ impl Queue {
         Ok(enqueued.into_iter().flatten().collect())
     }
 
-    /// Runs one queue's enqueue calls, loading the script first where it is not yet loaded.
+    /// Runs one partition's enqueue call, loading the script first where it is not yet
+    /// loaded.
     async fn enqueue_pipeline(
         &self,
-        queue: &str,
-        pipe: &redis::Pipeline,
+        partition: &str,
+        pipe: redis::Pipeline,
     ) -> Result<Vec<redis::Value>, EnqueueError> {
         let mut conn = self.connection();
         match pipe.query_async(&mut conn).await {
@@ -497,9 +500,10 @@ impl Queue {
             Err(err)
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                // The first use of the script on this server (or on the node of `queue`'s
-                // slot, which may have just taken over): load it, then try again.
-                tracing::debug!("loading the enqueue script for queue {queue}");
+                // The first use of the script on this server (or on the node of
+                // `partition`'s slot, which may have just taken over): load it, then try
+                // again.
+                tracing::debug!("loading the enqueue script for partition {partition}");
                 self.scripts
                     .enqueue
                     .prepare_invoke()
@@ -511,15 +515,31 @@ impl Queue {
         }
     }
 
-    /// The enqueue script's call for `job` into the partition tagged `tag`, with what its
-    /// module's manifest fills in.
-    fn invocation(
+    /// The enqueue script's call for jobs of `tenant` into the partition tagged `tag`,
+    /// without its jobs yet.
+    fn enqueue_call(&self, tenant: &str, tag: &str) -> redis::ScriptInvocation<'_> {
+        let keys = self.keys(tag);
+        let [high, normal, low] = keys.streams();
+        let mut invocation = self.scripts.enqueue.key(high);
+        invocation
+            .key(normal)
+            .key(low)
+            .key(keys.delayed())
+            .key(keys.tenant_index(tenant))
+            .arg(self.store.retention().as_secs());
+        invocation
+    }
+
+    /// Adds `job` to `invocation`, an enqueue call of [`Queue::enqueue_call`] for the
+    /// partition tagged `tag`, with what its module's manifest fills in.
+    fn add_job(
         &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
         tenant: &str,
+        tag: &str,
         job: NewJob,
         modules: &HashMap<String, ModuleVersion>,
-        tag: &str,
-    ) -> Result<redis::ScriptInvocation<'_>, EnqueueError> {
+    ) -> Result<(), EnqueueError> {
         let module = &modules[&job.module];
         let manifest = &module.manifest;
         let task = manifest
@@ -539,62 +559,58 @@ impl Queue {
             .backoff
             .or(task.backoff.map(Backoff::from))
             .unwrap_or_default();
+        let backoff = serde_json::to_vec(&backoff).map_err(anyhow::Error::from)?;
         let max_attempts = options
             .max_retries
             .or(task.max_retries)
             .unwrap_or(DEFAULT_MAX_RETRIES)
             .saturating_add(1);
         let timeout = options.timeout.or(task.timeout).or(manifest.limits.timeout);
-        let idempotency = options.idempotency_key.clone().unwrap_or_default();
-        let mut invocation = self.scripts.enqueue.key(keys.job(&id));
-        invocation
-            .key(keys.stream(priority))
-            .key(keys.delayed())
-            .key(keys.idempotency(tenant, &idempotency))
-            .key(keys.tenant_index(tenant))
-            .arg(&id)
-            .arg(run_at)
-            .arg(delay)
-            .arg(&idempotency)
-            .arg(self.store.retention().as_secs())
-            .arg("tenant")
-            .arg(tenant)
-            .arg("module")
-            .arg(&module.name)
-            .arg("version")
-            .arg(&module.version)
-            .arg("digest")
-            .arg(&module.digest)
-            .arg("task")
-            .arg(&job.task)
-            .arg("input")
-            .arg(job.input)
-            .arg("max_attempts")
-            .arg(max_attempts)
-            .arg("priority")
-            .arg(priority.as_str())
-            .arg("backoff")
-            .arg(serde_json::to_string(&backoff).map_err(anyhow::Error::from)?);
+        let idempotency = options.idempotency_key.as_deref().unwrap_or_default();
+        let mut fields: Vec<(&str, Vec<u8>)> = vec![
+            ("tenant", tenant.into()),
+            ("module", module.name.as_bytes().to_vec()),
+            ("version", module.version.as_bytes().to_vec()),
+            ("digest", module.digest.as_bytes().to_vec()),
+            ("task", job.task.into_bytes()),
+            ("input", job.input),
+            ("max_attempts", max_attempts.to_string().into_bytes()),
+            ("priority", priority.as_str().into()),
+            ("backoff", backoff),
+        ];
         if let Some(timeout) = timeout {
-            invocation.arg("timeout_ms").arg(millis(timeout));
+            fields.push(("timeout_ms", millis(timeout).to_string().into_bytes()));
         }
         if let Some(fuel) = manifest.limits.fuel {
-            invocation.arg("fuel").arg(fuel);
+            fields.push(("fuel", fuel.to_string().into_bytes()));
         }
         if let Some(memory) = manifest.limits.memory {
-            invocation.arg("memory").arg(memory);
+            fields.push(("memory", memory.to_string().into_bytes()));
         }
         if let Some(metadata) = &options.metadata {
-            invocation.arg("metadata").arg(metadata.to_string());
+            fields.push(("metadata", metadata.to_string().into_bytes()));
         }
         if let Some(parent) = &options.parent {
-            invocation
-                .arg("parent")
-                .arg(&parent.id)
-                .arg("depth")
-                .arg(parent.depth);
+            fields.push(("parent", parent.id.as_bytes().to_vec()));
+            fields.push(("depth", parent.depth.to_string().into_bytes()));
         }
-        Ok(invocation)
+        let idempotency_key = match idempotency {
+            "" => keys.job(&id),
+            key => keys.idempotency(tenant, key),
+        };
+        invocation
+            .key(keys.job(&id))
+            .key(idempotency_key)
+            .arg(&id)
+            .arg(1 + priority.rank())
+            .arg(run_at)
+            .arg(delay)
+            .arg(idempotency)
+            .arg(fields.len() * 2);
+        for (field, value) in fields {
+            invocation.arg(field).arg(value);
+        }
+        Ok(())
     }
 
     /// Job `id`, if it exists (finished jobs expire after the retention).

@@ -1,36 +1,51 @@
--- enqueue: creates a job and queues it now, or schedules it for later.
--- KEYS[1] the job hash
--- KEYS[2] the stream of the job's priority
--- KEYS[3] the queue's delayed set
--- KEYS[4] the idempotency key, claimed with SET NX (any key of the queue when ARGV[4] is '')
--- KEYS[5] the index of the tenant's jobs on the queue
--- ARGV[1] the job id
--- ARGV[2] run at, in ms since the epoch ('0' = none)
--- ARGV[3] run this many ms after now, when ARGV[2] is '0' ('0' runs now)
--- ARGV[4] the idempotency key's value ('' = none); ARGV[5] its lifetime in seconds
--- ARGV[6..] field, value pairs of the job hash
--- Returns {job id, 1} for a new job, or {existing job id, 0} when the idempotency key was
--- used before.
+-- enqueue: creates a batch of one tenant's jobs in one partition, each queued now or
+-- scheduled for later. One call per batch reads the clock once.
+-- KEYS[1], KEYS[2], KEYS[3] the partition's high, normal and low streams
+-- KEYS[4] the partition's delayed set
+-- KEYS[5] the index of the tenant's jobs in the partition
+-- KEYS[6..] per job, two keys: its hash and its idempotency key (its hash again when it has
+-- none)
+-- ARGV[1] the lifetime of idempotency keys, in seconds
+-- ARGV[2..] per job: its id; its stream's index (1 = high); run at, in ms since the epoch
+-- ('0' = none); run this many ms after now, when run at is '0' ('0' runs now); the
+-- idempotency key's value ('' = none); the count n of the values that follow; n values,
+-- field, value pairs of the job hash
+-- Returns per job, in order, {job id, 1} for a new job, or {existing job id, 0} when its
+-- idempotency key was used before.
 -- Uses lib/clock.lua.
-if ARGV[4] ~= '' and not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', ARGV[5]) then
-  return {redis.call('GET', KEYS[4]), 0}
-end
 local now = tonumber(now_ms())
-local run_at = tonumber(ARGV[2])
-if run_at == 0 then
-  run_at = now + tonumber(ARGV[3])
+local replies = {}
+local arg = 2
+local key = 6
+while arg <= #ARGV do
+  local id, stream, run_at, delay, idempotency = ARGV[arg], tonumber(ARGV[arg + 1]),
+    tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3]), ARGV[arg + 4]
+  local count = tonumber(ARGV[arg + 5])
+  local first = arg + 6
+  local job = KEYS[key]
+  arg = first + count
+  if idempotency ~= '' and not redis.call('SET', KEYS[key + 1], id, 'NX', 'EX', ARGV[1]) then
+    replies[#replies + 1] = {redis.call('GET', KEYS[key + 1]), 0}
+  else
+    if run_at == 0 then
+      run_at = now + delay
+    end
+    -- One HSET writes the whole hash, status and due time included.
+    local scheduled = run_at > now
+    if not scheduled then
+      run_at = now
+    end
+    redis.call('HSET', job, 'created_at', now, 'attempt', 0,
+      'status', scheduled and 'scheduled' or 'pending', 'run_at', run_at,
+      unpack(ARGV, first, arg - 1))
+    redis.call('ZADD', KEYS[5], now, id)
+    if scheduled then
+      redis.call('ZADD', KEYS[4], run_at, id)
+    else
+      redis.call('XADD', KEYS[stream], '*', 'id', id)
+    end
+    replies[#replies + 1] = {id, 1}
+  end
+  key = key + 2
 end
--- One HSET writes the whole hash, status and due time included.
-local scheduled = run_at > now
-if not scheduled then
-  run_at = now
-end
-redis.call('HSET', KEYS[1], 'created_at', now, 'attempt', 0,
-  'status', scheduled and 'scheduled' or 'pending', 'run_at', run_at, unpack(ARGV, 6))
-redis.call('ZADD', KEYS[5], now, ARGV[1])
-if scheduled then
-  redis.call('ZADD', KEYS[3], run_at, ARGV[1])
-else
-  redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
-end
-return {ARGV[1], 1}
+return replies
