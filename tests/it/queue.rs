@@ -1423,7 +1423,7 @@ async fn a_full_redis_keeps_outcomes_waiting_and_new_jobs_queued_until_it_has_ro
     );
 }
 
-/// The partition tag at the front of a job id: `default`, `default~1`, ...
+/// The partition tag at the front of a job id: `default`, `default~1.40`, ...
 fn partition_of(id: &str) -> &str {
     id.rsplit_once('-').unwrap().0
 }
@@ -1449,9 +1449,12 @@ async fn a_partitioned_queue_spreads_its_jobs_and_one_worker_serves_every_partit
     }
     let partitions: std::collections::BTreeSet<&str> =
         ids.iter().map(|id| partition_of(id)).collect();
-    assert_eq!(
-        partitions.into_iter().collect::<Vec<_>>(),
-        ["default", "default~1", "default~2"]
+    assert_eq!(partitions.len(), 3, "{partitions:?}");
+    assert!(
+        partitions
+            .iter()
+            .all(|tag| *tag == "default" || tag.starts_with("default~")),
+        "{partitions:?}"
     );
     // An idempotency key finds its first job, whichever partition that went to.
     let keyed = EnqueueOptions {

@@ -29,7 +29,7 @@ use crate::store::keys::{self, QueueKeys};
 use crate::store::{Connection, Store};
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
-use partitions::PartitionCounts;
+use partitions::PartitionTags;
 pub use partitions::{MAX_PARTITIONS, PartitionError};
 pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
 
@@ -316,7 +316,7 @@ pub struct Queue {
     store: Store,
     modules: Arc<dyn ModuleSource>,
     scripts: Arc<Scripts>,
-    partition_counts: Arc<PartitionCounts>,
+    partition_tags: Arc<PartitionTags>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -334,7 +334,7 @@ impl Queue {
             scripts: Arc::new(Scripts::new(&store)),
             store,
             modules,
-            partition_counts: Arc::default(),
+            partition_tags: Arc::default(),
         }
     }
 
@@ -419,16 +419,16 @@ impl Queue {
         for job in &jobs {
             let queue = queue_for(job, &modules)?;
             if !partitions.contains_key(&queue) {
-                let count = self.partitions(&queue).await?;
-                partitions.insert(queue, count);
+                let tags = self.tags_of(&queue).await?;
+                partitions.insert(queue, tags);
             }
         }
         for (index, job) in jobs.into_iter().enumerate() {
             let durable = job.options.durable;
             let queue = queue_for(&job, &modules)?;
             let key = job.options.idempotency_key.as_deref();
-            let partition = partitions::pick(partitions[&queue], tenant, key);
-            let tag = keys::partition_tag(&queue, partition);
+            let tags = &partitions[&queue];
+            let tag = tags[partitions::pick(tags.len(), tenant, key)].clone();
             let batch = batches
                 .entry(tag.clone())
                 .or_insert_with_key(|tag| PartitionBatch {
@@ -440,10 +440,7 @@ impl Queue {
             batch.indexes.push(index);
             batch.durable |= durable;
         }
-        let mut known: Vec<&str> = batches
-            .keys()
-            .map(|tag| keys::partition_of_tag(tag).0)
-            .collect();
+        let mut known: Vec<&str> = batches.keys().map(|tag| keys::queue_of_tag(tag)).collect();
         known.dedup();
         let mut conn = self.connection();
         let register = conn
@@ -460,7 +457,7 @@ impl Queue {
         let (replies, ()) = futures_util::future::try_join(sent, register).await?;
         let mut enqueued: Vec<Option<Enqueued>> = (0..count).map(|_| None).collect();
         for ((tag, batch), mut replies) in batches.iter().zip(replies) {
-            let queue = keys::partition_of_tag(tag).0;
+            let queue = keys::queue_of_tag(tag);
             let replicated = match batch.durable {
                 true => {
                     let acknowledged = replies.pop().unwrap_or(redis::Value::Nil);
@@ -620,11 +617,7 @@ impl Queue {
         };
         let hash: HashMap<String, Vec<u8>> =
             self.connection().hgetall(self.keys(tag).job(id)).await?;
-        Ok(JobRecord::from_hash(
-            keys::partition_of_tag(tag).0,
-            id,
-            hash,
-        ))
+        Ok(JobRecord::from_hash(keys::queue_of_tag(tag), id, hash))
     }
 
     /// Waits until job `id` finishes or `timeout` passes, and returns it as it then is. Push
@@ -751,9 +744,13 @@ pub(crate) fn partition_of(id: &str) -> Option<&str> {
         && random.bytes().all(|b| b.is_ascii_hexdigit())
         && validate_name("queue", queue).is_ok()
         && index.is_none_or(|text| {
-            text.parse::<u32>().is_ok_and(|index| {
-                (1..MAX_PARTITIONS).contains(&index) && index.to_string() == text
-            })
+            let (index, salt) = text.split_once('.').unwrap_or((text, "0"));
+            let canonical = |text: &str| text.parse::<u32>().is_ok_and(|n| n.to_string() == text);
+            canonical(index)
+                && canonical(salt)
+                && index
+                    .parse()
+                    .is_ok_and(|index| (1..MAX_PARTITIONS).contains(&index))
         });
     shaped.then_some(tag)
 }

@@ -189,7 +189,7 @@ impl Queue {
                 .collect();
             let hashes: Vec<HashMap<String, Vec<u8>>> = self.query_by_queue(reads).await?;
             for ((position, queue), hash) in candidates.into_iter().zip(hashes) {
-                match JobRecord::from_hash(keys::partition_of_tag(queue).0, &position.id, hash) {
+                match JobRecord::from_hash(keys::queue_of_tag(queue), &position.id, hash) {
                     // Expired (nothing left of it): drop it from the index too.
                     None => {
                         let () = conn
@@ -347,10 +347,10 @@ impl Queue {
 
     /// The depths and throughput of queue `name`, summed over its partitions.
     pub async fn stats_of(&self, name: &str) -> anyhow::Result<QueueStats> {
-        let partitions = self.partitions(name).await?;
+        let tags = self.tags_of(name).await?;
         let mut stats = QueueStats {
             name: name.to_owned(),
-            partitions,
+            partitions: tags.len() as u32,
             waiting: PriorityCounts::default(),
             running: 0,
             delayed: 0,
@@ -358,10 +358,8 @@ impl Queue {
             completed_last_minute: 0,
             failed_last_minute: 0,
         };
-        for index in 0..partitions {
-            let part = self
-                .partition_stats(&keys::partition_tag(name, index))
-                .await?;
+        for tag in tags.iter() {
+            let part = self.partition_stats(tag).await?;
             stats.waiting.high += part.waiting.high;
             stats.waiting.normal += part.waiting.normal;
             stats.waiting.low += part.waiting.low;

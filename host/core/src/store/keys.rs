@@ -10,7 +10,7 @@
 use crate::model::job::Priority;
 
 /// The keys of one partition of a queue, all tagged with the partition's tag (see
-/// [`partition_tag`]): `{queue}` for a queue of one partition.
+/// `queue/partitions.rs`): `{queue}` for a queue of one partition.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueKeys {
     base: String,
@@ -75,25 +75,14 @@ impl QueueKeys {
     }
 }
 
-/// The hash tag of partition `index` of `queue`: the queue's name for the first partition
-/// (so a queue of one partition keeps the keys it always had), and `queue~index` after it.
-/// Queue names have no `~`.
-pub(crate) fn partition_tag(queue: &str, index: u32) -> String {
-    match index {
-        0 => queue.to_owned(),
-        index => format!("{queue}~{index}"),
-    }
+/// The queue of a partition's tag: the tag is the queue's name for its first partition
+/// and `queue~...` for the others (see `queue/partitions.rs`). Queue names have no `~`.
+pub(crate) fn queue_of_tag(tag: &str) -> &str {
+    tag.split_once('~').map_or(tag, |(queue, _)| queue)
 }
 
-/// The queue and partition index of a partition's tag.
-pub(crate) fn partition_of_tag(tag: &str) -> (&str, u32) {
-    match tag.rsplit_once('~') {
-        Some((queue, index)) => (queue, index.parse().unwrap_or(0)),
-        None => (tag, 0),
-    }
-}
-
-/// Hash of each partitioned queue's number of partitions, by queue name (absent: one).
+/// Hash of each partitioned queue's partition tags, space-separated, by queue name (absent:
+/// one partition, tagged with the queue's name).
 pub(crate) fn partitions(prefix: &str) -> String {
     format!("{prefix}partitions")
 }
@@ -246,14 +235,8 @@ mod tests {
             (queue.cancel_channel(), "tb:{q}:cancel"),
             (queues("tb:"), "tb:queues"),
             (partitions("tb:"), "tb:partitions"),
-            (
-                QueueKeys::new("tb:", &partition_tag("q", 0)).dead(),
-                "tb:{q}:dead",
-            ),
-            (
-                QueueKeys::new("tb:", &partition_tag("q", 2)).dead(),
-                "tb:{q~2}:dead",
-            ),
+            (QueueKeys::new("tb:", "q").dead(), "tb:{q}:dead"),
+            (QueueKeys::new("tb:", "q~2").dead(), "tb:{q~2}:dead"),
             (workers("tb:"), "tb:workers"),
             (token("tb:", "ab12"), "tb:token:ab12"),
             (events("tb:", "acme", "room"), "tb:events:acme:room"),

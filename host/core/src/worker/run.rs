@@ -83,7 +83,7 @@ impl Worker {
                         module: context.module,
                         attempt: started.attempt,
                         max_attempts: started.max_attempts,
-                        queue: keys::partition_of_tag(&delivery.partition).0.to_owned(),
+                        queue: keys::queue_of_tag(&delivery.partition).to_owned(),
                         enqueued_at: UNIX_EPOCH + Duration::from_millis(started.created_at),
                     },
                     limits: grants.limits.narrow(Limits {
