@@ -163,7 +163,7 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> anyhow::Result<Child>
         .spawn()
         .context(
             "could not start redis-server: install it (Debian/Ubuntu: `apt-get install \
-             redis-server`, macOS: `brew install redis`) or point --redis / REDIS_URL at a Redis",
+             redis-server`, macOS: `brew install redis`) or point --redis / TASKBOX_REDIS_URL at a Redis",
         )
 }
 

@@ -9,12 +9,13 @@ use taskbox_core::queue::Queue;
 use taskbox_core::redis_server::{RedisOptions, RedisServer};
 
 /// Environment variable naming the Redis URL.
-pub const ENV_REDIS_URL: &str = "REDIS_URL";
+pub const ENV_REDIS_URL: &str = "TASKBOX_REDIS_URL";
 
 /// Where to find Redis.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RedisArgs {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379`. Without it, the Redis of a running
+    /// Redis URL, e.g. `redis://127.0.0.1:6379`, or a cluster
+    /// `redis+cluster://host:port,host:port`. Without it, the Redis of a running
     /// `taskbox dev` is used.
     #[arg(long, env = ENV_REDIS_URL, global = true)]
     redis: Option<String>,
@@ -41,7 +42,9 @@ impl RedisArgs {
             Some(url) => url.clone(),
             None => std::fs::read_to_string(dev_url_file())
                 .map(|url| url.trim().to_owned())
-                .context("no Redis given: pass --redis or set REDIS_URL, or start `taskbox dev`")?,
+                .context(
+                    "no Redis given: pass --redis or set TASKBOX_REDIS_URL, or start `taskbox dev`",
+                )?,
         };
         taskbox_core::connect(&url, Duration::from_secs(5)).await
     }
