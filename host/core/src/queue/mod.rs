@@ -11,6 +11,7 @@ mod fields;
 mod partitions;
 mod query;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -418,9 +419,9 @@ impl Queue {
         let mut partitions = HashMap::new();
         for job in &jobs {
             let queue = queue_for(job, &modules)?;
-            if !partitions.contains_key(&queue) {
-                let tags = self.tags_of(&queue).await?;
-                partitions.insert(queue, tags);
+            if let Entry::Vacant(entry) = partitions.entry(queue) {
+                let tags = self.tags_of(entry.key()).await?;
+                entry.insert(tags);
             }
         }
         for (index, job) in jobs.into_iter().enumerate() {

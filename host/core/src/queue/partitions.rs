@@ -32,9 +32,12 @@ const SLOTS: u32 = 16384;
 /// How far from its target slot a new partition's slot may be.
 const SLOT_TOLERANCE: u32 = 16;
 
+/// A queue's partition tags, by index, and when they were read.
+type ReadTags = (Arc<[String]>, Instant);
+
 /// Partition tags read recently, by queue.
 #[derive(Debug, Default)]
-pub(super) struct PartitionTags(Mutex<HashMap<String, (Arc<[String]>, Instant)>>);
+pub(super) struct PartitionTags(Mutex<HashMap<String, ReadTags>>);
 
 /// Why a queue's partitions could not be set.
 #[derive(Debug, thiserror::Error)]

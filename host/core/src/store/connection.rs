@@ -159,11 +159,11 @@ fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
 }
 
 impl Cluster {
-    fn connect_lazy(&self, response_timeout: Duration) -> redis::RedisResult<LazyCluster> {
-        Ok(LazyCluster {
+    fn connect_lazy(&self, response_timeout: Duration) -> redis::RedisResult<Arc<LazyCluster>> {
+        Ok(Arc::new(LazyCluster {
             client: self.builder().response_timeout(response_timeout).build()?,
-            conn: Arc::default(),
-        })
+            conn: OnceCell::new(),
+        }))
     }
 
     fn builder(&self) -> ClusterClientBuilder {
@@ -192,14 +192,13 @@ impl std::fmt::Debug for Connection {
 #[derive(Clone)]
 enum Inner {
     Single(ConnectionManager),
-    Cluster(LazyCluster),
+    Cluster(Arc<LazyCluster>),
 }
 
-/// A cluster connection made at its first command.
-#[derive(Clone)]
+/// A cluster connection made at its first command, shared by the clones of a [`Connection`].
 struct LazyCluster {
     client: ClusterClient,
-    conn: Arc<OnceCell<ClusterConnection>>,
+    conn: OnceCell<ClusterConnection>,
 }
 
 impl LazyCluster {
