@@ -21,10 +21,12 @@ wait_until() {
 }
 
 echo "building taskbox and the guest modules (the first build takes a few minutes)..."
-cargo build --release --locked -p taskbox
+# The debug build, which the tests share (it optimises wasmtime and the sandbox's hot paths);
+# a production host or a benchmark wants `cargo build --release -p taskbox`.
+cargo build --locked -p taskbox
 (cd guests && cargo build --release --locked)
 
-taskbox=target/release/taskbox
+taskbox=target/debug/taskbox
 hello=guests/target/wasm32-wasip2/release/hello.wasm
 fixtures=guests/target/wasm32-wasip2/release/fixtures.wasm
 

@@ -46,6 +46,7 @@ pub(crate) struct QueueSettings {
 
 /// Set a queue's partitions (admin). Producers and workers use new partitions within 5 s.
 #[utoipa::path(put, path = "/v1/queues/{name}", tag = "system",
+    params(("name" = String, Path, description = "the queue")),
     request_body = QueueSettings,
     responses(
         (status = 200, body = QueueStats),
