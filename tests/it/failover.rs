@@ -149,3 +149,33 @@ async fn no_durably_enqueued_job_is_lost_when_its_primary_dies() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_does_not_serve_every_slot_is_named_and_waited_for() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+        .await
+        .unwrap()
+        .expect("starting a Redis Cluster");
+    // `redis-cli --cluster create` gives the first node the first slots: without slot 0 it
+    // says the cluster fails.
+    assert!(cluster.cli(0, &["CLUSTER", "DELSLOTS", "0"]).contains("OK"));
+    let refused = taskbox_core::connect(&cluster.url(), Duration::ZERO)
+        .await
+        .expect_err("a failing cluster was accepted");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("cluster_state:fail") && message.contains("127.0.0.1:"),
+        "{message}"
+    );
+
+    // A process that starts meanwhile waits, and goes on once the slot is served again.
+    let url = cluster.url();
+    let waiting =
+        tokio::spawn(async move { taskbox_core::connect(&url, Duration::from_secs(60)).await });
+    assert!(cluster.cli(0, &["CLUSTER", "ADDSLOTS", "0"]).contains("OK"));
+    let queue = waiting
+        .await
+        .unwrap()
+        .expect("connecting once the cluster is whole");
+    assert!(queue.store().server_usage().await.is_ok());
+}

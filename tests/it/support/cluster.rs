@@ -120,6 +120,11 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// What `redis-cli` prints for `args` sent to node `index`.
+    pub fn cli(&self, index: usize, args: &[&str]) -> String {
+        cli(self.nodes[index].port(), args)
+    }
+
     fn addresses(&self) -> Vec<String> {
         self.nodes
             .iter()

@@ -62,25 +62,31 @@ const SHARDED_PUBSUB_LUA: &str = include_str!("lua/sharded_pubsub.lua");
 
 impl Store {
     /// Connects to the Redis at `url` (one server, or `redis+cluster://host:port,...`),
-    /// retrying with capped backoff for up to `patience`; refuses a Redis too old for
-    /// taskbox and warns when it may evict keys.
+    /// retrying with capped backoff for up to `patience` while it does not answer or, for a
+    /// cluster, while a primary says it cannot serve every slot; refuses a Redis too old
+    /// for taskbox and warns when it may evict keys.
     pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<Self> {
         let server = Server::parse(url).with_context(|| format!("bad Redis URL {url}"))?;
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         let mut conn = loop {
-            match server.connect(REPLY_TIMEOUT).await {
+            let attempt = async {
+                let mut conn = server.connect(REPLY_TIMEOUT).await?;
+                if server.is_cluster() {
+                    check_cluster_state(&mut conn).await?;
+                }
+                anyhow::Ok(conn)
+            };
+            match attempt.await {
                 Ok(conn) => break conn,
                 Err(err) if started.elapsed() < patience => {
                     tracing::warn!(
-                        "Redis at {url} is not answering ({err}); trying again in {delay:?}"
+                        "Redis at {url} is not ready ({err:#}); trying again in {delay:?}"
                     );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                Err(err) => {
-                    return Err(err).with_context(|| format!("connecting to Redis at {url}"));
-                }
+                Err(err) => return Err(err.context(format!("connecting to Redis at {url}"))),
             }
         };
         check_server(&mut conn, server.is_cluster()).await?;
@@ -202,6 +208,26 @@ impl Store {
             commands_by_primary,
         })
     }
+}
+
+/// Errs, naming the node, when a primary of a cluster says the cluster is not serving every
+/// slot (`cluster_state:fail`): jobs of the slots nobody serves could be neither enqueued
+/// nor run.
+async fn check_cluster_state(conn: &mut Connection) -> anyhow::Result<()> {
+    let states: Vec<(String, String)> = conn
+        .on_each_primary(redis::cmd("CLUSTER").arg("INFO"))
+        .await?;
+    for (node, info) in states {
+        let state = info
+            .lines()
+            .find_map(|line| line.strip_prefix("cluster_state:"))
+            .unwrap_or("unknown")
+            .trim();
+        if state != "ok" {
+            bail!("the cluster is not serving every slot: {node} says cluster_state:{state}");
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a Redis without the commands taskbox needs, warns when Redis may evict keys
