@@ -210,6 +210,13 @@ impl Store {
     }
 }
 
+/// The value of field `name` in the reply of `INFO` or `CLUSTER INFO` (`name:value` lines).
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
 /// Errs, naming the node, when a primary of a cluster says the cluster is not serving every
 /// slot (`cluster_state:fail`): jobs of the slots nobody serves could be neither enqueued
 /// nor run.
@@ -218,11 +225,7 @@ async fn check_cluster_state(conn: &mut Connection) -> anyhow::Result<()> {
         .on_each_primary(redis::cmd("CLUSTER").arg("INFO"))
         .await?;
     for (node, info) in states {
-        let state = info
-            .lines()
-            .find_map(|line| line.strip_prefix("cluster_state:"))
-            .unwrap_or("unknown")
-            .trim();
+        let state = info_field(&info, "cluster_state").unwrap_or("unknown");
         if state != "ok" {
             bail!("the cluster is not serving every slot: {node} says cluster_state:{state}");
         }
@@ -243,12 +246,7 @@ async fn check_server(conn: &mut Connection, cluster: bool) -> anyhow::Result<()
         .on_each_primary(redis::cmd("INFO").arg("server"))
         .await?;
     for (_, info) in servers {
-        let version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .unwrap_or("0.0.0")
-            .trim()
-            .to_owned();
+        let version = info_field(&info, "redis_version").unwrap_or("0.0.0");
         let mut parts = version
             .split('.')
             .map(|part| part.parse::<u32>().unwrap_or(0));
@@ -281,10 +279,8 @@ async fn check_server(conn: &mut Connection, cluster: bool) -> anyhow::Result<()
         .await?;
     for (node, memory) in memories {
         let field = |name: &str| {
-            memory
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|value| value.trim().parse::<u64>().ok())
+            info_field(&memory, name)
+                .and_then(|value| value.parse::<u64>().ok())
                 .unwrap_or(0)
         };
         let (used, max) = (field("used_memory"), field("maxmemory"));
