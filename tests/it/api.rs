@@ -2,6 +2,7 @@
 //! running real compiled guests, and the `taskbox` CLI as a client.
 
 use std::process::Command;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -13,7 +14,7 @@ use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::WorkerConfig;
 
 use crate::support::private_redis::TestRedis;
-use crate::support::{guests, host, private_redis};
+use crate::support::{guests, host, private_redis, wait};
 
 const ADMIN: &str = "test-admin-token";
 
@@ -208,6 +209,83 @@ async fn push_enqueue_and_get_the_result_over_http() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(document["paths"]["/v1/jobs/{id}"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_takes_jobs_starts_none_and_drains_when_resumed() {
+    let server = Server::start().await;
+    let (status, module) = server
+        .upload(ADMIN, host::manifest_text("hello"), hello())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{module}");
+    let operator = server.token("default", Role::Operator).await;
+    let pause = |token: &str, action: &str| {
+        server.request(
+            Method::POST,
+            &format!("/v1/queues/default/{action}"),
+            Some(token),
+        )
+    };
+    assert_error(
+        &server.call(pause(&operator, "pause")).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "admin",
+    );
+    let (status, paused) = server.call(pause(ADMIN, "pause")).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert!(paused["paused_at"].as_u64().is_some(), "{paused}");
+
+    let mut ids = Vec::new();
+    for name in ["Ada", "Grace", "Edsger"] {
+        let (status, enqueued) = server
+            .enqueue(
+                ADMIN,
+                json!({"module": "hello", "task": "greet", "input": {"name": name}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{enqueued}");
+        ids.push(enqueued["id"].as_str().unwrap().to_owned());
+    }
+    // Longer than a worker trusts what it read of the paused queues.
+    let waited = 2 * taskbox_core::queue::PAUSE_CACHED_FOR.as_millis() as u64;
+    let queue = wait::until(
+        "the paused queue's oldest job ages",
+        Duration::from_secs(20),
+        || async {
+            let (_, queues) = server
+                .call(server.request(Method::GET, "/v1/queues", Some(ADMIN)))
+                .await;
+            let queue = queues["queues"][0].clone();
+            (queue["oldest_waiting_ms"].as_u64() >= Some(waited)).then_some(queue)
+        },
+    )
+    .await;
+    // A worker may hold an entry it read as the queue was paused: it counts as taken (in
+    // `running`), and its job stays queued.
+    let taken = queue["running"].as_u64().unwrap();
+    assert_eq!(
+        queue["waiting"]["normal"].as_u64().unwrap() + taken,
+        3,
+        "{queue}"
+    );
+    assert!(taken <= 1, "{queue}");
+    for id in &ids {
+        let (_, job) = server
+            .call(server.request(Method::GET, &format!("/v1/jobs/{id}"), Some(ADMIN)))
+            .await;
+        assert_eq!(job["status"], "pending", "{job}");
+    }
+
+    let (status, resumed) = server.call(pause(ADMIN, "resume")).await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert!(resumed["paused_at"].is_null(), "{resumed}");
+    for id in &ids {
+        let (_, job) = server
+            .call(server.request(Method::GET, &format!("/v1/jobs/{id}?wait=20s"), Some(ADMIN)))
+            .await;
+        assert_eq!(job["status"], "completed", "{job}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,12 +540,12 @@ async fn raw_post(address: &str, body: &str, sending: Sending) -> (StatusCode, V
                 return;
             }
             if let Sending::Slowly = sending {
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
     });
     tokio::time::timeout(
-        std::time::Duration::from_secs(30),
+        Duration::from_secs(30),
         reader.read_to_end(&mut answer),
     )
     .await

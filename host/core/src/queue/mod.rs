@@ -9,6 +9,7 @@ mod attempts;
 #[cfg(test)]
 mod fields;
 mod partitions;
+mod pause;
 mod query;
 
 use std::collections::hash_map::Entry;
@@ -32,6 +33,8 @@ use crate::store::{Connection, Store};
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
 use partitions::PartitionTags;
 pub use partitions::{MAX_PARTITIONS, PartitionError};
+pub use pause::CACHED_FOR as PAUSE_CACHED_FOR;
+use pause::PausedQueues;
 pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
 
 /// The queue jobs go to when none is named.
@@ -318,6 +321,7 @@ pub struct Queue {
     modules: Arc<dyn ModuleSource>,
     scripts: Arc<Scripts>,
     partition_tags: Arc<PartitionTags>,
+    paused: Arc<PausedQueues>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -336,6 +340,7 @@ impl Queue {
             store,
             modules,
             partition_tags: Arc::default(),
+            paused: Arc::default(),
         }
     }
 

@@ -95,6 +95,9 @@ pub struct QueueStats {
     pub name: String,
     /// Its partitions (each a hash tag of its own; see `docs/operations.md`).
     pub partitions: u32,
+    /// When it was paused (ms since the Unix epoch), if it is: workers start none of its
+    /// jobs until it is resumed.
+    pub paused_at: Option<u64>,
     /// Jobs waiting for a worker, by priority.
     pub waiting: PriorityCounts,
     /// Jobs a worker is running.
@@ -351,6 +354,7 @@ impl Queue {
         let mut stats = QueueStats {
             name: name.to_owned(),
             partitions: tags.len() as u32,
+            paused_at: self.paused_queues().await?.get(name).copied(),
             waiting: PriorityCounts::default(),
             running: 0,
             delayed: 0,
@@ -419,6 +423,7 @@ impl Queue {
         Ok(QueueStats {
             name: tag.to_owned(),
             partitions: 1,
+            paused_at: None,
             waiting,
             running,
             delayed,

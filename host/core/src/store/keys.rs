@@ -87,6 +87,11 @@ pub(crate) fn partitions(prefix: &str) -> String {
     format!("{prefix}partitions")
 }
 
+/// Hash of the paused queues: queue name → when it was paused (ms since the Unix epoch).
+pub(crate) fn paused(prefix: &str) -> String {
+    format!("{prefix}paused")
+}
+
 /// Set of the names of the queues jobs were enqueued on.
 pub(crate) fn queues(prefix: &str) -> String {
     format!("{prefix}queues")

@@ -141,11 +141,16 @@ impl Worker {
         if started > 0 || read_any || permits.is_empty() {
             return Ok(());
         }
+        if partitions.is_empty() {
+            // Every queue is paused: wait as long as a blocking read would, then look again.
+            tokio::time::sleep(crate::queue::PAUSE_CACHED_FOR).await;
+            return Ok(());
+        }
         let connection = match conn {
             Some(connection) => connection,
             None => conn.insert(self.fetch_connection().await?),
         };
-        let mut read = match self
+        let read = match self
             .queue
             .read_new(connection, &partitions, &self.config.id, permits.len())
             .await
@@ -156,10 +161,19 @@ impl Worker {
                 return Err(err);
             }
         };
+        // Entries of a queue paused while the read blocked wait, held, until it is resumed.
+        let runnable = self.partitions().await?;
+        let (mut read, paused): (Vec<_>, Vec<_>) = read
+            .into_iter()
+            .partition(|delivery| runnable.contains(&delivery.partition));
         // Each stream may give as many entries as there are slots: the rest wait, held.
         let waiting = read.split_off(permits.len().min(read.len()));
-        waiting.iter().for_each(|delivery| self.hold(delivery));
+        waiting
+            .iter()
+            .chain(&paused)
+            .for_each(|delivery| self.hold(delivery));
         backlog.extend(waiting);
+        backlog.extend(paused);
         self.start_taken(read, &mut permits).await?;
         Ok(())
     }

@@ -169,9 +169,11 @@ impl Worker {
         })
     }
 
-    /// The tags of the partitions of the worker's queues.
+    /// The tags of the partitions of the worker's queues that are not paused.
     pub(super) async fn partitions(&self) -> anyhow::Result<Vec<String>> {
-        self.queue.partition_tags(&self.config.queues).await
+        self.queue
+            .runnable_partition_tags(&self.config.queues)
+            .await
     }
 
     /// The worker's counters.
@@ -182,7 +184,8 @@ impl Worker {
     /// Runs until `shutdown` resolves, then stops fetching, lets running jobs finish within
     /// the grace period, and hands the rest back to the queue.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        for partition in self.partitions().await? {
+        // Paused queues too: they are read once resumed.
+        for partition in self.queue.partition_tags(&self.config.queues).await? {
             self.queue.create_groups(&partition).await?;
         }
         let slots = Arc::new(Semaphore::new(self.config.concurrency));

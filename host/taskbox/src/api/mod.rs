@@ -185,6 +185,8 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/dead/{id}/retry", post(jobs::retry))
         .route("/queues", get(system::queues))
         .route("/queues/{name}", put(system::set_queue))
+        .route("/queues/{name}/pause", post(system::pause_queue))
+        .route("/queues/{name}/resume", post(system::resume_queue))
         .route("/workers", get(system::workers))
         .route("/events/{channel}", get(events::stream))
         .route("/schedules", post(schedules::create).get(schedules::list))

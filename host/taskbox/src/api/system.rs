@@ -59,23 +59,90 @@ pub(crate) async fn set_queue(
     Path(name): Path<String>,
     Json(settings): Json<QueueSettings>,
 ) -> Result<Json<QueueStats>, ApiError> {
-    if caller.role < Role::Admin {
-        return Err(ApiError::forbidden(format!(
-            "a {} token may not change a queue: it needs the admin role",
-            caller.role
-        )));
-    }
-    let invalid =
-        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message);
-    validate_name("queue", &name).map_err(|err| invalid(err.to_string()))?;
+    require_admin(&caller, "change a queue")?;
+    checked_name(&name)?;
     match state.queue.set_partitions(&name, settings.partitions).await {
         Ok(_) => {}
         Err(PartitionError::Redis(err)) => return Err(ApiError::internal(err)),
-        Err(err) => return Err(invalid(format!("field `partitions`: {err}"))),
+        Err(err) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("field `partitions`: {err}"),
+            ));
+        }
     }
+    stats(&state, &name).await
+}
+
+/// Pause a queue (admin): it takes jobs, but workers start none of them (within 1 s) until
+/// it is resumed; its oldest-waiting age keeps growing. Jobs running already run on.
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "system",
+    params(("name" = String, Path, description = "the queue")),
+    responses(
+        (status = 200, body = QueueStats),
+        (status = 403, body = ErrorBody),
+        (status = 422, description = "a bad name", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn pause_queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<QueueStats>, ApiError> {
+    require_admin(&caller, "pause a queue")?;
+    checked_name(&name)?;
+    state.queue.pause(&name).await.map_err(ApiError::internal)?;
+    stats(&state, &name).await
+}
+
+/// Resume a paused queue (admin): workers start its jobs again, oldest first.
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "system",
+    params(("name" = String, Path, description = "the queue")),
+    responses(
+        (status = 200, body = QueueStats),
+        (status = 403, body = ErrorBody),
+        (status = 422, description = "a bad name", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn resume_queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<QueueStats>, ApiError> {
+    require_admin(&caller, "resume a queue")?;
+    checked_name(&name)?;
+    state
+        .queue
+        .resume(&name)
+        .await
+        .map_err(ApiError::internal)?;
+    stats(&state, &name).await
+}
+
+/// Queues are shared by every tenant: only an admin changes one.
+fn require_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    if caller.role < Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "a {} token may not {what}: it needs the admin role",
+            caller.role
+        )));
+    }
+    Ok(())
+}
+
+fn checked_name(name: &str) -> Result<(), ApiError> {
+    validate_name("queue", name).map_err(|err| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+            err.to_string(),
+        )
+    })
+}
+
+async fn stats(state: &AppState, name: &str) -> Result<Json<QueueStats>, ApiError> {
     let stats = state
         .queue
-        .stats_of(&name)
+        .stats_of(name)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(stats))
