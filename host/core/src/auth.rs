@@ -1,4 +1,4 @@
-//! Tenants, roles and bearer tokens.
+//! Tenants, roles, bearer tokens and the dashboard's sessions.
 //!
 //! A token belongs to one tenant and has one role. Only its SHA-256 is stored (in Redis, under
 //! the key `store::keys::token` names), so a leaked Redis dump holds no usable token, and tokens are
@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::bail;
 use redis::AsyncCommands as _;
@@ -61,7 +61,7 @@ impl FromStr for Role {
 }
 
 /// Who is calling: a tenant and a role.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// The tenant whose modules, jobs and channels the caller sees.
     pub tenant: String,
@@ -158,4 +158,60 @@ pub fn same_token(presented: &str, configured: &str) -> bool {
         .zip(b.bytes())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
         == 0
+}
+
+/// The dashboard's sessions: a login exchanges a token for a session id, kept in a cookie,
+/// so the token itself never sits in the browser. Like tokens, only a session id's SHA-256
+/// is stored, with the principal it stands for, and it expires by itself.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    store: Store,
+    lifetime: Duration,
+}
+
+impl Sessions {
+    /// Sessions kept in `store`, each ending `lifetime` after it began.
+    pub fn new(store: Store, lifetime: Duration) -> Self {
+        Self { store, lifetime }
+    }
+
+    /// Begins a session for `principal`; returns its id.
+    pub async fn begin(&self, principal: &Principal) -> anyhow::Result<String> {
+        let id = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        let () = self
+            .store
+            .connection()
+            .set_ex(
+                self.key(&id),
+                serde_json::to_string(principal)?,
+                self.lifetime.as_secs().max(1),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    /// Who session `id` stands for, while it lasts.
+    pub async fn find(&self, id: &str) -> anyhow::Result<Option<Principal>> {
+        let stored: Option<String> = self.store.connection().get(self.key(id)).await?;
+        Ok(stored.map(|stored| serde_json::from_str(&stored)).transpose()?)
+    }
+
+    /// Ends session `id`.
+    pub async fn end(&self, id: &str) -> anyhow::Result<()> {
+        let () = self.store.connection().del(self.key(id)).await?;
+        Ok(())
+    }
+
+    /// How long a session lasts.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    fn key(&self, id: &str) -> String {
+        keys::session(self.store.prefix(), &hash(id))
+    }
 }

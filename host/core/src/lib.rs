@@ -4,6 +4,7 @@
 //! and runs them: the module registry, the job queue and its workers, the cron scheduler,
 //! events, progress and API tokens. The `taskbox` crate puts the HTTP API and the CLI on top.
 
+pub mod audit;
 pub mod auth;
 pub mod events;
 pub mod grants;

@@ -34,12 +34,25 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Every status, in the order of a job's life.
+    pub const ALL: [JobStatus; 8] = [
+        Self::Pending,
+        Self::Scheduled,
+        Self::Running,
+        Self::Retrying,
+        Self::Completed,
+        Self::Dead,
+        Self::Cancelled,
+        Self::Unknown,
+    ];
+
     /// Whether the job has finished (and will change no more on its own).
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Completed | Self::Dead | Self::Cancelled)
     }
 
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The status's name, as the API spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Scheduled => "scheduled",
@@ -63,18 +76,9 @@ impl FromStr for JobStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Pending,
-            Self::Scheduled,
-            Self::Running,
-            Self::Retrying,
-            Self::Completed,
-            Self::Dead,
-            Self::Cancelled,
-            Self::Unknown,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
         .ok_or_else(|| format!("unknown job status `{s}` (pending, scheduled, running, retrying, completed, dead, cancelled, unknown)"))
     }
 }
@@ -101,7 +105,8 @@ impl Priority {
         self as usize
     }
 
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The priority's name, as the API spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::High => "high",
             Self::Normal => "normal",

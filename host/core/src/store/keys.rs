@@ -108,6 +108,17 @@ pub(crate) fn token(prefix: &str, sha256: &str) -> String {
     format!("{prefix}token:{sha256}")
 }
 
+/// String holding a dashboard session's principal (JSON), under the session id's SHA-256
+/// (hex); expires with the session.
+pub(crate) fn session(prefix: &str, sha256: &str) -> String {
+    format!("{prefix}session:{sha256}")
+}
+
+/// Stream of a tenant's audit log: who did what to which ids, from the dashboard (capped).
+pub(crate) fn audit(prefix: &str, tenant: &str) -> String {
+    format!("{prefix}audit:{tenant}")
+}
+
 /// Stream of a tenant's channel's recent events, for replay (capped, expiring); also the
 /// name of the pub/sub channel that delivers them live.
 pub(crate) fn events(prefix: &str, tenant: &str, channel: &str) -> String {

@@ -315,7 +315,7 @@ pub(crate) struct WaitOptions {
 }
 
 /// The caller's job `id`, or 404 (also for another tenant's).
-async fn owned_job(state: &AppState, caller: &Caller, id: &str) -> Result<JobRecord, ApiError> {
+pub(crate) async fn owned_job(state: &AppState, caller: &Caller, id: &str) -> Result<JobRecord, ApiError> {
     state
         .queue
         .job(id)
@@ -462,17 +462,17 @@ pub(crate) async fn retry(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListOptions {
     /// Only jobs with this status.
-    status: Option<JobStatus>,
+    pub(crate) status: Option<JobStatus>,
     /// Only jobs of this task.
-    task: Option<String>,
+    pub(crate) task: Option<String>,
     /// Only jobs of this module.
-    module: Option<String>,
+    pub(crate) module: Option<String>,
     /// Only jobs on this queue.
-    queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// At most this many (default 50, at most 500).
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Where the previous page ended (its `next_cursor`).
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// A page of jobs, newest first.
@@ -532,13 +532,13 @@ async fn list_jobs(
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeadOptions {
     /// Only this queue's.
-    queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// Only this task's.
-    task: Option<String>,
+    pub(crate) task: Option<String>,
     /// At most this many (default 50, at most 500).
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Where the previous page ended.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// List the caller's dead letters: jobs that failed for good, newest first.

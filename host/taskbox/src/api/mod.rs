@@ -8,13 +8,13 @@
 
 mod connections;
 mod error;
-mod events;
-mod jobs;
+pub(crate) mod events;
+pub(crate) mod jobs;
 mod modules;
 mod openapi;
 mod rate;
 mod schedules;
-mod system;
+pub(crate) mod system;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,13 +28,14 @@ use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
 
-use taskbox_core::auth::{Principal, Role, Tokens, same_token};
+use taskbox_core::audit::Audit;
+use taskbox_core::auth::{Principal, Role, Sessions, Tokens, same_token};
 use taskbox_core::queue::Queue;
 use taskbox_core::registry::Registry;
 
 pub use connections::serve_router;
 pub use error::ApiError;
-pub(crate) use error::ErrorBody;
+pub(crate) use error::{ErrorBody, Json, Path, Query};
 pub(crate) use jobs::{EnqueueRequest, EnqueuedJob, JobPageView, JobView, Purged, StatusReply};
 pub(crate) use modules::{ModuleDetail, ModuleList, SettingsView};
 pub use openapi::openapi_json;
@@ -93,6 +94,9 @@ impl Default for ApiConfig {
     }
 }
 
+/// How long a dashboard session lasts after its login.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
@@ -102,7 +106,9 @@ pub(crate) struct AppState {
     pub(crate) subscriptions: taskbox_core::events::Subscriptions,
     pub(crate) event_streams: Arc<events::StreamSlots>,
     pub(crate) schedules: taskbox_core::scheduler::Schedules,
-    tokens: Tokens,
+    pub(crate) tokens: Tokens,
+    pub(crate) sessions: Sessions,
+    pub(crate) audit: Audit,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<rate::RateLimiter>,
 }
@@ -145,6 +151,8 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
     let max_body = config.max_body;
     let state = AppState {
         tokens: Tokens::new(queue.store().clone()),
+        sessions: Sessions::new(queue.store().clone(), SESSION_LIFETIME),
+        audit: Audit::new(queue.store().clone()),
         limiter: Arc::new(rate::RateLimiter::new(
             config.enqueue_rate,
             config.enqueue_burst,
@@ -206,6 +214,9 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/v1", authenticated.merge(open))
+        .nest("/ui", crate::ui::router(state.clone()))
+        .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
+        .route("/ui/", get(|| async { axum::response::Redirect::to("/ui") }))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -247,7 +258,16 @@ async fn authenticate(
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?,
     };
-    let needed = match *request.method() {
+    allowed(&principal, request.method())?;
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}
+
+/// Refuses a request with `method` that `principal`'s role may not make: reading needs a
+/// viewer, deleting an admin, anything else an operator. Handlers check more where they
+/// need it.
+pub(crate) fn allowed(principal: &Principal, method: &axum::http::Method) -> Result<(), ApiError> {
+    let needed = match *method {
         axum::http::Method::GET | axum::http::Method::HEAD => Role::Viewer,
         axum::http::Method::DELETE => Role::Admin,
         _ => Role::Operator,
@@ -258,8 +278,7 @@ async fn authenticate(
             principal.role
         )));
     }
-    request.extensions_mut().insert(principal);
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 /// The caller, as [`authenticate`] found it.

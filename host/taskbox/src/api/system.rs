@@ -1,11 +1,11 @@
 //! `/v1/queues`, `/v1/workers`, `/v1/healthz` and `/v1/readyz`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::error::{ErrorBody, Json};
+use crate::api::error::{ErrorBody, Json, Path};
 use crate::api::{ApiError, AppState, Caller};
 use taskbox_core::auth::Role;
 use taskbox_core::model::names::validate_name;

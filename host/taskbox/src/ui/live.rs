@@ -1,0 +1,74 @@
+//! The one SSE stream a page listens to: a `change` event when the queues or workers
+//! changed, at most twice a second, so the page reloads its live parts then and never
+//! polls on its own while the stream holds.
+
+use std::convert::Infallible;
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use taskbox_core::auth::Principal;
+
+use super::pages::error_page;
+use crate::api::AppState;
+
+/// How often the stream looks for a change: the most updates a page gets per second is the
+/// inverse.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    // A page's stream counts against the same caps as the API's event streams.
+    let slot = match state.event_streams.take(&principal.tenant) {
+        Ok(slot) => slot,
+        Err(err) => return error_page(err.status(), err.message()),
+    };
+    let changes = futures_util::stream::unfold(
+        (state, principal, None::<u64>, slot),
+        |(state, principal, mut last, slot)| async move {
+            loop {
+                tokio::time::sleep(LOOK_EVERY).await;
+                let Ok(now) = fingerprint(&state, &principal).await else {
+                    continue;
+                };
+                if last.replace(now).is_some_and(|last| last != now) {
+                    let event = Event::default().event("change").data("");
+                    return Some((Ok::<_, Infallible>(event), (state, principal, last, slot)));
+                }
+            }
+        },
+    );
+    Sse::new(changes)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// A hash of what the pages show that changes as jobs move: each queue's depths, the
+/// tenant's newest jobs' states, the workers' busy slots. Ages are left out: they change
+/// every look.
+async fn fingerprint(state: &AppState, principal: &Principal) -> anyhow::Result<u64> {
+    let mut hasher = DefaultHasher::new();
+    for queue in state.queue.queue_stats().await? {
+        let waiting = queue.waiting;
+        (queue.name, queue.paused_at, waiting.high, waiting.normal, waiting.low).hash(&mut hasher);
+        (queue.running, queue.delayed, queue.completed_last_minute, queue.failed_last_minute)
+            .hash(&mut hasher);
+    }
+    let newest = state
+        .queue
+        .list(&principal.tenant, &Default::default(), None, 50)
+        .await?;
+    for job in newest.jobs {
+        (job.id, job.status.as_str(), job.attempt, job.progress.map(|p| p.to_string()))
+            .hash(&mut hasher);
+    }
+    for worker in state.queue.workers().await? {
+        (worker.id, worker.in_flight).hash(&mut hasher);
+    }
+    Ok(hasher.finish())
+}

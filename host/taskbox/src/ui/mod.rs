@@ -1,0 +1,49 @@
+//! The operator's dashboard at `/ui`: server-rendered pages (askama templates in
+//! `templates/`), made live by htmx over one SSE stream per page, served by the API's process
+//! on its port.
+//!
+//! A login exchanges a bearer token for a session in an `HttpOnly; SameSite=Strict` cookie.
+//! Every page and action runs as the session's principal through the same handlers as the
+//! `/v1` routes, so a viewer's forged POST and a tenant's look at another's job get the
+//! same 403 and 404 as over the API. A state-changing request that is not same-origin is
+//! refused before anything else, and every action is written to the audit log.
+
+mod assets;
+mod live;
+mod pages;
+mod session;
+mod time;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::api::AppState;
+
+/// The session cookie's name.
+const COOKIE: &str = "tb_session";
+
+/// The dashboard's routes, to be nested under `/ui`.
+pub(crate) fn router(state: AppState) -> Router<AppState> {
+    let pages = Router::new()
+        .route("/", get(pages::overview))
+        .route("/jobs", get(pages::jobs))
+        .route("/jobs/{id}", get(pages::job))
+        .route("/jobs/{id}/retry", post(pages::retry_job))
+        .route("/jobs/{id}/cancel", post(pages::cancel_job))
+        .route("/dead", get(pages::dead))
+        .route("/queues", get(pages::queues))
+        .route("/queues/{name}/pause", post(pages::pause_queue))
+        .route("/queues/{name}/resume", post(pages::resume_queue))
+        .route("/audit", get(pages::audit))
+        .route("/live", get(live::stream))
+        .route("/logout", post(session::logout))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::require,
+        ));
+    Router::new()
+        .route("/login", get(session::login_form).post(session::login))
+        .route("/assets/{file}", get(assets::serve))
+        .merge(pages)
+        .layer(axum::middleware::from_fn(session::guard))
+}

@@ -1,0 +1,582 @@
+//! The dashboard's pages and actions. Each reads and acts through the `/v1` handler that does
+//! the same over the API, as the session's principal, so the checks are the API's.
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use taskbox_core::audit::AuditEntry;
+use taskbox_core::auth::{Principal, Role};
+use taskbox_core::model::job::JobStatus;
+use taskbox_core::queue::{QueueStats, WorkerInfo};
+use taskbox_runtime::RunStats;
+
+use super::time::{When, span};
+use crate::api::{self, ApiError, AppState, JobView, jobs, system};
+
+/// The most of a job's result or log a page shows.
+const SHOWN: usize = 64 << 10;
+
+/// Renders a template, or says why it could not.
+pub(super) fn render(page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(err) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// A page saying what went wrong, with its status.
+pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
+    let page = ErrorPage {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or(""),
+        message,
+    };
+    let html = page.render().unwrap_or_else(|_| message.to_owned());
+    (status, Html(html)).into_response()
+}
+
+fn api_error(err: ApiError) -> Response {
+    error_page(err.status(), err.message())
+}
+
+/// What every page shows around its content: who is logged in and what they may do.
+pub(super) struct Layout {
+    pub(super) tenant: String,
+    pub(super) role: Role,
+    /// Which page of the menu this is.
+    pub(super) page: &'static str,
+    /// This page's own link: its live part reloads from it.
+    pub(super) this: String,
+}
+
+impl Layout {
+    fn new(principal: &Principal, page: &'static str, this: impl Into<String>) -> Self {
+        Self {
+            tenant: principal.tenant.clone(),
+            role: principal.role,
+            page,
+            this: this.into(),
+        }
+    }
+
+    pub(super) fn can_operate(&self) -> bool {
+        self.role >= Role::Operator
+    }
+
+    pub(super) fn can_admin(&self) -> bool {
+        self.role >= Role::Admin
+    }
+}
+
+/// A job in a table.
+pub(super) struct JobRow {
+    pub(super) id: String,
+    pub(super) status: String,
+    pub(super) module: String,
+    pub(super) task: String,
+    pub(super) queue: String,
+    pub(super) attempt: u32,
+    pub(super) created: When,
+    pub(super) finished: Option<When>,
+}
+
+impl From<&JobView> for JobRow {
+    fn from(view: &JobView) -> Self {
+        let job = &view.job;
+        Self {
+            id: job.id.clone(),
+            status: job.status.to_string(),
+            module: match &job.version {
+                Some(version) => format!("{}@{version}", job.module),
+                None => job.module.clone(),
+            },
+            task: job.task.clone(),
+            queue: job.queue.clone(),
+            attempt: job.attempt,
+            created: When::at(job.created_at),
+            finished: job.finished_at.map(When::at),
+        }
+    }
+}
+
+/// A queue in a table.
+pub(super) struct QueueRow {
+    pub(super) name: String,
+    pub(super) paused: Option<When>,
+    pub(super) waiting: u64,
+    pub(super) running: u64,
+    pub(super) delayed: u64,
+    pub(super) oldest: String,
+    pub(super) completed: u64,
+    pub(super) failed: u64,
+}
+
+impl From<&QueueStats> for QueueRow {
+    fn from(queue: &QueueStats) -> Self {
+        let waiting = &queue.waiting;
+        Self {
+            name: queue.name.clone(),
+            paused: queue.paused_at.map(When::at),
+            waiting: waiting.high + waiting.normal + waiting.low,
+            running: queue.running,
+            delayed: queue.delayed,
+            oldest: match queue.oldest_waiting_ms {
+                0 => "—".to_owned(),
+                age => span(age),
+            },
+            completed: queue.completed_last_minute,
+            failed: queue.failed_last_minute,
+        }
+    }
+}
+
+/// A worker in a table.
+pub(super) struct WorkerRow {
+    pub(super) id: String,
+    pub(super) host: String,
+    pub(super) busy: usize,
+    pub(super) slots: usize,
+    pub(super) queues: String,
+    pub(super) started: When,
+    pub(super) heartbeat: When,
+}
+
+impl From<&WorkerInfo> for WorkerRow {
+    fn from(worker: &WorkerInfo) -> Self {
+        Self {
+            id: worker.id.clone(),
+            host: worker.host.clone(),
+            busy: worker.in_flight,
+            slots: worker.concurrency,
+            queues: worker.queues.join(", "),
+            started: When::at(worker.started_at),
+            heartbeat: When::at(worker.last_heartbeat),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    layout: Layout,
+    waiting: u64,
+    running: u64,
+    delayed: u64,
+    completed: u64,
+    failed: u64,
+    queues: Vec<QueueRow>,
+    workers: Vec<WorkerRow>,
+}
+
+pub(super) async fn overview(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let queues = match system::queues(State(state.clone()), Extension(principal.clone())).await {
+        Ok(api::Json(list)) => list.queues,
+        Err(err) => return api_error(err),
+    };
+    let workers = match system::workers(State(state), Extension(principal.clone())).await {
+        Ok(api::Json(list)) => list.workers,
+        Err(err) => return api_error(err),
+    };
+    let queues: Vec<QueueRow> = queues.iter().map(QueueRow::from).collect();
+    let sum = |count: fn(&QueueRow) -> u64| queues.iter().map(count).sum();
+    render(&Overview {
+        layout: Layout::new(&principal, "overview", "/ui"),
+        waiting: sum(|queue| queue.waiting),
+        running: sum(|queue| queue.running),
+        delayed: sum(|queue| queue.delayed),
+        completed: sum(|queue| queue.completed),
+        failed: sum(|queue| queue.failed),
+        queues,
+        workers: workers.iter().map(WorkerRow::from).collect(),
+    })
+}
+
+/// The jobs page's filters, as its form sends them: an empty field means no filter.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct JobsQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    module: String,
+    #[serde(default)]
+    task: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+/// A filter's value, or none for an empty field.
+fn given(value: &str) -> Option<String> {
+    Some(value.trim().to_owned()).filter(|value| !value.is_empty())
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    layout: Layout,
+    query: JobsQuery,
+    statuses: Vec<&'static str>,
+    jobs: Vec<JobRow>,
+    /// The link to the next page, with the same filters.
+    next: Option<String>,
+}
+
+pub(super) async fn jobs(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(query): Query<JobsQuery>,
+) -> Response {
+    let status = match given(&query.status).map(|status| status.parse::<JobStatus>()) {
+        None => None,
+        Some(Ok(status)) => Some(status),
+        Some(Err(err)) => return error_page(StatusCode::BAD_REQUEST, &err.to_string()),
+    };
+    let options = jobs::ListOptions {
+        status,
+        task: given(&query.task),
+        module: given(&query.module),
+        queue: given(&query.queue),
+        limit: Some(50),
+        cursor: given(&query.cursor),
+    };
+    let page = match jobs::list(State(state), Extension(principal.clone()), api::Query(options)).await {
+        Ok(api::Json(page)) => page,
+        Err(err) => return api_error(err),
+    };
+    let link = |cursor: Option<&str>| {
+        let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("status", &query.status),
+            ("queue", &query.queue),
+            ("module", &query.module),
+            ("task", &query.task),
+        ] {
+            if !value.is_empty() {
+                pairs.append_pair(name, value);
+            }
+        }
+        if let Some(cursor) = cursor {
+            pairs.append_pair("cursor", cursor);
+        }
+        format!("/ui/jobs?{}", pairs.finish())
+    };
+    let next = page.next_cursor.as_deref().map(|cursor| link(Some(cursor)));
+    let this = link(given(&query.cursor).as_deref());
+    render(&JobsPage {
+        layout: Layout::new(&principal, "jobs", this),
+        statuses: JobStatus::ALL
+            .iter()
+            .filter(|status| **status != JobStatus::Unknown)
+            .map(|status| status.as_str())
+            .collect(),
+        jobs: page.jobs.iter().map(JobRow::from).collect(),
+        next,
+        query,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    layout: Layout,
+    row: JobRow,
+    digest: String,
+    max_attempts: u32,
+    priority: String,
+    worker: Option<String>,
+    parent: Option<String>,
+    started: Option<When>,
+    stats: Option<StatsView>,
+    progress: Option<String>,
+    error: Option<String>,
+    result: Option<String>,
+    log: Option<String>,
+    metadata: Option<String>,
+    finished: bool,
+    dead: bool,
+}
+
+/// What the sandbox measured of an attempt.
+pub(super) struct StatsView {
+    pub(super) fuel: u64,
+    pub(super) wall: String,
+    pub(super) memory: String,
+}
+
+pub(super) async fn job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    let mut record = match jobs::owned_job(&state, &Extension(principal.clone()), &id).await {
+        Ok(record) => record,
+        Err(err) => return api_error(err),
+    };
+    let log = record.log.take().map(|log| capped(&log));
+    let view = JobView::from(record);
+    let job = &view.job;
+    let pretty = |value: &serde_json::Value| {
+        capped(&serde_json::to_string_pretty(value).unwrap_or_default())
+    };
+    let stats = job
+        .stats
+        .as_ref()
+        .and_then(|stats| serde_json::from_value::<RunStats>(stats.clone()).ok())
+        .map(|stats| StatsView {
+            fuel: stats.fuel_used,
+            wall: span(stats.wall_time.as_millis() as u64),
+            memory: bytesize::ByteSize(stats.peak_memory).to_string(),
+        });
+    render(&JobPage {
+        layout: Layout::new(&principal, "jobs", format!("/ui/jobs/{}", urlencoded(&id))),
+        row: JobRow::from(&view),
+        digest: job.digest.clone(),
+        max_attempts: job.max_attempts,
+        priority: job.priority.as_str().to_owned(),
+        worker: job.worker.clone(),
+        parent: job.parent.clone(),
+        started: job.started_at.map(When::at),
+        stats,
+        progress: job.progress.as_ref().map(pretty),
+        error: job.error.as_ref().map(pretty),
+        result: match (&view.result, &view.result_base64) {
+            (Some(result), _) => Some(pretty(result)),
+            (None, Some(base64)) => Some(capped(&format!("(bytes, base64) {base64}"))),
+            (None, None) => None,
+        },
+        log,
+        metadata: job.metadata.as_ref().map(pretty),
+        finished: job.status.is_finished(),
+        dead: job.status == JobStatus::Dead,
+    })
+}
+
+/// `text`, cut to [`SHOWN`] bytes on a character boundary, saying so.
+fn capped(text: &str) -> String {
+    if text.len() <= SHOWN {
+        return text.to_owned();
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n… ({} bytes in all; the first {SHOWN} shown)", &text[..end], text.len())
+}
+
+#[derive(Template)]
+#[template(path = "dead.html")]
+struct DeadPage {
+    layout: Layout,
+    jobs: Vec<DeadRow>,
+    next: Option<String>,
+}
+
+/// A dead letter in a table.
+pub(super) struct DeadRow {
+    pub(super) row: JobRow,
+    pub(super) error: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct DeadQuery {
+    #[serde(default)]
+    cursor: String,
+}
+
+pub(super) async fn dead(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(query): Query<DeadQuery>,
+) -> Response {
+    let this = match given(&query.cursor) {
+        Some(cursor) => format!("/ui/dead?cursor={}", urlencoded(&cursor)),
+        None => "/ui/dead".to_owned(),
+    };
+    let options = jobs::DeadOptions {
+        queue: None,
+        task: None,
+        limit: Some(50),
+        cursor: given(&query.cursor),
+    };
+    let page =
+        match jobs::dead_letters(State(state), Extension(principal.clone()), api::Query(options)).await
+        {
+            Ok(api::Json(page)) => page,
+            Err(err) => return api_error(err),
+        };
+    render(&DeadPage {
+        layout: Layout::new(&principal, "dead", this),
+        jobs: page
+            .jobs
+            .iter()
+            .map(|view| DeadRow {
+                row: JobRow::from(view),
+                error: view
+                    .job
+                    .error
+                    .as_ref()
+                    .map(|error| {
+                        let text = error
+                            .get("message")
+                            .and_then(|message| message.as_str())
+                            .map_or_else(|| error.to_string(), str::to_owned);
+                        text.chars().take(200).collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        next: page
+            .next_cursor
+            .map(|cursor| format!("/ui/dead?cursor={}", urlencoded(&cursor))),
+    })
+}
+
+fn urlencoded(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[derive(Template)]
+#[template(path = "queues.html")]
+struct QueuesPage {
+    layout: Layout,
+    queues: Vec<QueueRow>,
+}
+
+pub(super) async fn queues(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    match system::queues(State(state), Extension(principal.clone())).await {
+        Ok(api::Json(list)) => render(&QueuesPage {
+            layout: Layout::new(&principal, "queues", "/ui/queues"),
+            queues: list.queues.iter().map(QueueRow::from).collect(),
+        }),
+        Err(err) => api_error(err),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    layout: Layout,
+    entries: Vec<(When, AuditEntry)>,
+}
+
+pub(super) async fn audit(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    match state.audit.recent(&principal.tenant, 200).await {
+        Ok(entries) => render(&AuditPage {
+            layout: Layout::new(&principal, "audit", "/ui/audit"),
+            entries: entries
+                .into_iter()
+                .map(|entry| (When::at(entry.at), entry))
+                .collect(),
+        }),
+        Err(err) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err:#}")),
+    }
+}
+
+/// Runs an action as `principal` if its role allows a POST to the API, records it in the
+/// audit log, and sends the browser to `then`.
+async fn act(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    ids: &[String],
+    then: String,
+    run: impl Future<Output = Result<(), ApiError>>,
+) -> Response {
+    if let Err(err) = api::allowed(principal, &Method::POST) {
+        return api_error(err);
+    }
+    if let Err(err) = run.await {
+        return api_error(err);
+    }
+    if let Err(err) = state.audit.record(principal, action, ids).await {
+        tracing::warn!("writing the audit log failed: {err:#}");
+    }
+    Redirect::to(&then).into_response()
+}
+
+pub(super) async fn retry_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    let run = jobs::retry(
+        State(state.clone()),
+        Extension(principal.clone()),
+        api::Path(id.clone()),
+    );
+    let then = format!("/ui/jobs/{}", urlencoded(&id));
+    act(&state, &principal, "job.retry", &[id], then, async {
+        run.await.map(drop)
+    })
+    .await
+}
+
+pub(super) async fn cancel_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    let run = jobs::cancel(
+        State(state.clone()),
+        Extension(principal.clone()),
+        api::Path(id.clone()),
+    );
+    let then = format!("/ui/jobs/{}", urlencoded(&id));
+    act(&state, &principal, "job.cancel", &[id], then, async {
+        run.await.map(drop)
+    })
+    .await
+}
+
+pub(super) async fn pause_queue(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    let run = system::pause_queue(
+        State(state.clone()),
+        Extension(principal.clone()),
+        api::Path(name.clone()),
+    );
+    act(&state, &principal, "queue.pause", &[name], "/ui/queues".to_owned(), async {
+        run.await.map(drop)
+    })
+    .await
+}
+
+pub(super) async fn resume_queue(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    let run = system::resume_queue(
+        State(state.clone()),
+        Extension(principal.clone()),
+        api::Path(name.clone()),
+    );
+    act(&state, &principal, "queue.resume", &[name], "/ui/queues".to_owned(), async {
+        run.await.map(drop)
+    })
+    .await
+}

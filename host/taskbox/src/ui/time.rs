@@ -1,0 +1,55 @@
+//! Times as people read them: "3 s ago", with the date in the page for the browser to show
+//! in its own zone.
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+
+/// A moment on a page.
+#[derive(Debug, Clone)]
+pub(super) struct When {
+    /// RFC 3339 in UTC, for `<time datetime>`; the browser shows it as a local date.
+    pub(super) iso: String,
+    /// How long ago (or, ahead, "in 5 s").
+    pub(super) ago: String,
+}
+
+impl When {
+    pub(super) fn at(millis: u64) -> Self {
+        let now = taskbox_core::model::unix_millis(SystemTime::now());
+        let iso = DateTime::<Utc>::from_timestamp_millis(millis as i64)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let ago = if millis <= now {
+            format!("{} ago", span(now - millis))
+        } else {
+            format!("in {}", span(millis - now))
+        };
+        Self { iso, ago }
+    }
+}
+
+/// A span of `millis` in its largest whole unit: `850 ms`, `3 s`, `4 min`, `2 h`, `5 d`.
+pub(super) fn span(millis: u64) -> String {
+    match millis {
+        0..1_000 => format!("{millis} ms"),
+        1_000..60_000 => format!("{} s", millis / 1_000),
+        60_000..3_600_000 => format!("{} min", millis / 60_000),
+        3_600_000..86_400_000 => format!("{} h", millis / 3_600_000),
+        _ => format!("{} d", millis / 86_400_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::span;
+
+    #[test]
+    fn a_span_is_shown_in_its_largest_whole_unit() {
+        assert_eq!(span(850), "850 ms");
+        assert_eq!(span(3_400), "3 s");
+        assert_eq!(span(61_000), "1 min");
+        assert_eq!(span(7_300_000), "2 h");
+        assert_eq!(span(5 * 86_400_000), "5 d");
+    }
+}
