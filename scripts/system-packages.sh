@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages behind what a command needs, when they are missing:
 #
-#   bash scripts/system-packages.sh redis postgres cc python node curl
+#   bash scripts/system-packages.sh redis postgres cc python node curl browser
 #
 #   redis     redis-server                  the queue (tests and `taskbox dev` start their own)
 #   postgres  postgresql                    the SQL tests start a private cluster with its initdb
@@ -9,6 +9,7 @@
 #   python    python3-venv python3-pip      the Python guest toolchain and the API fuzzer
 #   node      nodejs npm                    the JavaScript guest toolchain
 #   curl      curl                          the demo talks to the API with it
+#   browser   chromium chromium-driver      the dashboard's tests drive a real browser
 #
 # As root it runs apt-get; otherwise it names the command to run and fails.
 set -euo pipefail
@@ -25,6 +26,10 @@ for need in "$@"; do
     python) python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv python3-pip) ;;
     node) command -v npm >/dev/null 2>&1 || missing+=(nodejs npm) ;;
     curl) command -v curl >/dev/null 2>&1 || missing+=(curl) ;;
+    browser)
+        command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+        command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+        ;;
     *) echo "system-packages.sh: unknown need '$need'" >&2 && exit 2 ;;
     esac
 done

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
 
 step "system packages"
-bash scripts/system-packages.sh redis postgres cc python node || exit 1
+bash scripts/system-packages.sh redis postgres cc python node browser || exit 1
 
 step "Rust toolchain and targets (rust-toolchain.toml)"
 rustup toolchain install || exit 1

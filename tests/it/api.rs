@@ -544,13 +544,10 @@ async fn raw_post(address: &str, body: &str, sending: Sending) -> (StatusCode, V
             }
         }
     });
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        reader.read_to_end(&mut answer),
-    )
-    .await
-    .expect("the server ends the connection after its answer")
-    .expect("the server answers without resetting the connection");
+    tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut answer))
+        .await
+        .expect("the server ends the connection after its answer")
+        .expect("the server answers without resetting the connection");
     sender.await.unwrap();
 
     let text = String::from_utf8_lossy(&answer);

@@ -14,6 +14,7 @@ mod api;
 mod capabilities;
 mod cli;
 mod cron;
+mod dashboard;
 mod failover;
 mod hostile;
 mod hosts;

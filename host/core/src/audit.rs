@@ -43,7 +43,12 @@ impl Audit {
     }
 
     /// Records that `who` did `action` to `ids`, in `who`'s tenant's log.
-    pub async fn record(&self, who: &Principal, action: &str, ids: &[String]) -> anyhow::Result<()> {
+    pub async fn record(
+        &self,
+        who: &Principal,
+        action: &str,
+        ids: &[String],
+    ) -> anyhow::Result<()> {
         let named = ids[..ids.len().min(IDS_NAMED)].join(" ");
         let () = self
             .store

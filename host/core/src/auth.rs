@@ -197,7 +197,9 @@ impl Sessions {
     /// Who session `id` stands for, while it lasts.
     pub async fn find(&self, id: &str) -> anyhow::Result<Option<Principal>> {
         let stored: Option<String> = self.store.connection().get(self.key(id)).await?;
-        Ok(stored.map(|stored| serde_json::from_str(&stored)).transpose()?)
+        Ok(stored
+            .map(|stored| serde_json::from_str(&stored))
+            .transpose()?)
     }
 
     /// Ends session `id`.

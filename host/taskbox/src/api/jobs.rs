@@ -315,7 +315,11 @@ pub(crate) struct WaitOptions {
 }
 
 /// The caller's job `id`, or 404 (also for another tenant's).
-pub(crate) async fn owned_job(state: &AppState, caller: &Caller, id: &str) -> Result<JobRecord, ApiError> {
+pub(crate) async fn owned_job(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<JobRecord, ApiError> {
     state
         .queue
         .job(id)

@@ -216,7 +216,10 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .nest("/v1", authenticated.merge(open))
         .nest("/ui", crate::ui::router(state.clone()))
         .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
-        .route("/ui/", get(|| async { axum::response::Redirect::to("/ui") }))
+        .route(
+            "/ui/",
+            get(|| async { axum::response::Redirect::to("/ui") }),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -1,6 +1,6 @@
-//! The one SSE stream a page listens to: a `change` event when the queues or workers
-//! changed, at most twice a second, so the page reloads its live parts then and never
-//! polls on its own while the stream holds.
+//! The one SSE stream a page listens to: a `change` event when it opens and whenever the
+//! queues, the tenant's newest jobs or the workers changed, at most twice a second. The page
+//! reloads its live part on each, and polls only while the stream is broken.
 
 use std::convert::Infallible;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
@@ -28,16 +28,22 @@ pub(super) async fn stream(
         Ok(slot) => slot,
         Err(err) => return error_page(err.status(), err.message()),
     };
+    // The first event comes at once: what changed between the page's render and its stream
+    // would be missed otherwise.
     let changes = futures_util::stream::unfold(
         (state, principal, None::<u64>, slot),
         |(state, principal, mut last, slot)| async move {
             loop {
-                tokio::time::sleep(LOOK_EVERY).await;
+                if last.is_some() {
+                    tokio::time::sleep(LOOK_EVERY).await;
+                }
                 let Ok(now) = fingerprint(&state, &principal).await else {
+                    tokio::time::sleep(LOOK_EVERY).await;
                     continue;
                 };
-                if last.replace(now).is_some_and(|last| last != now) {
-                    let event = Event::default().event("change").data("");
+                if last.replace(now) != Some(now) {
+                    // A browser drops an event without data.
+                    let event = Event::default().event("change").data(format!("{now:x}"));
                     return Some((Ok::<_, Infallible>(event), (state, principal, last, slot)));
                 }
             }
@@ -55,8 +61,20 @@ async fn fingerprint(state: &AppState, principal: &Principal) -> anyhow::Result<
     let mut hasher = DefaultHasher::new();
     for queue in state.queue.queue_stats().await? {
         let waiting = queue.waiting;
-        (queue.name, queue.paused_at, waiting.high, waiting.normal, waiting.low).hash(&mut hasher);
-        (queue.running, queue.delayed, queue.completed_last_minute, queue.failed_last_minute)
+        (
+            queue.name,
+            queue.paused_at,
+            waiting.high,
+            waiting.normal,
+            waiting.low,
+        )
+            .hash(&mut hasher);
+        (
+            queue.running,
+            queue.delayed,
+            queue.completed_last_minute,
+            queue.failed_last_minute,
+        )
             .hash(&mut hasher);
     }
     let newest = state
@@ -64,7 +82,12 @@ async fn fingerprint(state: &AppState, principal: &Principal) -> anyhow::Result<
         .list(&principal.tenant, &Default::default(), None, 50)
         .await?;
     for job in newest.jobs {
-        (job.id, job.status.as_str(), job.attempt, job.progress.map(|p| p.to_string()))
+        (
+            job.id,
+            job.status.as_str(),
+            job.attempt,
+            job.progress.map(|p| p.to_string()),
+        )
             .hash(&mut hasher);
     }
     for worker in state.queue.workers().await? {

@@ -117,7 +117,8 @@ pub(super) struct QueueRow {
     pub(super) waiting: u64,
     pub(super) running: u64,
     pub(super) delayed: u64,
-    pub(super) oldest: String,
+    /// When the oldest waiting job was enqueued, if one waits.
+    pub(super) oldest: Option<When>,
     pub(super) completed: u64,
     pub(super) failed: u64,
 }
@@ -132,8 +133,11 @@ impl From<&QueueStats> for QueueRow {
             running: queue.running,
             delayed: queue.delayed,
             oldest: match queue.oldest_waiting_ms {
-                0 => "—".to_owned(),
-                age => span(age),
+                0 => None,
+                age => Some(When::at(
+                    taskbox_core::model::unix_millis(std::time::SystemTime::now())
+                        .saturating_sub(age),
+                )),
             },
             completed: queue.completed_last_minute,
             failed: queue.failed_last_minute,
@@ -254,7 +258,13 @@ pub(super) async fn jobs(
         limit: Some(50),
         cursor: given(&query.cursor),
     };
-    let page = match jobs::list(State(state), Extension(principal.clone()), api::Query(options)).await {
+    let page = match jobs::list(
+        State(state),
+        Extension(principal.clone()),
+        api::Query(options),
+    )
+    .await
+    {
         Ok(api::Json(page)) => page,
         Err(err) => return api_error(err),
     };
@@ -327,7 +337,11 @@ pub(super) async fn job(
         Ok(record) => record,
         Err(err) => return api_error(err),
     };
-    let log = record.log.take().map(|log| capped(&log));
+    let log = record
+        .log
+        .take()
+        .filter(|log| !log.is_empty())
+        .map(|log| capped(&log));
     let view = JobView::from(record);
     let job = &view.job;
     let pretty = |value: &serde_json::Value| {
@@ -375,7 +389,11 @@ fn capped(text: &str) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}\n… ({} bytes in all; the first {SHOWN} shown)", &text[..end], text.len())
+    format!(
+        "{}\n… ({} bytes in all; the first {SHOWN} shown)",
+        &text[..end],
+        text.len()
+    )
 }
 
 #[derive(Template)]
@@ -413,12 +431,16 @@ pub(super) async fn dead(
         limit: Some(50),
         cursor: given(&query.cursor),
     };
-    let page =
-        match jobs::dead_letters(State(state), Extension(principal.clone()), api::Query(options)).await
-        {
-            Ok(api::Json(page)) => page,
-            Err(err) => return api_error(err),
-        };
+    let page = match jobs::dead_letters(
+        State(state),
+        Extension(principal.clone()),
+        api::Query(options),
+    )
+    .await
+    {
+        Ok(api::Json(page)) => page,
+        Err(err) => return api_error(err),
+    };
     render(&DeadPage {
         layout: Layout::new(&principal, "dead", this),
         jobs: page
@@ -559,9 +581,14 @@ pub(super) async fn pause_queue(
         Extension(principal.clone()),
         api::Path(name.clone()),
     );
-    act(&state, &principal, "queue.pause", &[name], "/ui/queues".to_owned(), async {
-        run.await.map(drop)
-    })
+    act(
+        &state,
+        &principal,
+        "queue.pause",
+        &[name],
+        "/ui/queues".to_owned(),
+        async { run.await.map(drop) },
+    )
     .await
 }
 
@@ -575,8 +602,13 @@ pub(super) async fn resume_queue(
         Extension(principal.clone()),
         api::Path(name.clone()),
     );
-    act(&state, &principal, "queue.resume", &[name], "/ui/queues".to_owned(), async {
-        run.await.map(drop)
-    })
+    act(
+        &state,
+        &principal,
+        "queue.resume",
+        &[name],
+        "/ui/queues".to_owned(),
+        async { run.await.map(drop) },
+    )
     .await
 }

@@ -65,11 +65,7 @@ pub(super) async fn login(
         "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         state.sessions.lifetime().as_secs()
     );
-    (
-        [(header::SET_COOKIE, cookie)],
-        Redirect::to("/ui"),
-    )
-        .into_response()
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/ui")).into_response()
 }
 
 pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -112,7 +108,10 @@ pub(super) async fn require(
         if request.method() == Method::GET {
             return Redirect::to("/ui/login").into_response();
         }
-        return error_page(StatusCode::UNAUTHORIZED, "Your session has ended: log in again.");
+        return error_page(
+            StatusCode::UNAUTHORIZED,
+            "Your session has ended: log in again.",
+        );
     };
     request.extensions_mut().insert(principal);
     next.run(request).await
@@ -198,8 +197,14 @@ mod tests {
         assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
         assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
         let host = ("host", "127.0.0.1:7878");
-        assert!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:7878")])));
-        assert!(!same_origin(&headers(&[host, ("origin", "http://evil.example")])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:7878")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://evil.example")
+        ])));
         assert!(!same_origin(&headers(&[host, ("origin", "null")])));
         assert!(!same_origin(&headers(&[host])));
     }
@@ -207,9 +212,15 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let mut cookies = HeaderMap::new();
-        cookies.insert(header::COOKIE, HeaderValue::from_static("a=1; tb_session=abc; b=2"));
+        cookies.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; tb_session=abc; b=2"),
+        );
         assert_eq!(session_id(&cookies), Some("abc"));
-        cookies.insert(header::COOKIE, HeaderValue::from_static("tb_sessionx=1; tb_session="));
+        cookies.insert(
+            header::COOKIE,
+            HeaderValue::from_static("tb_sessionx=1; tb_session="),
+        );
         assert_eq!(session_id(&cookies), None);
     }
 }

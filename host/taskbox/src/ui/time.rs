@@ -1,5 +1,5 @@
 //! Times as people read them: "3 s ago", with the date in the page for the browser to show
-//! in its own zone.
+//! in its own zone and to keep counting (`assets/app.js` spells spans the same way).
 
 use std::time::SystemTime;
 
@@ -12,6 +12,8 @@ pub(super) struct When {
     pub(super) iso: String,
     /// How long ago (or, ahead, "in 5 s").
     pub(super) ago: String,
+    /// How long ago, as a span alone: "5 s".
+    pub(super) span: String,
 }
 
 impl When {
@@ -19,13 +21,17 @@ impl When {
         let now = taskbox_core::model::unix_millis(SystemTime::now());
         let iso = DateTime::<Utc>::from_timestamp_millis(millis as i64)
             .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let ago = if millis <= now {
             format!("{} ago", span(now - millis))
         } else {
             format!("in {}", span(millis - now))
         };
-        Self { iso, ago }
+        Self {
+            iso,
+            ago,
+            span: span(now.saturating_sub(millis)),
+        }
     }
 }
 

@@ -10,12 +10,34 @@
     if (shown) shown.textContent = paused ? "paused" : text;
   }
 
-  // A <time> shows "3 s ago"; its title is the local date.
+  // As the server spells a span (ui/time.rs).
+  function span(ms) {
+    if (ms < 1000) return ms + " ms";
+    if (ms < 60000) return Math.floor(ms / 1000) + " s";
+    if (ms < 3600000) return Math.floor(ms / 60000) + " min";
+    if (ms < 86400000) return Math.floor(ms / 3600000) + " h";
+    return Math.floor(ms / 86400000) + " d";
+  }
+
+  // A <time> reads "3 s ago" (or "3 s" with data-span) and keeps counting; its title is
+  // the local date.
   function localDates(root) {
     root.querySelectorAll("time[datetime]").forEach(function (time) {
       time.title = new Date(time.getAttribute("datetime")).toLocaleString();
     });
   }
+
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("time[datetime]").forEach(function (time) {
+      var at = Date.parse(time.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      if (time.hasAttribute("data-span")) time.textContent = span(Math.max(0, now - at));
+      else if (at <= now) time.textContent = span(now - at) + " ago";
+      else time.textContent = "in " + span(at - now);
+    });
+  }
+  setInterval(tick, 1000);
 
   function poll() {
     if (polling) return;

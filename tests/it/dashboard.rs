@@ -1,0 +1,377 @@
+//! The dashboard in a real browser (Debian's chromium, headless, over WebDriver) against a
+//! real server, worker and Redis: what an operator sees change without reloading, and what
+//! the server refuses whatever the page shows.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use taskbox::api::ApiConfig;
+use taskbox_core::auth::{Role, Tokens};
+use taskbox_core::queue::Queue;
+use taskbox_core::registry::{Registry, RegistryConfig};
+use taskbox_core::worker::WorkerConfig;
+
+use crate::support::browser::Browser;
+use crate::support::private_redis::TestRedis;
+use crate::support::{host, private_redis, wait};
+
+const ADMIN: &str = "dashboard-admin-token";
+
+/// Long enough for a worker on a busy 2-core machine; the pages change within a second.
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Server {
+    _redis: TestRedis,
+    url: String,
+    queue: Queue,
+    http: reqwest::Client,
+    _serving: host::Serving,
+}
+
+impl Server {
+    /// The API, the dashboard and a worker on a fresh Redis, with the `hello` and
+    /// `fixtures` guests published for the default tenant and tenant `other`.
+    async fn start() -> Self {
+        let (redis, queue) = private_redis::start().await;
+        let registry = Registry::new(queue.clone(), host::runtime(), RegistryConfig::default());
+        for tenant in ["default", "other"] {
+            for guest in ["hello", "fixtures"] {
+                host::publish(&registry, tenant, guest).await;
+            }
+        }
+        let config = ApiConfig {
+            admin_token: Some(ADMIN.into()),
+            ..ApiConfig::default()
+        };
+        let worker = WorkerConfig::new(format!("dashboard-test-{}", rand::random::<u32>()));
+        let serving = host::serve(&queue, registry, config, worker).await;
+        Self {
+            _redis: redis,
+            url: serving.url.clone(),
+            queue,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            _serving: serving,
+        }
+    }
+
+    async fn token(&self, tenant: &str, role: Role) -> String {
+        Tokens::new(self.queue.store().clone())
+            .create(tenant, role)
+            .await
+            .unwrap()
+    }
+
+    /// Enqueues over `/v1` with `token`; returns the job id.
+    async fn enqueue(&self, token: &str, body: Value) -> String {
+        let reply: Value = self
+            .http
+            .post(format!("{}/v1/jobs", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .to_owned()
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/jobs/{id}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// A session cookie for `token`, logged in as a browser on this page would.
+    async fn session(&self, token: &str) -> String {
+        let response = self
+            .http
+            .post(format!("{}/ui/login", self.url))
+            .header("origin", &self.url)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
+    /// Posts to a dashboard action with a session cookie and an `Origin`.
+    async fn post(&self, path: &str, cookie: &str, origin: &str) -> StatusCode {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .header("cookie", cookie)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    async fn page(&self, path: &str, cookie: &str) -> (StatusCode, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+}
+
+/// Saves a screenshot under `target/ui-screenshots/` for the docs.
+async fn screenshot(browser: &Browser, name: &str) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/ui-screenshots");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(format!("{dir}/{name}.png"), browser.screenshot().await).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_enqueued_over_the_api_move_on_the_open_page_without_a_reload() {
+    let server = Server::start().await;
+    let browser = Browser::start().await;
+    browser.log_in(&server.url, ADMIN).await;
+    browser.open(&format!("{}/ui/jobs", server.url)).await;
+    browser.wait_for_text("#live-state", "live", LIMIT).await;
+    // Gone if the page reloads.
+    browser
+        .client
+        .execute("window.stillTheSamePage = true;", vec![])
+        .await
+        .unwrap();
+
+    let id = server
+        .enqueue(
+            ADMIN,
+            json!({"module": "fixtures", "task": "sleep", "input": {"ms": 1500}}),
+        )
+        .await;
+    let status = format!("tr[data-job='{id}'] .status");
+    browser.wait_for_text(&status, "running", LIMIT).await;
+    browser.wait_for_text(&status, "completed", LIMIT).await;
+    let same: Value = browser
+        .client
+        .execute("return window.stillTheSamePage === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, json!(true), "the page reloaded");
+
+    browser.open(&format!("{}/ui", server.url)).await;
+    screenshot(&browser, "overview").await;
+    browser.open(&format!("{}/ui/jobs/{id}", server.url)).await;
+    screenshot(&browser, "job").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_job_is_retried_from_the_dead_letters_and_the_audit_log_says_who() {
+    let server = Server::start().await;
+    let browser = Browser::start().await;
+    browser.log_in(&server.url, ADMIN).await;
+    browser.open(&format!("{}/ui/dead", server.url)).await;
+    let id = server
+        .enqueue(
+            ADMIN,
+            json!({"module": "fixtures", "task": "panic", "max_retries": 0}),
+        )
+        .await;
+    let row = format!("tr[data-job='{id}']");
+    wait::until("the dead job appears on the open page", LIMIT, || async {
+        (browser.count(&row).await == 1).then_some(())
+    })
+    .await;
+    let error = browser.text(&format!("{row} .error")).await.unwrap();
+    assert!(error.contains("trap"), "{error}");
+    // Why it died is on its page: the trap and the guest's own words in its log.
+    browser.click(&format!("{row} a")).await;
+    wait::until("the job's page shows its log", LIMIT, || async {
+        let log = browser.text("pre.log").await?;
+        log.contains("this task always panics").then_some(())
+    })
+    .await;
+    browser.open(&format!("{}/ui/dead", server.url)).await;
+
+    browser.click(&format!("{row} button.retry")).await;
+    // The job runs again, and dies again: a second series of attempts.
+    wait::until("the retried job runs its second series", LIMIT, || async {
+        let job = server.job(&id).await;
+        (job["dead_retries"] == 1 && job["status"] == "dead").then_some(())
+    })
+    .await;
+    browser.open(&format!("{}/ui/audit", server.url)).await;
+    let entry = browser.text("table.audit tbody tr").await.unwrap();
+    assert!(
+        entry.contains("job.retry") && entry.contains(&id),
+        "{entry}"
+    );
+    assert!(entry.contains("admin"), "{entry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_on_a_spinning_jobs_page_ends_it_and_the_page_shows_its_fuel() {
+    let server = Server::start().await;
+    let browser = Browser::start().await;
+    browser.log_in(&server.url, ADMIN).await;
+    let id = server
+        .enqueue(ADMIN, json!({"module": "fixtures", "task": "spin"}))
+        .await;
+    browser.open(&format!("{}/ui/jobs/{id}", server.url)).await;
+    browser.wait_for_text("#job-status", "running", LIMIT).await;
+    browser.click("button.cancel").await;
+    browser
+        .wait_for_text("#job-status", "cancelled", LIMIT)
+        .await;
+    let fuel: u64 = browser.text("#fuel").await.unwrap().parse().unwrap();
+    assert!(fuel > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_what_a_role_a_site_or_a_tenant_may_not_do() {
+    let server = Server::start().await;
+    let dead = server
+        .enqueue(
+            ADMIN,
+            json!({"module": "fixtures", "task": "panic", "max_retries": 0}),
+        )
+        .await;
+    wait::until("the job dies", LIMIT, || async {
+        (server.job(&dead).await["status"] == "dead").then_some(())
+    })
+    .await;
+    let retry = format!("/ui/jobs/{dead}/retry");
+
+    // A viewer sees no action and may take none, whatever it posts.
+    let viewer = server
+        .session(&server.token("default", Role::Viewer).await)
+        .await;
+    let (status, page) = server.page(&format!("/ui/jobs/{dead}"), &viewer).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("panic") && !page.contains("<button type=\"submit\" class=\"retry\""));
+    assert_eq!(
+        server.post(&retry, &viewer, &server.url).await,
+        StatusCode::FORBIDDEN
+    );
+    let browser = Browser::start().await;
+    browser
+        .log_in(&server.url, &server.token("default", Role::Viewer).await)
+        .await;
+    browser.open(&format!("{}/ui/dead", server.url)).await;
+    assert_eq!(browser.count("tr[data-job] button").await, 0);
+
+    // An admin's session, from another site, may not either.
+    let admin = server.session(ADMIN).await;
+    assert_eq!(
+        server.post(&retry, &admin, "http://evil.example").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(server.job(&dead).await["status"], "dead");
+    // Nor without a session.
+    assert_eq!(
+        server.post(&retry, "", &server.url).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server.post(&retry, &admin, &server.url).await,
+        StatusCode::SEE_OTHER
+    );
+
+    // Another tenant's job is not there.
+    let others = server
+        .enqueue(
+            &server.token("other", Role::Operator).await,
+            json!({"module": "hello", "task": "greet", "input": {"name": "B"}}),
+        )
+        .await;
+    let (status, _) = server.page(&format!("/ui/jobs/{others}"), &admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let other = server
+        .session(&server.token("other", Role::Admin).await)
+        .await;
+    let (status, _) = server.page(&format!("/ui/jobs/{dead}"), &other).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_paused_on_its_page_ages_starts_nothing_and_drains_when_resumed() {
+    let server = Server::start().await;
+    let browser = Browser::start().await;
+    browser.log_in(&server.url, ADMIN).await;
+    let first = server
+        .enqueue(
+            ADMIN,
+            json!({"module": "hello", "task": "greet", "input": {"name": "A"}}),
+        )
+        .await;
+    wait::until("the first job completes", LIMIT, || async {
+        (server.job(&first).await["status"] == "completed").then_some(())
+    })
+    .await;
+    browser.open(&format!("{}/ui/queues", server.url)).await;
+    let row = "tr[data-queue='default']";
+    browser.click(&format!("{row} button.pause")).await;
+    browser
+        .wait_for_text(&format!("{row} .state .status"), "paused", LIMIT)
+        .await;
+
+    let ids = [
+        server
+            .enqueue(
+                ADMIN,
+                json!({"module": "hello", "task": "greet", "input": {"name": "B"}}),
+            )
+            .await,
+        server
+            .enqueue(
+                ADMIN,
+                json!({"module": "hello", "task": "greet", "input": {"name": "C"}}),
+            )
+            .await,
+    ];
+    // The oldest waiting age grows on the open page, past the time a worker trusts what it
+    // read of the paused queues, and nothing starts.
+    wait::until("the paused queue's age reaches 2 s", LIMIT, || async {
+        let oldest = browser.text(&format!("{row} .oldest")).await?;
+        let seconds: u64 = oldest.strip_suffix(" s")?.parse().ok()?;
+        (seconds >= 2).then_some(())
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(server.job(id).await["status"], "pending");
+    }
+
+    browser.click(&format!("{row} button.resume")).await;
+    browser
+        .wait_for_text(&format!("{row} .state .status"), "running", LIMIT)
+        .await;
+    for id in &ids {
+        wait::until("the queue drains", LIMIT, || async {
+            (server.job(id).await["status"] == "completed").then_some(())
+        })
+        .await;
+    }
+    browser
+        .wait_for_text(&format!("{row} .waiting"), "0", LIMIT)
+        .await;
+}
