@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use taskbox_core::events::{Events, JOBS_CHANNEL};
 use taskbox_core::model::job::{Backoff, JobRecord, JobStatus, Priority};
 use taskbox_core::queue::{
     CancelOutcome, EnqueueOptions, JobFilter, MAX_RETRY_DELAY, NewJob, Queue,
@@ -430,6 +431,75 @@ async fn retryable_failures_retry_with_backoff_then_die_with_exact_tries() {
     assert_eq!(
         dead[0].error.as_ref().unwrap()["message"],
         "task error (retryable): flaky upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_and_retries_are_announced_on_the_tenants_jobs_channel() {
+    let h = Harness::start().await;
+    let _worker = h.worker(|_| {});
+    let options = EnqueueOptions {
+        max_retries: Some(1),
+        backoff: fast_backoff(),
+        ..EnqueueOptions::default()
+    };
+    let id = h
+        .enqueue(
+            "fixtures",
+            "fail",
+            json!({"kind": "retryable", "message": "flaky upstream"}),
+            options,
+        )
+        .await;
+    assert_eq!(
+        h.wait(&id, Duration::from_secs(30)).await.status,
+        JobStatus::Dead
+    );
+    assert!(h.queue.retry_dead(&id).await.unwrap());
+
+    let events = Events::new(h.queue.store().clone());
+    let announced = wait::until(
+        "three events on the jobs channel",
+        Duration::from_secs(10),
+        || async {
+            let replayed = events.replay(TENANT, JOBS_CHANNEL, "0").await.unwrap();
+            (replayed.len() >= 3).then_some(replayed)
+        },
+    )
+    .await;
+    let names: Vec<&str> = announced
+        .iter()
+        .take(3)
+        .map(|event| event.event.as_str())
+        .collect();
+    assert_eq!(names, ["job.retrying", "job.failed", "job.retried"]);
+    let data: Vec<Value> = announced
+        .iter()
+        .map(|event| serde_json::from_str(&event.data).unwrap())
+        .collect();
+    for event in &data {
+        assert_eq!(
+            (event["id"].as_str(), event["task"].as_str()),
+            (Some(id.as_str()), Some("fail")),
+            "{event}"
+        );
+    }
+    assert_eq!(data[0]["attempt"], 1);
+    assert_eq!(data[0]["error_kind"], "task_error");
+    assert_eq!(data[0]["error"], "task error (retryable): flaky upstream");
+    assert!(data[0]["retry_in_ms"].as_u64().is_some(), "{}", data[0]);
+    assert_eq!(
+        (data[1]["attempt"].as_u64(), data[1]["retry_in_ms"].as_u64()),
+        (Some(2), None)
+    );
+    assert!(data[1]["worker"].is_string(), "{}", data[1]);
+    // Another tenant's channel of the same name hears nothing of it.
+    assert!(
+        events
+            .replay("other", JOBS_CHANNEL, "0")
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

@@ -9,6 +9,8 @@
 //! ([`Subscriptions`]): a thousand browsers watching a job's progress are one subscriber to
 //! Redis, not a thousand connections.
 
+mod jobs;
+
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -23,6 +25,9 @@ use tokio::task::AbortHandle;
 
 use crate::store::Store;
 use crate::store::keys;
+
+pub(crate) use jobs::shown;
+pub use jobs::{ERROR_SHOWN, JOBS_CHANNEL, JobEvent, JobEventKind};
 
 /// How many events each channel keeps for replay (about: Redis trims in whole nodes).
 pub const REPLAY_LENGTH: usize = 1000;

@@ -23,6 +23,7 @@ use futures_util::{StreamExt as _, TryFutureExt as _};
 use redis::{AsyncCommands as _, Script};
 use taskbox_runtime::guest_text::quote;
 
+use crate::events::{Events, JobEvent, JobEventKind};
 use crate::model::job::{Backoff, JobRecord, JobStatus, Priority};
 use crate::model::module::ModuleVersion;
 use crate::model::names::validate_name;
@@ -710,7 +711,23 @@ impl Queue {
             .arg(id)
             .invoke_async(&mut self.connection())
             .await?;
-        Ok(retried.is_some())
+        if retried.is_none() {
+            return Ok(false);
+        }
+        let event = JobEvent::of(&job);
+        if let Err(err) = self
+            .events()
+            .job_event(&job.tenant, JobEventKind::Retried, &event)
+            .await
+        {
+            tracing::warn!(job = %id, "publishing job.retried failed: {err:#}");
+        }
+        Ok(true)
+    }
+
+    /// The events of this queue's Redis: the jobs channel's among them.
+    pub(crate) fn events(&self) -> Events {
+        Events::new(self.store.clone())
     }
 }
 

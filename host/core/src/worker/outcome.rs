@@ -9,6 +9,7 @@ use taskbox_runtime::{JobError, JobReport};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{RETRY_FIRST, RETRY_MOST, Worker};
+use crate::events::{JobEvent, JobEventKind};
 use crate::model::job::{Backoff, JobStatus};
 use crate::queue::{Delivery, Ending, FinishedAttempt, Queue};
 
@@ -99,15 +100,59 @@ impl Worker {
         backoff: &Backoff,
     ) -> anyhow::Result<()> {
         let outcome = self.outcome(delivery, attempt, report, backoff)?;
+        let failure = (outcome.ending == Ending::Failed).then(|| Failure {
+            kind: outcome.error_kind.clone(),
+            message: error_message(&outcome.payload),
+            retry_in: outcome.retry_in,
+        });
         let counter = match self.store(outcome).await? {
             None => {
                 tracing::warn!(job = %delivery.job, attempt, "outcome refused: a newer attempt owns the job");
                 &self.stats.stale_rejected
             }
-            Some(status) => self.counter(status),
+            Some(status) => {
+                if let Some(failure) = failure {
+                    self.announce(delivery, status, failure).await;
+                }
+                self.counter(status)
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Publishes a stored failure on its tenant's jobs channel: `job.retrying` or
+    /// `job.failed`. An event that cannot be published is logged, not retried: the job's
+    /// record says the same.
+    async fn announce(&self, delivery: &Delivery, status: JobStatus, failure: Failure) {
+        let kind = match status {
+            JobStatus::Retrying => JobEventKind::Retrying,
+            JobStatus::Dead => JobEventKind::Failed,
+            _ => return,
+        };
+        let published = async {
+            let Some(job) = self.queue.job(&delivery.job).await? else {
+                return Ok(());
+            };
+            let event = JobEvent {
+                error_kind: Some(failure.kind),
+                error: Some(failure.message),
+                retry_in_ms: failure
+                    .retry_in
+                    .filter(|_| kind == JobEventKind::Retrying)
+                    .map(|delay| delay.as_millis() as u64),
+                worker: Some(self.config.id.clone()),
+                ..JobEvent::of(&job)
+            };
+            self.queue
+                .events()
+                .job_event(&job.tenant, kind, &event)
+                .await
+                .map(drop)
+        };
+        if let Err(err) = published.await {
+            tracing::warn!(job = %delivery.job, "publishing {} failed: {err:#}", kind.name());
+        }
     }
 
     /// What `finish_batch.lua` is to store of an attempt's report.
@@ -215,6 +260,21 @@ impl Worker {
             _ => &self.stats.failed,
         }
     }
+}
+
+/// An attempt's failure, as its event tells it.
+struct Failure {
+    kind: String,
+    message: String,
+    retry_in: Option<Duration>,
+}
+
+/// The message of an error as stored, cut for an event.
+fn error_message(payload: &[u8]) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|error| error.get("message")?.as_str().map(crate::events::shown));
+    message.unwrap_or_default()
 }
 
 /// A job's error as stored: its kind and fields, and its message.
