@@ -132,7 +132,9 @@ pub async fn serve(
         .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
     match &config.admin_token {
-        Some(_) => tracing::info!("API on http://{address}/v1 (bearer tokens required)"),
+        Some(_) => tracing::info!(
+            "API on http://{address}/v1, dashboard on http://{address}/ui (bearer tokens required)"
+        ),
         None => tracing::warn!(
             "API on http://{address}/v1 is OPEN: no admin token is configured, so anyone on this \
              machine is admin of the `default` tenant. Set {ENV_ADMIN_TOKEN} to require tokens."

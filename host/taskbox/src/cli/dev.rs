@@ -56,7 +56,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     let api = args.api.api_config(&host);
     eprintln!(
-        "taskbox dev: API on http://{}/v1, worker running {} jobs at once; try `taskbox job enqueue MODULE/TASK --input JSON --wait`",
+        "taskbox dev: API on http://{0}/v1, dashboard on http://{0}/ui, worker running {1} jobs at once; try `taskbox job enqueue MODULE/TASK --input JSON --wait`",
         api.listen, args.worker.concurrency
     );
     let worker = Some((&args.worker, host.capabilities()?, host.job_limits()));

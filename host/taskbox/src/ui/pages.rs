@@ -313,6 +313,9 @@ struct JobPage {
     started: Option<When>,
     stats: Option<StatsView>,
     progress: Option<String>,
+    /// The error's kind and message, as text.
+    failure: Option<(String, String)>,
+    /// The error's other fields, as JSON.
     error: Option<String>,
     result: Option<String>,
     log: Option<String>,
@@ -367,6 +370,16 @@ pub(super) async fn job(
         started: job.started_at.map(When::at),
         stats,
         progress: job.progress.as_ref().map(pretty),
+        failure: job.error.as_ref().map(|error| {
+            let field = |name: &str| {
+                error
+                    .get(name)
+                    .and_then(|value| value.as_str())
+                    .map(capped)
+                    .unwrap_or_default()
+            };
+            (field("kind"), field("message"))
+        }),
         error: job.error.as_ref().map(pretty),
         result: match (&view.result, &view.result_base64) {
             (Some(result), _) => Some(pretty(result)),
