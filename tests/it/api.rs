@@ -996,6 +996,146 @@ async fn listings_page_with_cursors_without_gaps_or_repeats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_a_scan_page_is_listed_searched_counted_and_retried_in_bulk() {
+    let server = Server::start().await;
+    let (status, _) = server
+        .upload(
+            ADMIN,
+            host::manifest_text("fixtures"),
+            std::fs::read(guests::wasm("fixtures")).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // One batch: every job has the same creation time, more of them than a listing reads
+    // at once.
+    let jobs: Vec<Value> = (0..450)
+        .map(|i| {
+            json!({"module": "fixtures", "task": "fail", "max_retries": 0,
+                        "input": {"kind": "fatal", "message": format!("m{}", i % 9)}})
+        })
+        .collect();
+    let (status, reply) = server
+        .call(
+            server
+                .request(Method::POST, "/v1/jobs/batch", Some(ADMIN))
+                .json(&json!({"jobs": jobs})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let count = |query: &'static str| {
+        let server = &server;
+        async move {
+            let (status, count) = server
+                .call(server.request(Method::GET, &format!("/v1/jobs/count?{query}"), Some(ADMIN)))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{count}");
+            assert_eq!(count["complete"], true, "{count}");
+            count["count"].as_u64().unwrap()
+        }
+    };
+    wait::until("every job dies", Duration::from_secs(60), || async {
+        (count("status=dead").await == 450).then_some(())
+    })
+    .await;
+
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/jobs?limit=100&cursor={cursor}"),
+            None => "/v1/jobs?limit=100".to_owned(),
+        };
+        let (_, page) = server
+            .call(server.request(Method::GET, &path, Some(ADMIN)))
+            .await;
+        for job in page["jobs"].as_array().unwrap() {
+            assert!(
+                seen.insert(job["id"].as_str().unwrap().to_owned()),
+                "listed twice: {job}"
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 450, "every job of the batch once");
+
+    // Jobs whose input says `m4`: 50 of them.
+    assert_eq!(count("status=dead&input=message%3Dm4").await, 50);
+    let (_, found) = server
+        .call(server.request(
+            Method::GET,
+            "/v1/jobs?status=dead&input=message%3Dm4&limit=500",
+            Some(ADMIN),
+        ))
+        .await;
+    assert_eq!(found["jobs"].as_array().unwrap().len(), 50, "{found}");
+    let some_id = found["jobs"][0]["id"].as_str().unwrap();
+    let (_, by_prefix) = server
+        .call(server.request(
+            Method::GET,
+            &format!("/v1/jobs?id={}", &some_id[..20]),
+            Some(ADMIN),
+        ))
+        .await;
+    assert!(
+        by_prefix["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|job| job["id"] == some_id)
+    );
+
+    let viewer = server.token("default", Role::Viewer).await;
+    let bulk = json!({"action": "retry", "selection": {"status": "dead", "input": "message=m4"}});
+    let (status, _) = server
+        .call(
+            server
+                .request(Method::POST, "/v1/jobs/bulk", Some(&viewer))
+                .json(&bulk),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, reply) = server
+        .call(
+            server
+                .request(Method::POST, "/v1/jobs/bulk", Some(ADMIN))
+                .json(&bulk),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        (reply["matched"].as_u64(), reply["acted"].as_u64()),
+        (Some(50), Some(50))
+    );
+    // Exactly those were retried: they die again, each once more retried than the others.
+    wait::until(
+        "the retried jobs die again",
+        Duration::from_secs(60),
+        || async { (count("status=dead").await == 450).then_some(()) },
+    )
+    .await;
+    let (_, all) = server
+        .call(server.request(Method::GET, "/v1/jobs?limit=500", Some(ADMIN)))
+        .await;
+    for job in all["jobs"].as_array().unwrap() {
+        let matched = job["id"].as_str().is_some_and(|id| {
+            found["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|found| found["id"] == id)
+        });
+        assert_eq!(job["dead_retries"], u32::from(matched), "{job}");
+    }
+    let answer = server
+        .call(server.request(Method::GET, "/v1/jobs?input=no-equals-sign", Some(ADMIN)))
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_query", "input");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_refuses_to_listen_off_loopback_without_an_admin_token() {
     let (_redis, queue) = private_redis::start().await;
     let registry = Registry::new(queue.clone(), host::runtime(), RegistryConfig::default());

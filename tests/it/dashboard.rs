@@ -42,6 +42,8 @@ impl Server {
         }
         let config = ApiConfig {
             admin_token: Some(ADMIN.into()),
+            // One test enqueues 10,000 jobs at once.
+            enqueue_burst: 20_000.0,
             ..ApiConfig::default()
         };
         let worker = WorkerConfig::new(format!("dashboard-test-{}", rand::random::<u32>()));
@@ -374,4 +376,129 @@ async fn a_queue_paused_on_its_page_ages_starts_nothing_and_drains_when_resumed(
     browser
         .wait_for_text(&format!("{row} .waiting"), "0", LIMIT)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_all_matching_retries_exactly_the_matching_jobs_of_ten_thousand() {
+    let server = Server::start().await;
+    let fail = |i: usize| {
+        json!({"module": "fixtures", "task": "fail", "max_retries": 0,
+               "input": {"kind": "fatal", "message": format!("m{}", i % 10)}})
+    };
+    for batch in 0..10 {
+        let jobs: Vec<Value> = (batch * 1000..(batch + 1) * 1000).map(fail).collect();
+        let response = server
+            .http
+            .post(format!("{}/v1/jobs/batch", server.url))
+            .bearer_auth(ADMIN)
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let dead = || async {
+        let reply: Value = server
+            .http
+            .get(format!("{}/v1/jobs/count?status=dead", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["count"].as_u64().unwrap()
+    };
+    wait::until("10,000 jobs die", Duration::from_secs(180), || async {
+        (dead().await == 10_000).then_some(())
+    })
+    .await;
+
+    // The search, as the page sends it; what it costs is measured, not asserted (a busy
+    // 2-core machine must not fail it): see docs/dashboard.md.
+    let cookie = server.session(ADMIN).await;
+    let search = "/ui/jobs?status=dead&q=message%3Dm3";
+    let began = std::time::Instant::now();
+    let (status, page) = server.page(search, &cookie).await;
+    eprintln!(
+        "a filtered search among 10,000 jobs answered in {:?}",
+        began.elapsed()
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        page.matches("<tr data-job=").count(),
+        50,
+        "a full first page"
+    );
+
+    let browser = Browser::start().await;
+    browser.log_in(&server.url, ADMIN).await;
+    browser.open(&format!("{}{search}", server.url)).await;
+    browser.click("a.bulk-retry").await;
+    wait::until("the preview counts the matching jobs", LIMIT, || async {
+        let count = browser.text("#bulk-count strong").await?;
+        (count == "1000").then_some(())
+    })
+    .await;
+    // Jobs that match but arrive after the preview are left alone.
+    let late: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(server.enqueue(ADMIN, fail(3)).await);
+        }
+        ids
+    };
+    wait::until("the late jobs die", LIMIT, || async {
+        (dead().await == 10_005).then_some(())
+    })
+    .await;
+    browser.click("button.confirm").await;
+    browser
+        .wait_for_text("#bulk-state", "done", Duration::from_secs(120))
+        .await;
+    browser.wait_for_text("#bulk-matched", "1000", LIMIT).await;
+    browser.wait_for_text("#bulk-acted", "1000", LIMIT).await;
+    for id in &late {
+        assert_eq!(
+            server.job(id).await["dead_retries"],
+            0,
+            "a late job was retried"
+        );
+    }
+    // Exactly the matching jobs were retried.
+    let mut retried = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/jobs?limit=500", server.url);
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: Value = server
+            .http
+            .get(url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for job in page["jobs"].as_array().unwrap() {
+            if job["dead_retries"] == 1 {
+                retried += 1;
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(retried, 1000);
+    browser.open(&format!("{}/ui/audit", server.url)).await;
+    let entry = browser.text("table.audit tbody tr").await.unwrap();
+    assert!(
+        entry.contains("jobs.retry") && entry.contains("message=m3"),
+        "{entry}"
+    );
 }

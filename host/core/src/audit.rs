@@ -15,6 +15,9 @@ pub const KEPT: usize = 10_000;
 /// Ids named in one entry: an action on more names these and counts the rest.
 pub const IDS_NAMED: usize = 100;
 
+/// The most of an action's detail kept, in bytes.
+pub const DETAIL_KEPT: usize = 512;
+
 /// One action.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
@@ -28,6 +31,8 @@ pub struct AuditEntry {
     pub ids: Vec<String>,
     /// How many ids in all.
     pub count: u64,
+    /// What the action was about beyond its ids, such as the selection of a bulk action.
+    pub detail: String,
 }
 
 /// Writes and reads the audit log.
@@ -42,14 +47,20 @@ impl Audit {
         Self { store }
     }
 
-    /// Records that `who` did `action` to `ids`, in `who`'s tenant's log.
+    /// Records that `who` did `action` to `ids` (with `detail`, capped at [`DETAIL_KEPT`]
+    /// bytes), in `who`'s tenant's log.
     pub async fn record(
         &self,
         who: &Principal,
         action: &str,
         ids: &[String],
+        detail: &str,
     ) -> anyhow::Result<()> {
         let named = ids[..ids.len().min(IDS_NAMED)].join(" ");
+        let mut end = detail.len().min(DETAIL_KEPT);
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
         let () = self
             .store
             .connection()
@@ -62,6 +73,7 @@ impl Audit {
                     ("action", action.to_owned()),
                     ("ids", named),
                     ("count", ids.len().to_string()),
+                    ("detail", detail[..end].to_owned()),
                 ],
             )
             .await?;
@@ -97,6 +109,7 @@ impl Audit {
                     action: field("action"),
                     ids: field("ids").split_whitespace().map(str::to_owned).collect(),
                     count: field("count").parse().unwrap_or(0),
+                    detail: field("detail"),
                 }
             })
             .collect())

@@ -6,6 +6,7 @@
 //! header naming its KEYS, ARGV and return value).
 
 mod attempts;
+mod bulk;
 #[cfg(test)]
 mod fields;
 mod partitions;
@@ -32,11 +33,15 @@ use crate::store::keys::{self, QueueKeys};
 use crate::store::{Connection, Store};
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
+pub use bulk::{BulkAction, BulkProgress};
 use partitions::PartitionTags;
 pub use partitions::{MAX_PARTITIONS, PartitionError};
 pub use pause::CACHED_FOR as PAUSE_CACHED_FOR;
 use pause::PausedQueues;
-pub use query::{BadCursor, JobFilter, JobPage, PriorityCounts, QueueStats, WorkerInfo};
+pub use query::{
+    BadCursor, InputMatch, JobFilter, JobPage, MAX_INPUT_MATCH, PriorityCounts, QueueStats,
+    WorkerInfo,
+};
 
 /// The queue jobs go to when none is named.
 pub const DEFAULT_QUEUE: &str = "default";

@@ -26,6 +26,74 @@ pub struct JobFilter {
     pub module: Option<String>,
     /// Only jobs on this queue.
     pub queue: Option<String>,
+    /// Only jobs whose id starts with this.
+    pub id_prefix: Option<String>,
+    /// Only jobs whose JSON input holds a value at a path.
+    pub input: Option<InputMatch>,
+    /// Only jobs created at or before this time (ms since the Unix epoch): a bulk action
+    /// leaves alone the jobs that arrived after it began.
+    pub created_until: Option<u64>,
+}
+
+/// A value at a path in a job's JSON input: `customer.id=42` matches `{"customer": {"id":
+/// 42}}` and `{"customer": {"id": "42"}}`; a number in the path indexes an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMatch {
+    path: Vec<String>,
+    value: String,
+}
+
+/// The longest input match accepted, in bytes.
+pub const MAX_INPUT_MATCH: usize = 256;
+
+impl std::str::FromStr for InputMatch {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() > MAX_INPUT_MATCH {
+            return Err(format!(
+                "an input match is at most {MAX_INPUT_MATCH} bytes, not {}",
+                text.len()
+            ));
+        }
+        let (path, value) = text
+            .split_once('=')
+            .ok_or_else(|| "an input match is `path.to.field=value`".to_owned())?;
+        let path: Vec<String> = path.trim().split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
+            return Err("an input match's path has an empty step".to_owned());
+        }
+        Ok(Self {
+            path,
+            value: value.trim().to_owned(),
+        })
+    }
+}
+
+impl InputMatch {
+    /// Whether `input` (a job's input bytes) holds the value at the path.
+    pub fn matches(&self, input: &[u8]) -> bool {
+        let Ok(mut node) = serde_json::from_slice::<serde_json::Value>(input) else {
+            return false;
+        };
+        for step in &self.path {
+            node = match node {
+                serde_json::Value::Object(mut object) => match object.remove(step) {
+                    Some(next) => next,
+                    None => return false,
+                },
+                serde_json::Value::Array(mut items) => match step.parse::<usize>() {
+                    Ok(index) if index < items.len() => items.swap_remove(index),
+                    _ => return false,
+                },
+                _ => return false,
+            };
+        }
+        match node {
+            serde_json::Value::String(text) => text == self.value,
+            other => serde_json::to_string(&other).is_ok_and(|text| text == self.value),
+        }
+    }
 }
 
 impl JobFilter {
@@ -36,6 +104,16 @@ impl JobFilter {
                 .module
                 .as_ref()
                 .is_none_or(|module| *module == job.module)
+    }
+
+    /// Whether an index entry may match, before its job is read.
+    fn may_match(&self, position: &Position) -> bool {
+        self.id_prefix
+            .as_ref()
+            .is_none_or(|prefix| position.id.starts_with(prefix.as_str()))
+            && self
+                .created_until
+                .is_none_or(|until| position.created_at <= until)
     }
 }
 
@@ -181,6 +259,11 @@ impl Queue {
                     next_cursor: None,
                 });
             }
+            let last = candidates.last().map(|(position, _)| position.clone());
+            let candidates: Vec<_> = candidates
+                .into_iter()
+                .filter(|(position, _)| filter.may_match(position))
+                .collect();
             let reads = candidates
                 .iter()
                 .map(|(position, queue)| {
@@ -192,6 +275,9 @@ impl Queue {
                 .collect();
             let hashes: Vec<HashMap<String, Vec<u8>>> = self.query_by_queue(reads).await?;
             for ((position, queue), hash) in candidates.into_iter().zip(hashes) {
+                let input_matches = filter.input.as_ref().is_none_or(|wanted| {
+                    hash.get("input").is_some_and(|input| wanted.matches(input))
+                });
                 match JobRecord::from_hash(keys::queue_of_tag(queue), &position.id, hash) {
                     // Expired (nothing left of it): drop it from the index too.
                     None => {
@@ -199,7 +285,7 @@ impl Queue {
                             .zrem(self.keys(queue).tenant_index(tenant), &position.id)
                             .await?;
                     }
-                    Some(job) if filter.matches(&job) => jobs.push(job),
+                    Some(job) if input_matches && filter.matches(&job) => jobs.push(job),
                     Some(_) => {}
                 }
                 after = Some(position);
@@ -215,6 +301,10 @@ impl Queue {
                     jobs,
                     next_cursor: None,
                 });
+            }
+            // The round's entries passed over unread are behind the listing too.
+            if last.is_some() {
+                after = last;
             }
         }
         Ok(JobPage {
@@ -237,21 +327,31 @@ impl Queue {
         let mut merged = Vec::new();
         let mut floor: Option<Position> = None;
         for queue in queues {
-            let entries: Vec<(String, u64)> = conn
-                .zrevrangebyscore_limit_withscores(
-                    self.keys(queue).tenant_index(tenant),
-                    &max,
-                    "-inf",
-                    0,
-                    SCAN_PAGE as isize,
-                )
-                .await?;
-            let full = entries.len() == SCAN_PAGE;
-            let positions: Vec<Position> = entries
-                .into_iter()
-                .map(|(id, created_at)| Position { created_at, id })
-                .filter(|position| after.is_none_or(|after| position < after))
-                .collect();
+            let index = self.keys(queue).tenant_index(tenant);
+            // Jobs of one batch share their creation time: past a page of them that were all
+            // read already, the next page of the same score is looked at.
+            let mut offset = 0;
+            let (positions, full) = loop {
+                let entries: Vec<(String, u64)> = conn
+                    .zrevrangebyscore_limit_withscores(
+                        &index,
+                        &max,
+                        "-inf",
+                        offset,
+                        SCAN_PAGE as isize,
+                    )
+                    .await?;
+                let full = entries.len() == SCAN_PAGE;
+                let positions: Vec<Position> = entries
+                    .into_iter()
+                    .map(|(id, created_at)| Position { created_at, id })
+                    .filter(|position| after.is_none_or(|after| position < after))
+                    .collect();
+                if !positions.is_empty() || !full {
+                    break (positions, full);
+                }
+                offset += SCAN_PAGE as isize;
+            };
             if full && let Some(last) = positions.last() {
                 floor = floor.max(Some(last.clone()));
             }
@@ -280,26 +380,37 @@ impl Queue {
             if page.jobs.is_empty() {
                 return Ok(purged);
             }
-            let mut deletes = Vec::new();
-            for job in &page.jobs {
-                let partition = partition_of(&job.id).unwrap_or(&job.queue);
-                let keys = self.keys(partition);
-                deletes.push((partition, redis::Cmd::del(keys.job(&job.id))));
-                deletes.push((
-                    partition,
-                    redis::Cmd::zrem(keys.tenant_index(tenant), &job.id),
-                ));
-                if let Some(entry) = &job.dead_entry {
-                    deletes.push((partition, redis::Cmd::xdel(keys.dead(), &[entry])));
-                }
-            }
-            let _: Vec<redis::Value> = self.query_by_queue(deletes).await?;
+            self.delete_finished(tenant, &page.jobs).await?;
             purged += page.jobs.len() as u64;
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => return Ok(purged),
             }
         }
+    }
+
+    /// Deletes `tenant`'s finished `jobs`, each with its place in the listing and its dead
+    /// letter.
+    pub(crate) async fn delete_finished(
+        &self,
+        tenant: &str,
+        jobs: &[JobRecord],
+    ) -> anyhow::Result<()> {
+        let mut deletes = Vec::new();
+        for job in jobs {
+            let partition = partition_of(&job.id).unwrap_or(&job.queue);
+            let keys = self.keys(partition);
+            deletes.push((partition, redis::Cmd::del(keys.job(&job.id))));
+            deletes.push((
+                partition,
+                redis::Cmd::zrem(keys.tenant_index(tenant), &job.id),
+            ));
+            if let Some(entry) = &job.dead_entry {
+                deletes.push((partition, redis::Cmd::xdel(keys.dead(), &[entry])));
+            }
+        }
+        let _: Vec<redis::Value> = self.query_by_queue(deletes).await?;
+        Ok(())
     }
 
     /// How many of `tenant`'s jobs of module `name@version` have not finished.
@@ -509,6 +620,30 @@ mod tests {
         assert!(Position::decode("not a cursor").is_err());
         assert!(
             Position::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_input_match_finds_a_value_at_its_path() {
+        let wanted: InputMatch = "customer.id=42".parse().unwrap();
+        assert!(wanted.matches(br#"{"customer": {"id": 42}}"#));
+        assert!(wanted.matches(br#"{"customer": {"id": "42"}}"#));
+        assert!(!wanted.matches(br#"{"customer": {"id": 43}}"#));
+        assert!(!wanted.matches(br#"{"customer": 42}"#));
+        assert!(!wanted.matches(b"not json"));
+        let item: InputMatch = "items.1.sku=b".parse().unwrap();
+        assert!(item.matches(br#"{"items": [{"sku": "a"}, {"sku": "b"}]}"#));
+        assert!(!item.matches(br#"{"items": [{"sku": "a"}]}"#));
+    }
+
+    #[test]
+    fn an_input_match_that_cannot_be_read_says_why() {
+        assert!("no-equals".parse::<InputMatch>().is_err());
+        assert!("a..b=1".parse::<InputMatch>().is_err());
+        assert!(
+            format!("a={}", "x".repeat(300))
+                .parse::<InputMatch>()
                 .is_err()
         );
     }

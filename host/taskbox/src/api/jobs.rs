@@ -14,9 +14,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ErrorBody, Json, Path, Query};
 use crate::api::{ApiError, AppState, Caller};
+use taskbox_core::auth::Role;
 use taskbox_core::model::job::{JobRecord, JobStatus, Priority};
 use taskbox_core::queue::{
-    CancelOutcome, EnqueueError, EnqueueOptions, InvalidJob, JobFilter, NewJob,
+    BulkAction, BulkProgress, CancelOutcome, EnqueueError, EnqueueOptions, InputMatch, InvalidJob,
+    JobFilter, NewJob,
 };
 
 /// The most jobs one batch may enqueue.
@@ -473,10 +475,56 @@ pub(crate) struct ListOptions {
     pub(crate) module: Option<String>,
     /// Only jobs on this queue.
     pub(crate) queue: Option<String>,
+    /// Only jobs whose id starts with this.
+    pub(crate) id: Option<String>,
+    /// Only jobs whose JSON input has a value at a path: `customer.id=42`.
+    pub(crate) input: Option<String>,
     /// At most this many (default 50, at most 500).
     pub(crate) limit: Option<usize>,
     /// Where the previous page ended (its `next_cursor`).
     pub(crate) cursor: Option<String>,
+}
+
+/// Which jobs a count or a bulk action is about; every field narrows them.
+// Serialize too: the CLI and the dashboard send it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Selection {
+    /// Only jobs with this status.
+    pub(crate) status: Option<JobStatus>,
+    /// Only jobs of this task.
+    pub(crate) task: Option<String>,
+    /// Only jobs of this module.
+    pub(crate) module: Option<String>,
+    /// Only jobs on this queue.
+    pub(crate) queue: Option<String>,
+    /// Only jobs whose id starts with this.
+    pub(crate) id: Option<String>,
+    /// Only jobs whose JSON input has a value at a path: `customer.id=42`.
+    pub(crate) input: Option<String>,
+    /// Only jobs created at or before this time (ms since the Unix epoch).
+    pub(crate) created_until: Option<u64>,
+}
+
+impl Selection {
+    /// The filter it stands for, or why it is not one.
+    pub(crate) fn filter(&self) -> Result<JobFilter, ApiError> {
+        let input = self
+            .input
+            .as_deref()
+            .map(str::parse::<InputMatch>)
+            .transpose()
+            .map_err(|err| ApiError::bad_request("invalid_query", format!("`input`: {err}")))?;
+        Ok(JobFilter {
+            status: self.status,
+            task: self.task.clone(),
+            module: self.module.clone(),
+            queue: self.queue.clone(),
+            id_prefix: self.id.clone(),
+            input,
+            created_until: self.created_until,
+        })
+    }
 }
 
 /// A page of jobs, newest first.
@@ -508,12 +556,16 @@ async fn list_jobs(
     options: ListOptions,
     status: Option<JobStatus>,
 ) -> Result<Json<JobPageView>, ApiError> {
-    let filter = JobFilter {
+    let filter = Selection {
         status: status.or(options.status),
         task: options.task,
         module: options.module,
         queue: options.queue,
-    };
+        id: options.id,
+        input: options.input,
+        created_until: None,
+    }
+    .filter()?;
     let limit = options.limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let page = state
         .queue
@@ -560,6 +612,8 @@ pub(crate) async fn dead_letters(
         task: options.task,
         module: None,
         queue: options.queue,
+        id: None,
+        input: None,
         limit: options.limit,
         cursor: options.cursor,
     };
@@ -597,4 +651,120 @@ pub(crate) async fn purge_dead(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(Purged { purged }))
+}
+
+/// The most jobs a count counts.
+pub(crate) const MAX_COUNT: u64 = 100_000;
+
+/// How many jobs a selection matches.
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct JobCount {
+    /// The jobs matched, up to 100,000.
+    pub(crate) count: u64,
+    /// Whether that is all of them (false when the count stopped at its cap).
+    pub(crate) complete: bool,
+}
+
+/// Count the caller's jobs a selection matches (up to 100,000): the preview of a bulk action.
+#[utoipa::path(get, path = "/v1/jobs/count", tag = "jobs",
+    params(Selection),
+    responses((status = 200, body = JobCount), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn count(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(selection): Query<Selection>,
+) -> Result<Json<JobCount>, ApiError> {
+    let filter = selection.filter()?;
+    let (count, complete) = state
+        .queue
+        .count(&caller.tenant, &filter, MAX_COUNT)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(JobCount { count, complete }))
+}
+
+/// The most ids one bulk request may name.
+pub(crate) const MAX_BULK_IDS: usize = 1000;
+
+/// A bulk action: on the jobs named by `ids`, or else on every job `selection` matches that
+/// was created by the time the action began (or by its `created_until`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkRequest {
+    /// `retry` (dead jobs), `cancel` (unfinished jobs) or `delete` (finished jobs).
+    #[schema(value_type = String)]
+    pub(crate) action: BulkAction,
+    /// These jobs (up to 1000) rather than a selection.
+    #[serde(default)]
+    pub(crate) ids: Option<Vec<String>>,
+    /// The jobs to act on, when no ids are given.
+    #[serde(default)]
+    pub(crate) selection: Selection,
+}
+
+/// What a bulk action did.
+// Deserialize too: the CLI reads it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct BulkReply {
+    /// Jobs the request matched.
+    pub(crate) matched: u64,
+    /// Of those, jobs acted on; the others were in no state the action applies to.
+    pub(crate) acted: u64,
+}
+
+/// Retry, cancel or delete many jobs: those named, or all a selection matches. Deleting
+/// needs the admin role. Jobs created after the request began are left alone.
+#[utoipa::path(post, path = "/v1/jobs/bulk", tag = "jobs",
+    request_body = BulkRequest,
+    responses((status = 200, body = BulkReply), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn bulk(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(request): Json<BulkRequest>,
+) -> Result<Json<BulkReply>, ApiError> {
+    let progress = run_bulk(&state, &caller, request, |_| {}).await?;
+    Ok(Json(BulkReply {
+        matched: progress.matched,
+        acted: progress.acted,
+    }))
+}
+
+/// Runs a bulk request as `caller`, telling `report` how far it has come: the one path of
+/// `POST /v1/jobs/bulk` and the dashboard's bulk actions.
+pub(crate) async fn run_bulk(
+    state: &AppState,
+    caller: &Caller,
+    request: BulkRequest,
+    report: impl FnMut(BulkProgress),
+) -> Result<BulkProgress, ApiError> {
+    if request.action == BulkAction::Delete && caller.role < Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "a {} token may not delete jobs: it needs the admin role",
+            caller.role
+        )));
+    }
+    if let Some(ids) = &request.ids {
+        if ids.len() > MAX_BULK_IDS {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!("field `ids`: at most {MAX_BULK_IDS} ids, not {}", ids.len()),
+            ));
+        }
+        return state
+            .queue
+            .bulk_ids(&caller.tenant, ids, request.action)
+            .await
+            .map_err(ApiError::internal);
+    }
+    let mut filter = request.selection.filter()?;
+    let began = taskbox_core::model::unix_millis(std::time::SystemTime::now());
+    filter.created_until = Some(filter.created_until.map_or(began, |until| until.min(began)));
+    state
+        .queue
+        .bulk(&caller.tenant, &filter, request.action, report)
+        .await
+        .map_err(ApiError::internal)
 }

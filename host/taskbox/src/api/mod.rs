@@ -109,6 +109,8 @@ pub(crate) struct AppState {
     pub(crate) tokens: Tokens,
     pub(crate) sessions: Sessions,
     pub(crate) audit: Audit,
+    /// The dashboard's bulk actions run by this process.
+    pub(crate) ui_bulk_runs: Arc<crate::ui::BulkRuns>,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<rate::RateLimiter>,
 }
@@ -155,6 +157,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         tokens: Tokens::new(queue.store().clone()),
         sessions: Sessions::new(queue.store().clone(), SESSION_LIFETIME),
         audit: Audit::new(queue.store().clone()),
+        ui_bulk_runs: Arc::default(),
         limiter: Arc::new(rate::RateLimiter::new(
             config.enqueue_rate,
             config.enqueue_burst,
@@ -187,6 +190,8 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/modules/{name}/{version}", delete(modules::remove))
         .route("/jobs", post(jobs::enqueue).get(jobs::list))
         .route("/jobs/batch", post(jobs::enqueue_batch))
+        .route("/jobs/count", get(jobs::count))
+        .route("/jobs/bulk", post(jobs::bulk))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/logs", get(jobs::logs))
         .route("/jobs/{id}/cancel", post(jobs::cancel))

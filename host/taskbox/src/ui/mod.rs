@@ -9,6 +9,7 @@
 //! refused before anything else, and every action is written to the audit log.
 
 mod assets;
+mod jobs;
 mod live;
 mod pages;
 mod session;
@@ -19,6 +20,8 @@ use axum::routing::{get, post};
 
 use crate::api::AppState;
 
+pub(crate) use jobs::BulkRuns;
+
 /// The session cookie's name.
 const COOKIE: &str = "tb_session";
 
@@ -26,7 +29,9 @@ const COOKIE: &str = "tb_session";
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     let pages = Router::new()
         .route("/", get(pages::overview))
-        .route("/jobs", get(pages::jobs))
+        .route("/jobs", get(jobs::page))
+        .route("/jobs/bulk", get(jobs::preview).post(jobs::run))
+        .route("/bulk/{id}", get(jobs::progress))
         .route("/jobs/{id}", get(pages::job))
         .route("/jobs/{id}/retry", post(pages::retry_job))
         .route("/jobs/{id}/cancel", post(pages::cancel_job))

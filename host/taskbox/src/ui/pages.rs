@@ -46,7 +46,7 @@ pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
     (status, Html(html)).into_response()
 }
 
-fn api_error(err: ApiError) -> Response {
+pub(super) fn api_error(err: ApiError) -> Response {
     error_page(err.status(), err.message())
 }
 
@@ -58,16 +58,26 @@ pub(super) struct Layout {
     pub(super) page: &'static str,
     /// This page's own link: its live part reloads from it.
     pub(super) this: String,
+    /// Whether the page reloads its live part as things change (a form to confirm does
+    /// not).
+    pub(super) live: bool,
 }
 
 impl Layout {
-    fn new(principal: &Principal, page: &'static str, this: impl Into<String>) -> Self {
+    pub(super) fn new(principal: &Principal, page: &'static str, this: impl Into<String>) -> Self {
         Self {
             tenant: principal.tenant.clone(),
             role: principal.role,
             page,
             this: this.into(),
+            live: true,
         }
+    }
+
+    /// The layout of a page that stays as it was rendered.
+    pub(super) fn still(mut self) -> Self {
+        self.live = false;
+        self
     }
 
     pub(super) fn can_operate(&self) -> bool {
@@ -209,95 +219,9 @@ pub(super) async fn overview(
     })
 }
 
-/// The jobs page's filters, as its form sends them: an empty field means no filter.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct JobsQuery {
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    queue: String,
-    #[serde(default)]
-    module: String,
-    #[serde(default)]
-    task: String,
-    #[serde(default)]
-    cursor: String,
-}
-
-/// A filter's value, or none for an empty field.
-fn given(value: &str) -> Option<String> {
+/// A form field's value, or none for an empty field.
+pub(super) fn given(value: &str) -> Option<String> {
     Some(value.trim().to_owned()).filter(|value| !value.is_empty())
-}
-
-#[derive(Template)]
-#[template(path = "jobs.html")]
-struct JobsPage {
-    layout: Layout,
-    query: JobsQuery,
-    statuses: Vec<&'static str>,
-    jobs: Vec<JobRow>,
-    /// The link to the next page, with the same filters.
-    next: Option<String>,
-}
-
-pub(super) async fn jobs(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Query(query): Query<JobsQuery>,
-) -> Response {
-    let status = match given(&query.status).map(|status| status.parse::<JobStatus>()) {
-        None => None,
-        Some(Ok(status)) => Some(status),
-        Some(Err(err)) => return error_page(StatusCode::BAD_REQUEST, &err.to_string()),
-    };
-    let options = jobs::ListOptions {
-        status,
-        task: given(&query.task),
-        module: given(&query.module),
-        queue: given(&query.queue),
-        limit: Some(50),
-        cursor: given(&query.cursor),
-    };
-    let page = match jobs::list(
-        State(state),
-        Extension(principal.clone()),
-        api::Query(options),
-    )
-    .await
-    {
-        Ok(api::Json(page)) => page,
-        Err(err) => return api_error(err),
-    };
-    let link = |cursor: Option<&str>| {
-        let mut pairs = url::form_urlencoded::Serializer::new(String::new());
-        for (name, value) in [
-            ("status", &query.status),
-            ("queue", &query.queue),
-            ("module", &query.module),
-            ("task", &query.task),
-        ] {
-            if !value.is_empty() {
-                pairs.append_pair(name, value);
-            }
-        }
-        if let Some(cursor) = cursor {
-            pairs.append_pair("cursor", cursor);
-        }
-        format!("/ui/jobs?{}", pairs.finish())
-    };
-    let next = page.next_cursor.as_deref().map(|cursor| link(Some(cursor)));
-    let this = link(given(&query.cursor).as_deref());
-    render(&JobsPage {
-        layout: Layout::new(&principal, "jobs", this),
-        statuses: JobStatus::ALL
-            .iter()
-            .filter(|status| **status != JobStatus::Unknown)
-            .map(|status| status.as_str())
-            .collect(),
-        jobs: page.jobs.iter().map(JobRow::from).collect(),
-        next,
-        query,
-    })
 }
 
 #[derive(Template)]
@@ -481,7 +405,7 @@ pub(super) async fn dead(
     })
 }
 
-fn urlencoded(text: &str) -> String {
+pub(super) fn urlencoded(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
@@ -530,11 +454,12 @@ pub(super) async fn audit(
 
 /// Runs an action as `principal` if its role allows a POST to the API, records it in the
 /// audit log, and sends the browser to `then`.
-async fn act(
+pub(super) async fn act(
     state: &AppState,
     principal: &Principal,
     action: &str,
     ids: &[String],
+    detail: &str,
     then: String,
     run: impl Future<Output = Result<(), ApiError>>,
 ) -> Response {
@@ -544,7 +469,7 @@ async fn act(
     if let Err(err) = run.await {
         return api_error(err);
     }
-    if let Err(err) = state.audit.record(principal, action, ids).await {
+    if let Err(err) = state.audit.record(principal, action, ids, detail).await {
         tracing::warn!("writing the audit log failed: {err:#}");
     }
     Redirect::to(&then).into_response()
@@ -561,7 +486,7 @@ pub(super) async fn retry_job(
         api::Path(id.clone()),
     );
     let then = format!("/ui/jobs/{}", urlencoded(&id));
-    act(&state, &principal, "job.retry", &[id], then, async {
+    act(&state, &principal, "job.retry", &[id], "", then, async {
         run.await.map(drop)
     })
     .await
@@ -578,7 +503,7 @@ pub(super) async fn cancel_job(
         api::Path(id.clone()),
     );
     let then = format!("/ui/jobs/{}", urlencoded(&id));
-    act(&state, &principal, "job.cancel", &[id], then, async {
+    act(&state, &principal, "job.cancel", &[id], "", then, async {
         run.await.map(drop)
     })
     .await
@@ -599,6 +524,7 @@ pub(super) async fn pause_queue(
         &principal,
         "queue.pause",
         &[name],
+        "",
         "/ui/queues".to_owned(),
         async { run.await.map(drop) },
     )
@@ -620,6 +546,7 @@ pub(super) async fn resume_queue(
         &principal,
         "queue.resume",
         &[name],
+        "",
         "/ui/queues".to_owned(),
         async { run.await.map(drop) },
     )

@@ -62,9 +62,10 @@
   document.addEventListener("htmx:afterSettle", function (event) {
     localDates(event.target);
   });
-  // While paused, the live part keeps what it shows.
+  // While paused, or while jobs are ticked, the live part keeps what it shows.
   document.addEventListener("htmx:beforeRequest", function (event) {
-    if (paused && event.target.id === "live") event.preventDefault();
+    if (event.target.id !== "live") return;
+    if (paused || document.querySelector("input[name=ids]:checked")) event.preventDefault();
   });
   document.addEventListener("htmx:sseOpen", function () {
     if (polling) clearInterval(polling);
