@@ -190,6 +190,17 @@ pub struct QueueStats {
     pub failed_last_minute: u64,
 }
 
+/// What finished in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MinuteCounts {
+    /// The minute, in minutes since the Unix epoch.
+    pub minute: u64,
+    /// Jobs completed in it.
+    pub completed: u64,
+    /// Attempts failed in it.
+    pub failed: u64,
+}
+
 /// A count per priority.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PriorityCounts {
@@ -542,6 +553,39 @@ impl Queue {
             completed_last_minute: counts.get("completed").copied().unwrap_or(0),
             failed_last_minute: counts.get("failed").copied().unwrap_or(0),
         })
+    }
+
+    /// Jobs completed and attempts failed in each of the last `minutes` minutes (at most
+    /// 60, as long as the counts are kept) over every queue, oldest first; the current
+    /// minute last, so far.
+    pub async fn throughput(&self, minutes: u64) -> anyhow::Result<Vec<MinuteCounts>> {
+        let minutes = minutes.min(60);
+        let now = unix_millis(SystemTime::now()) / 60_000;
+        let first = now + 1 - minutes;
+        let tags = self.partition_tags(&self.queue_names().await?).await?;
+        let mut reads = Vec::new();
+        for tag in &tags {
+            for minute in first..=now {
+                reads.push((
+                    tag.as_str(),
+                    redis::Cmd::hgetall(self.keys(tag).counts(minute)),
+                ));
+            }
+        }
+        let counts: Vec<HashMap<String, u64>> = self.query_by_queue(reads).await?;
+        let mut totals: Vec<MinuteCounts> = (first..=now)
+            .map(|minute| MinuteCounts {
+                minute,
+                completed: 0,
+                failed: 0,
+            })
+            .collect();
+        for (index, counts) in counts.iter().enumerate() {
+            let total = &mut totals[index % minutes as usize];
+            total.completed += counts.get("completed").copied().unwrap_or(0);
+            total.failed += counts.get("failed").copied().unwrap_or(0);
+        }
+        Ok(totals)
     }
 
     /// Records how a worker is doing; listed by [`Queue::workers`] while it keeps reporting.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use taskbox_core::audit::AuditEntry;
 use taskbox_core::auth::{Principal, Role};
 use taskbox_core::model::job::JobStatus;
-use taskbox_core::queue::{QueueStats, WorkerInfo};
+use taskbox_core::queue::{MinuteCounts, QueueStats, WorkerInfo};
 use taskbox_runtime::RunStats;
 
 use super::time::{When, span};
@@ -180,10 +180,60 @@ impl From<&WorkerInfo> for WorkerRow {
     }
 }
 
+/// One minute's bar in the throughput chart: completed below, failed stacked on top, in
+/// the chart's units (it is 60 bars of 10 wide, 100 high).
+pub(super) struct Bar {
+    pub(super) x: u64,
+    pub(super) completed_y: u64,
+    pub(super) completed_height: u64,
+    pub(super) failed_y: u64,
+    pub(super) failed_height: u64,
+    pub(super) title: String,
+}
+
+/// The bars of `minutes`, scaled to the busiest.
+fn bars(minutes: &[MinuteCounts]) -> Vec<Bar> {
+    const HEIGHT: u64 = 100;
+    let most = minutes
+        .iter()
+        .map(|minute| minute.completed + minute.failed)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let last = minutes.last().map_or(0, |minute| minute.minute);
+    minutes
+        .iter()
+        .enumerate()
+        .map(|(index, minute)| {
+            let completed_height = minute.completed * HEIGHT / most;
+            let failed_height = minute.failed * HEIGHT / most;
+            Bar {
+                x: index as u64 * 10,
+                completed_y: HEIGHT - completed_height,
+                completed_height,
+                failed_y: HEIGHT - completed_height - failed_height,
+                failed_height,
+                title: format!(
+                    "{} min ago: {} completed, {} failed",
+                    last - minute.minute,
+                    minute.completed,
+                    minute.failed
+                ),
+            }
+        })
+        .collect()
+}
+
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct Overview {
     layout: Layout,
+    /// Jobs completed and attempts failed in the last hour, by minute.
+    bars: Vec<Bar>,
+    hour_completed: u64,
+    hour_failed: u64,
+    /// Of the attempts that ended in the last hour, the share that failed, in percent.
+    failure_rate: String,
     waiting: u64,
     running: u64,
     delayed: u64,
@@ -201,14 +251,28 @@ pub(super) async fn overview(
         Ok(api::Json(list)) => list.queues,
         Err(err) => return api_error(err),
     };
-    let workers = match system::workers(State(state), Extension(principal.clone())).await {
+    let workers = match system::workers(State(state.clone()), Extension(principal.clone())).await {
         Ok(api::Json(list)) => list.workers,
         Err(err) => return api_error(err),
     };
+    let minutes = match state.queue.throughput(60).await {
+        Ok(minutes) => minutes,
+        Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err:#}")),
+    };
+    let hour_completed: u64 = minutes.iter().map(|minute| minute.completed).sum();
+    let hour_failed: u64 = minutes.iter().map(|minute| minute.failed).sum();
+    let ended = hour_completed + hour_failed;
     let queues: Vec<QueueRow> = queues.iter().map(QueueRow::from).collect();
     let sum = |count: fn(&QueueRow) -> u64| queues.iter().map(count).sum();
     render(&Overview {
         layout: Layout::new(&principal, "overview", "/ui"),
+        bars: bars(&minutes),
+        hour_completed,
+        hour_failed,
+        failure_rate: match ended {
+            0 => "—".to_owned(),
+            _ => format!("{:.1}%", hour_failed as f64 * 100.0 / ended as f64),
+        },
         waiting: sum(|queue| queue.waiting),
         running: sum(|queue| queue.running),
         delayed: sum(|queue| queue.delayed),
@@ -551,4 +615,38 @@ pub(super) async fn resume_queue(
         async { run.await.map(drop) },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use taskbox_core::queue::MinuteCounts;
+
+    use super::bars;
+
+    #[test]
+    fn the_busiest_minute_fills_the_chart_and_failures_stack_on_completions() {
+        let minutes = [
+            MinuteCounts {
+                minute: 10,
+                completed: 0,
+                failed: 0,
+            },
+            MinuteCounts {
+                minute: 11,
+                completed: 30,
+                failed: 10,
+            },
+            MinuteCounts {
+                minute: 12,
+                completed: 10,
+                failed: 0,
+            },
+        ];
+        let bars = bars(&minutes);
+        assert_eq!((bars[0].completed_height, bars[0].failed_height), (0, 0));
+        assert_eq!((bars[1].completed_height, bars[1].failed_height), (75, 25));
+        assert_eq!((bars[1].completed_y, bars[1].failed_y), (25, 0));
+        assert_eq!((bars[2].x, bars[2].completed_height), (20, 25));
+        assert!(bars[0].title.starts_with("2 min ago"));
+    }
 }
