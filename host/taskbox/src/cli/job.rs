@@ -144,7 +144,7 @@ impl EnqueueArgs {
     }
 }
 
-const JOB_COLUMNS: &[&str] = &["id", "status", "module", "task", "attempt", "queue"];
+const JOB_COLUMNS: &[&str] = &["id", "status", "module", "task", "attempt", "queue", "created"];
 
 pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client()?;
@@ -285,6 +285,7 @@ pub(crate) fn print_page(output: Output, page: &JobPageView) {
                 "task": job.task,
                 "attempt": format!("{}/{}", job.attempt, job.max_attempts),
                 "queue": job.queue,
+                "created": crate::when::ago(job.created_at),
             })
         })
         .collect();

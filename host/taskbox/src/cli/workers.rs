@@ -31,7 +31,8 @@ pub(crate) async fn workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
                 "in_flight": worker.in_flight,
                 "resident_memory": iec(worker.resident_memory),
                 "memory_bound": iec(worker.memory_bound),
-                "last_heartbeat": worker.last_heartbeat,
+                "started": crate::when::local_date(worker.started_at),
+                "heartbeat": crate::when::ago(worker.last_heartbeat),
             })
         })
         .collect();
@@ -43,7 +44,8 @@ pub(crate) async fn workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
         "in_flight",
         "resident_memory",
         "memory_bound",
-        "last_heartbeat",
+        "started",
+        "heartbeat",
     ];
     print(args.client.output, &reply, &rows, &columns);
     Ok(ExitCode::SUCCESS)

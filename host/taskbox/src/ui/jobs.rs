@@ -19,7 +19,7 @@ use taskbox_core::model::unix_millis;
 use taskbox_core::queue::{BulkAction, BulkProgress};
 
 use super::pages::{JobRow, Layout, api_error, error_page, given, render, urlencoded};
-use super::time::When;
+use crate::when::When;
 use crate::api::jobs::{BulkRequest, MAX_BULK_IDS, Selection};
 use crate::api::{self, AppState, jobs};
 

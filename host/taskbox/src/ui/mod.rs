@@ -13,7 +13,6 @@ mod jobs;
 mod live;
 mod pages;
 mod session;
-mod time;
 
 use axum::Router;
 use axum::routing::{get, post};

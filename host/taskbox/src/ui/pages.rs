@@ -13,7 +13,7 @@ use taskbox_core::model::job::JobStatus;
 use taskbox_core::queue::{MinuteCounts, QueueStats, WorkerInfo};
 use taskbox_runtime::RunStats;
 
-use super::time::{When, span};
+use crate::when::{When, span};
 use crate::api::{self, ApiError, AppState, JobView, jobs, system};
 
 /// The most of a job's result or log a page shows.

@@ -1,5 +1,6 @@
-//! Times as people read them: "3 s ago", with the date in the page for the browser to show
-//! in its own zone and to keep counting (`assets/app.js` spells spans the same way).
+//! Times as people read them: "3 s ago" and local dates, in the CLI's tables and on the
+//! dashboard, where the browser shows the date in its own zone and keeps counting
+//! (`ui/assets/app.js` spells spans the same way).
 
 use std::time::SystemTime;
 
@@ -7,17 +8,17 @@ use chrono::{DateTime, Utc};
 
 /// A moment on a page.
 #[derive(Debug, Clone)]
-pub(super) struct When {
+pub(crate) struct When {
     /// RFC 3339 in UTC, for `<time datetime>`; the browser shows it as a local date.
-    pub(super) iso: String,
+    pub(crate) iso: String,
     /// How long ago (or, ahead, "in 5 s").
-    pub(super) ago: String,
+    pub(crate) ago: String,
     /// How long ago, as a span alone: "5 s".
-    pub(super) span: String,
+    pub(crate) span: String,
 }
 
 impl When {
-    pub(super) fn at(millis: u64) -> Self {
+    pub(crate) fn at(millis: u64) -> Self {
         let now = taskbox_core::model::unix_millis(SystemTime::now());
         let iso = DateTime::<Utc>::from_timestamp_millis(millis as i64)
             .unwrap_or_default()
@@ -35,8 +36,22 @@ impl When {
     }
 }
 
+/// `millis` (since the Unix epoch) as a local date and time, to the second.
+pub(crate) fn local_date(millis: u64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(millis as i64)
+        .unwrap_or_default()
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// How long ago `millis` (since the Unix epoch) was: "3 s ago".
+pub(crate) fn ago(millis: u64) -> String {
+    When::at(millis).ago
+}
+
 /// A span of `millis` in its largest whole unit: `850 ms`, `3 s`, `4 min`, `2 h`, `5 d`.
-pub(super) fn span(millis: u64) -> String {
+pub(crate) fn span(millis: u64) -> String {
     match millis {
         0..1_000 => format!("{millis} ms"),
         1_000..60_000 => format!("{} s", millis / 1_000),
