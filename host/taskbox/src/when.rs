@@ -36,6 +36,14 @@ impl When {
     }
 }
 
+impl When {
+    /// The moment an RFC 3339 date names, if it names one.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let moment = DateTime::parse_from_rfc3339(text).ok()?;
+        Some(Self::at(u64::try_from(moment.timestamp_millis()).ok()?))
+    }
+}
+
 /// `millis` (since the Unix epoch) as a local date and time, to the second.
 pub(crate) fn local_date(millis: u64) -> String {
     DateTime::<Utc>::from_timestamp_millis(millis as i64)

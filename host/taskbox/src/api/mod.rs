@@ -13,7 +13,7 @@ pub(crate) mod jobs;
 mod modules;
 mod openapi;
 mod rate;
-mod schedules;
+pub(crate) mod schedules;
 pub(crate) mod system;
 
 use std::net::SocketAddr;

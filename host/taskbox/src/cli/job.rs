@@ -144,7 +144,9 @@ impl EnqueueArgs {
     }
 }
 
-const JOB_COLUMNS: &[&str] = &["id", "status", "module", "task", "attempt", "queue", "created"];
+const JOB_COLUMNS: &[&str] = &[
+    "id", "status", "module", "task", "attempt", "queue", "created",
+];
 
 pub(crate) async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client()?;

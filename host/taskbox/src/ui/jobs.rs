@@ -19,9 +19,9 @@ use taskbox_core::model::unix_millis;
 use taskbox_core::queue::{BulkAction, BulkProgress};
 
 use super::pages::{JobRow, Layout, api_error, error_page, given, render, urlencoded};
-use crate::when::When;
 use crate::api::jobs::{BulkRequest, MAX_BULK_IDS, Selection};
 use crate::api::{self, AppState, jobs};
+use crate::when::When;
 
 /// The longest search accepted, in bytes.
 const MAX_SEARCH: usize = 512;

@@ -12,6 +12,7 @@ mod assets;
 mod jobs;
 mod live;
 mod pages;
+mod schedules;
 mod session;
 
 use axum::Router;
@@ -38,6 +39,9 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/queues", get(pages::queues))
         .route("/queues/{name}/pause", post(pages::pause_queue))
         .route("/queues/{name}/resume", post(pages::resume_queue))
+        .route("/schedules", get(schedules::page))
+        .route("/schedules/{name}/pause", post(schedules::pause))
+        .route("/schedules/{name}/resume", post(schedules::resume))
         .route("/audit", get(pages::audit))
         .route("/live", get(live::stream))
         .route("/logout", post(session::logout))

@@ -13,8 +13,8 @@ use taskbox_core::model::job::JobStatus;
 use taskbox_core::queue::{MinuteCounts, QueueStats, WorkerInfo};
 use taskbox_runtime::RunStats;
 
-use crate::when::{When, span};
 use crate::api::{self, ApiError, AppState, JobView, jobs, system};
+use crate::when::{When, span};
 
 /// The most of a job's result or log a page shows.
 const SHOWN: usize = 64 << 10;
