@@ -10,7 +10,7 @@ mod connections;
 mod error;
 pub(crate) mod events;
 pub(crate) mod jobs;
-mod modules;
+pub(crate) mod modules;
 mod openapi;
 mod rate;
 pub(crate) mod schedules;

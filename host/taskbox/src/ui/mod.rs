@@ -11,6 +11,7 @@
 mod assets;
 mod jobs;
 mod live;
+mod modules;
 mod pages;
 mod schedules;
 mod session;
@@ -39,6 +40,8 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/queues", get(pages::queues))
         .route("/queues/{name}/pause", post(pages::pause_queue))
         .route("/queues/{name}/resume", post(pages::resume_queue))
+        .route("/modules", get(modules::list))
+        .route("/modules/{name}", get(modules::show))
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/pause", post(schedules::pause))
         .route("/schedules/{name}/resume", post(schedules::resume))
