@@ -58,6 +58,15 @@ impl Browser {
             }
         })
         .await;
+        // A page that does not load within this fails its test, rather than stall it.
+        client
+            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                None,
+                Some(Duration::from_secs(30)),
+                None,
+            ))
+            .await
+            .unwrap();
         Self { client, driver }
     }
 

@@ -9,6 +9,7 @@
 //! refused before anything else, and every action is written to the audit log.
 
 mod assets;
+mod events;
 mod jobs;
 mod live;
 mod modules;
@@ -45,6 +46,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/pause", post(schedules::pause))
         .route("/schedules/{name}/resume", post(schedules::resume))
+        .route("/events", get(events::page))
         .route("/audit", get(pages::audit))
         .route("/live", get(live::stream))
         .route("/logout", post(session::logout))

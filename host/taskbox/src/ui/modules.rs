@@ -91,7 +91,11 @@ pub(super) async fn show(
             .unwrap_or_default()
     };
     render(&ModulePage {
-        layout: Layout::new(&principal, "modules", format!("/ui/modules/{}", urlencoded(&name))),
+        layout: Layout::new(
+            &principal,
+            "modules",
+            format!("/ui/modules/{}", urlencoded(&name)),
+        ),
         name: detail.name,
         versions: detail
             .versions

@@ -62,10 +62,11 @@
   document.addEventListener("htmx:afterSettle", function (event) {
     localDates(event.target);
   });
-  // While paused, or while jobs are ticked, the live part keeps what it shows.
+  // While paused the page keeps what it shows; while jobs are ticked, so does its live part.
   document.addEventListener("htmx:beforeRequest", function (event) {
-    if (event.target.id !== "live") return;
-    if (paused || document.querySelector("input[name=ids]:checked")) event.preventDefault();
+    if (paused) event.preventDefault();
+    var ticked = document.querySelector("input[name=ids]:checked");
+    if (ticked && event.target.id === "live") event.preventDefault();
   });
   document.addEventListener("htmx:sseOpen", function () {
     if (polling) clearInterval(polling);
