@@ -204,7 +204,7 @@ async fn a_dead_job_is_retried_from_the_dead_letters_and_the_audit_log_says_who(
         (browser.count(&row).await == 1).then_some(())
     })
     .await;
-    let error = browser.text(&format!("{row} .error")).await.unwrap();
+    let error = browser.read(&format!("{row} .error")).await;
     assert!(error.contains("trap"), "{error}");
     // Why it died is on its page: the trap and the guest's own words in its log.
     browser.click(&format!("{row} a")).await;
@@ -223,7 +223,7 @@ async fn a_dead_job_is_retried_from_the_dead_letters_and_the_audit_log_says_who(
     })
     .await;
     browser.open(&format!("{}/ui/audit", server.url)).await;
-    let entry = browser.text("table.audit tbody tr").await.unwrap();
+    let entry = browser.read("table.audit tbody tr").await;
     assert!(
         entry.contains("job.retry") && entry.contains(&id),
         "{entry}"
@@ -259,13 +259,22 @@ async fn cancel_on_a_spinning_jobs_page_ends_it_and_the_page_shows_its_fuel() {
     let id = server
         .enqueue(ADMIN, json!({"module": "fixtures", "task": "spin"}))
         .await;
+    // The workers page lists it while it runs, with the worker running it.
+    browser.open(&format!("{}/ui/workers", server.url)).await;
+    wait::until("the spinning job is listed as running", LIMIT, || async {
+        let row = browser
+            .text(&format!("table.running tr[data-job='{id}']"))
+            .await?;
+        row.contains("dashboard-test-").then_some(())
+    })
+    .await;
     browser.open(&format!("{}/ui/jobs/{id}", server.url)).await;
     browser.wait_for_text("#job-status", "running", LIMIT).await;
     browser.click("button.cancel").await;
     browser
         .wait_for_text("#job-status", "cancelled", LIMIT)
         .await;
-    let fuel: u64 = browser.text("#fuel").await.unwrap().parse().unwrap();
+    let fuel: u64 = browser.read("#fuel").await.parse().unwrap();
     assert!(fuel > 0);
 }
 
@@ -516,7 +525,7 @@ async fn select_all_matching_retries_exactly_the_matching_jobs_of_ten_thousand()
     }
     assert_eq!(retried, 1000);
     browser.open(&format!("{}/ui/audit", server.url)).await;
-    let entry = browser.text("table.audit tbody tr").await.unwrap();
+    let entry = browser.read("table.audit tbody tr").await;
     assert!(
         entry.contains("jobs.retry") && entry.contains("message=m3"),
         "{entry}"
@@ -536,6 +545,7 @@ async fn every_page_opens_one_after_another() {
         ("/ui/jobs", "Jobs"),
         ("/ui/dead", "Dead letters"),
         ("/ui/queues", "Queues"),
+        ("/ui/workers", "Workers"),
         ("/ui/modules", "Modules"),
         ("/ui/modules/hello", "Module hello"),
         ("/ui/schedules", "Schedules"),

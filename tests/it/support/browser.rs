@@ -81,6 +81,17 @@ impl Browser {
         element.text().await.ok()
     }
 
+    /// The text of the first element `css` selects, once there is one: the page's live
+    /// part may be in the middle of a swap.
+    pub async fn read(&self, css: &str) -> String {
+        wait::until(
+            format!("`{css}` is on the page"),
+            Duration::from_secs(10),
+            || self.text(css),
+        )
+        .await
+    }
+
     /// Waits until the first element `css` selects reads `expected`.
     pub async fn wait_for_text(&self, css: &str, expected: &str, limit: Duration) {
         wait::until(format!("`{css}` reads `{expected}`"), limit, || async {

@@ -41,6 +41,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/queues", get(pages::queues))
         .route("/queues/{name}/pause", post(pages::pause_queue))
         .route("/queues/{name}/resume", post(pages::resume_queue))
+        .route("/workers", get(pages::workers))
         .route("/modules", get(modules::list))
         .route("/modules/{name}", get(modules::show))
         .route("/schedules", get(schedules::page))

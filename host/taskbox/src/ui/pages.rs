@@ -473,6 +473,64 @@ pub(super) fn urlencoded(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// A running job, with where and since when.
+pub(super) struct RunningRow {
+    pub(super) row: JobRow,
+    pub(super) worker: String,
+    pub(super) started: Option<When>,
+}
+
+#[derive(Template)]
+#[template(path = "workers.html")]
+struct WorkersPage {
+    layout: Layout,
+    workers: Vec<WorkerRow>,
+    running: Vec<RunningRow>,
+}
+
+/// The workers, and the tenant's running jobs with the worker running each.
+pub(super) async fn workers(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let workers = match system::workers(State(state.clone()), Extension(principal.clone())).await {
+        Ok(api::Json(list)) => list.workers,
+        Err(err) => return api_error(err),
+    };
+    let options = jobs::ListOptions {
+        status: Some(JobStatus::Running),
+        task: None,
+        module: None,
+        queue: None,
+        id: None,
+        input: None,
+        limit: Some(200),
+        cursor: None,
+    };
+    let running = match jobs::list(
+        State(state),
+        Extension(principal.clone()),
+        api::Query(options),
+    )
+    .await
+    {
+        Ok(api::Json(page)) => page.jobs,
+        Err(err) => return api_error(err),
+    };
+    render(&WorkersPage {
+        layout: Layout::new(&principal, "workers", "/ui/workers"),
+        workers: workers.iter().map(WorkerRow::from).collect(),
+        running: running
+            .iter()
+            .map(|view| RunningRow {
+                row: JobRow::from(view),
+                worker: view.job.worker.clone().unwrap_or_default(),
+                started: view.job.started_at.map(When::at),
+            })
+            .collect(),
+    })
+}
+
 #[derive(Template)]
 #[template(path = "queues.html")]
 struct QueuesPage {

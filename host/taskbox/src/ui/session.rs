@@ -130,9 +130,7 @@ pub(super) async fn guard(request: Request, next: Next) -> Response {
         next.run(request).await
     };
     let headers = response.headers_mut();
-    // A page is the session's alone, and no-store also keeps it out of the browser's
-    // back-forward cache, where a page kept its live stream open: a browser opens at most
-    // six connections to a server, and the seventh page waited a minute to load.
+    // A page is the session's alone: no cache keeps it, on the way or in the browser.
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

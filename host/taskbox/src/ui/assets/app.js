@@ -74,5 +74,29 @@
     state("live");
   });
   document.addEventListener("htmx:sseError", poll);
-  document.addEventListener("htmx:sseClose", poll);
+  document.addEventListener("htmx:sseClose", function () {
+    if (!leaving) poll();
+  });
+
+  // Leaving a page closes its stream. A browser opens at most six connections to a server,
+  // and the streams of pages it kept for the back button held them: the seventh page waited
+  // a minute to load. A page brought back from that cache loads anew.
+  var leaving = false;
+  var streams = [];
+  var open = htmx.createEventSource;
+  htmx.createEventSource = function (url) {
+    var stream = open(url);
+    streams.push(stream);
+    return stream;
+  };
+  window.addEventListener("pagehide", function () {
+    leaving = true;
+    if (polling) clearInterval(polling);
+    streams.forEach(function (stream) {
+      stream.close();
+    });
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) location.reload();
+  });
 })();
