@@ -89,10 +89,7 @@ pub(crate) async fn pause_queue(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<QueueStats>, ApiError> {
-    require_admin(&caller, "pause a queue")?;
-    checked_name(&name)?;
-    state.queue.pause(&name).await.map_err(ApiError::internal)?;
-    stats(&state, &name).await
+    set_paused(&state, &caller, &name, true).await
 }
 
 /// Resume a paused queue (admin): workers start its jobs again, oldest first.
@@ -108,14 +105,24 @@ pub(crate) async fn resume_queue(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<QueueStats>, ApiError> {
-    require_admin(&caller, "resume a queue")?;
-    checked_name(&name)?;
-    state
-        .queue
-        .resume(&name)
-        .await
-        .map_err(ApiError::internal)?;
-    stats(&state, &name).await
+    set_paused(&state, &caller, &name, false).await
+}
+
+async fn set_paused(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    paused: bool,
+) -> Result<Json<QueueStats>, ApiError> {
+    let action = if paused { "pause" } else { "resume" };
+    require_admin(caller, &format!("{action} a queue"))?;
+    checked_name(name)?;
+    let changed = match paused {
+        true => state.queue.pause(name).await,
+        false => state.queue.resume(name).await,
+    };
+    changed.map_err(ApiError::internal)?;
+    stats(state, name).await
 }
 
 /// Queues are shared by every tenant: only an admin changes one.

@@ -597,80 +597,64 @@ pub(super) async fn act(
     Redirect::to(&then).into_response()
 }
 
-pub(super) async fn retry_job(
+/// Retry or cancel a job (`/ui/jobs/{id}/retry`, `/ui/jobs/{id}/cancel`).
+pub(super) async fn job_action(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
 ) -> Response {
-    let run = jobs::retry(
-        State(state.clone()),
-        Extension(principal.clone()),
-        api::Path(id.clone()),
-    );
+    let (caller, path) = (Extension(principal.clone()), api::Path(id.clone()));
+    let run = {
+        let state = state.clone();
+        let action = action.clone();
+        async move {
+            match action.as_str() {
+                "retry" => jobs::retry(State(state), caller, path).await.map(drop),
+                "cancel" => jobs::cancel(State(state), caller, path).await.map(drop),
+                _ => Err(ApiError::not_found(format!(
+                    "a job has no action `{action}`"
+                ))),
+            }
+        }
+    };
     let then = format!("/ui/jobs/{}", urlencoded(&id));
-    act(&state, &principal, "job.retry", &[id], "", then, async {
-        run.await.map(drop)
-    })
-    .await
+    let name = format!("job.{action}");
+    act(&state, &principal, &name, &[id], "", then, run).await
 }
 
-pub(super) async fn cancel_job(
+/// Pause or resume a queue (`/ui/queues/{name}/pause`, `/ui/queues/{name}/resume`).
+pub(super) async fn queue_action(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    Path((queue, action)): Path<(String, String)>,
 ) -> Response {
-    let run = jobs::cancel(
-        State(state.clone()),
-        Extension(principal.clone()),
-        api::Path(id.clone()),
-    );
-    let then = format!("/ui/jobs/{}", urlencoded(&id));
-    act(&state, &principal, "job.cancel", &[id], "", then, async {
-        run.await.map(drop)
-    })
-    .await
-}
-
-pub(super) async fn pause_queue(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(name): Path<String>,
-) -> Response {
-    let run = system::pause_queue(
-        State(state.clone()),
-        Extension(principal.clone()),
-        api::Path(name.clone()),
-    );
+    let (caller, path) = (Extension(principal.clone()), api::Path(queue.clone()));
+    let run = {
+        let state = state.clone();
+        let action = action.clone();
+        async move {
+            match action.as_str() {
+                "pause" => system::pause_queue(State(state), caller, path)
+                    .await
+                    .map(drop),
+                "resume" => system::resume_queue(State(state), caller, path)
+                    .await
+                    .map(drop),
+                _ => Err(ApiError::not_found(format!(
+                    "a queue has no action `{action}`"
+                ))),
+            }
+        }
+    };
+    let name = format!("queue.{action}");
     act(
         &state,
         &principal,
-        "queue.pause",
-        &[name],
+        &name,
+        &[queue],
         "",
         "/ui/queues".to_owned(),
-        async { run.await.map(drop) },
-    )
-    .await
-}
-
-pub(super) async fn resume_queue(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(name): Path<String>,
-) -> Response {
-    let run = system::resume_queue(
-        State(state.clone()),
-        Extension(principal.clone()),
-        api::Path(name.clone()),
-    );
-    act(
-        &state,
-        &principal,
-        "queue.resume",
-        &[name],
-        "",
-        "/ui/queues".to_owned(),
-        async { run.await.map(drop) },
+        run,
     )
     .await
 }
