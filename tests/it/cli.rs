@@ -349,13 +349,15 @@ fn client_commands_set_settings_enqueue_wait_cancel_and_show_workers() {
             "IN_FLIGHT",
             "RESIDENT_MEMORY",
             "MEMORY_BOUND",
-            "LAST_HEARTBEAT"
+            "STARTED",
+            "HEARTBEAT"
         ],
         "{table}"
     );
     let row = lines.next().expect("a worker");
-    // Sizes in IEC units, e.g. `45.2 MiB`.
+    // Sizes in IEC units, e.g. `45.2 MiB`; times as people read them.
     assert!(row.contains("iB"), "{table}");
+    assert!(row.trim_end().ends_with(" ago"), "the heartbeat: {table}");
     assert!(row.contains(" 2 "), "the concurrency: {table}");
 }
 
