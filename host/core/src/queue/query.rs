@@ -400,6 +400,63 @@ impl Queue {
         }
     }
 
+    /// The states of `tenant`'s `limit` newest jobs, newest first: each job's id, status,
+    /// attempt and progress, and nothing more of it (a job's input, result and log may be
+    /// large, and a dashboard asks for this twice a second).
+    pub async fn newest_states(
+        &self,
+        tenant: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(String, Vec<Option<String>>)>> {
+        let tags = self.partition_tags(&self.queue_names().await?).await?;
+        let reads = tags
+            .iter()
+            .map(|tag| {
+                let index = self.keys(tag).tenant_index(tenant);
+                let newest = redis::cmd("ZRANGE")
+                    .arg(index)
+                    .arg("+inf")
+                    .arg("-inf")
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .arg("WITHSCORES")
+                    .clone();
+                (tag.as_str(), newest)
+            })
+            .collect();
+        let indexes: Vec<Vec<(String, u64)>> = self.query_by_queue(reads).await?;
+        let mut newest: Vec<(u64, String, &str)> = indexes
+            .into_iter()
+            .zip(&tags)
+            .flat_map(|(entries, tag)| {
+                entries
+                    .into_iter()
+                    .map(move |(id, created_at)| (created_at, id, tag.as_str()))
+            })
+            .collect();
+        newest.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+        newest.truncate(limit);
+        let reads = newest
+            .iter()
+            .map(|(_, id, tag)| {
+                let fields = redis::cmd("HMGET")
+                    .arg(self.keys(tag).job(id))
+                    .arg(&["status", "attempt", "progress"])
+                    .clone();
+                (*tag, fields)
+            })
+            .collect();
+        let states: Vec<Vec<Option<String>>> = self.query_by_queue(reads).await?;
+        Ok(newest
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .zip(states)
+            .collect())
+    }
+
     /// Deletes `tenant`'s finished `jobs`, each with its place in the listing and its dead
     /// letter.
     pub(crate) async fn delete_finished(

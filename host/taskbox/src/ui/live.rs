@@ -77,18 +77,8 @@ async fn fingerprint(state: &AppState, principal: &Principal) -> anyhow::Result<
         )
             .hash(&mut hasher);
     }
-    let newest = state
-        .queue
-        .list(&principal.tenant, &Default::default(), None, 50)
-        .await?;
-    for job in newest.jobs {
-        (
-            job.id,
-            job.status.as_str(),
-            job.attempt,
-            job.progress.map(|p| p.to_string()),
-        )
-            .hash(&mut hasher);
+    for job in state.queue.newest_states(&principal.tenant, 50).await? {
+        job.hash(&mut hasher);
     }
     for worker in state.queue.workers().await? {
         (worker.id, worker.in_flight).hash(&mut hasher);
