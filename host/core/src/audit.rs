@@ -4,6 +4,7 @@
 use redis::AsyncCommands as _;
 use redis::streams::{StreamMaxlen, StreamRangeReply};
 use serde::Serialize;
+use taskbox_runtime::guest_text::truncate;
 
 use crate::auth::Principal;
 use crate::store::Store;
@@ -57,10 +58,6 @@ impl Audit {
         detail: &str,
     ) -> anyhow::Result<()> {
         let named = ids[..ids.len().min(IDS_NAMED)].join(" ");
-        let mut end = detail.len().min(DETAIL_KEPT);
-        while !detail.is_char_boundary(end) {
-            end -= 1;
-        }
         let () = self
             .store
             .connection()
@@ -73,7 +70,7 @@ impl Audit {
                     ("action", action.to_owned()),
                     ("ids", named),
                     ("count", ids.len().to_string()),
-                    ("detail", detail[..end].to_owned()),
+                    ("detail", truncate(detail.to_owned(), DETAIL_KEPT)),
                 ],
             )
             .await?;

@@ -520,20 +520,27 @@ impl Queue {
 
     /// Every queue's depths and throughput.
     pub async fn queue_stats(&self) -> anyhow::Result<Vec<QueueStats>> {
+        let paused = self.paused_queues().await?;
         let mut stats = Vec::new();
         for name in self.queue_names().await? {
-            stats.push(self.stats_of(&name).await?);
+            stats.push(self.summed_stats(&name, paused.get(&name).copied()).await?);
         }
         Ok(stats)
     }
 
     /// The depths and throughput of queue `name`, summed over its partitions.
     pub async fn stats_of(&self, name: &str) -> anyhow::Result<QueueStats> {
+        let paused_at = self.paused_queues().await?.get(name).copied();
+        self.summed_stats(name, paused_at).await
+    }
+
+    /// The depths and throughput of queue `name`, paused since `paused_at`.
+    async fn summed_stats(&self, name: &str, paused_at: Option<u64>) -> anyhow::Result<QueueStats> {
         let tags = self.tags_of(name).await?;
         let mut stats = QueueStats {
             name: name.to_owned(),
             partitions: tags.len() as u32,
-            paused_at: self.paused_queues().await?.get(name).copied(),
+            paused_at,
             waiting: PriorityCounts::default(),
             running: 0,
             delayed: 0,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use taskbox_core::auth::Principal;
 use taskbox_core::events::JOBS_CHANNEL;
 use taskbox_runtime::events::invalid_channel;
+use taskbox_runtime::guest_text::truncate;
 
 use super::pages::{Layout, error_page, render, urlencoded};
 use crate::when::When;
@@ -71,15 +72,11 @@ pub(super) async fn page(
                 .next()
                 .and_then(|ms| ms.parse().ok())
                 .unwrap_or(0);
-            let mut end = event.data.len().min(DATA_SHOWN);
-            while !event.data.is_char_boundary(end) {
-                end -= 1;
-            }
             EventRow {
                 at: When::at(millis),
                 id: event.id,
                 event: event.event,
-                data: event.data[..end].to_owned(),
+                data: truncate(event.data, DATA_SHOWN),
             }
         })
         .collect();

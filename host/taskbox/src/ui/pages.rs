@@ -12,6 +12,7 @@ use taskbox_core::auth::{Principal, Role};
 use taskbox_core::model::job::JobStatus;
 use taskbox_core::queue::{MinuteCounts, QueueStats, WorkerInfo};
 use taskbox_runtime::RunStats;
+use taskbox_runtime::guest_text::quote;
 
 use crate::api::{self, ApiError, AppState, JobView, jobs, system};
 use crate::when::{When, span};
@@ -383,18 +384,7 @@ pub(super) async fn job(
 
 /// `text`, cut to [`SHOWN`] bytes on a character boundary, saying so.
 fn capped(text: &str) -> String {
-    if text.len() <= SHOWN {
-        return text.to_owned();
-    }
-    let mut end = SHOWN;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}\n… ({} bytes in all; the first {SHOWN} shown)",
-        &text[..end],
-        text.len()
-    )
+    taskbox_runtime::guest_text::truncate(text.to_owned(), SHOWN)
 }
 
 #[derive(Template)]
@@ -612,7 +602,8 @@ pub(super) async fn job_action(
                 "retry" => jobs::retry(State(state), caller, path).await.map(drop),
                 "cancel" => jobs::cancel(State(state), caller, path).await.map(drop),
                 _ => Err(ApiError::not_found(format!(
-                    "a job has no action `{action}`"
+                    "a job has no action {}",
+                    quote(&action)
                 ))),
             }
         }
@@ -641,7 +632,8 @@ pub(super) async fn queue_action(
                     .await
                     .map(drop),
                 _ => Err(ApiError::not_found(format!(
-                    "a queue has no action `{action}`"
+                    "a queue has no action {}",
+                    quote(&action)
                 ))),
             }
         }
