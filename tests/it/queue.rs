@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use taskbox_core::events::{Events, JOBS_CHANNEL};
 use taskbox_core::model::job::{Backoff, JobRecord, JobStatus, Priority};
 use taskbox_core::queue::{
-    CancelOutcome, EnqueueOptions, JobFilter, MAX_RETRY_DELAY, NewJob, Queue,
+    CancelOutcome, EnqueueOptions, HistorySettings, JobFilter, MAX_RETRY_DELAY, NewJob, Queue,
+    RetryError,
 };
 use taskbox_core::redis_server::RedisOptions;
 use taskbox_core::registry::{Registry, RegistryConfig};
@@ -1562,4 +1563,197 @@ async fn a_partitioned_queue_spreads_its_jobs_and_one_worker_serves_every_partit
         .await
         .unwrap();
     assert_eq!(page.jobs.len(), ids.len());
+}
+
+/// The harness's queue keeping finished jobs as `settings` say, for workers started after.
+fn keeping(h: &mut Harness, settings: HistorySettings) {
+    h.queue = h.queue.clone().with_history(settings);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_jobs_record_outlives_its_result_with_every_attempt_measured() {
+    let mut h = Harness::start().await;
+    keeping(
+        &mut h,
+        HistorySettings {
+            results: Duration::ZERO,
+            ..HistorySettings::default()
+        },
+    );
+    let worker = h.worker(|config| config.id = "history-worker".into());
+    let options = EnqueueOptions {
+        max_retries: Some(3),
+        backoff: fast_backoff(),
+        ..EnqueueOptions::default()
+    };
+    let flaky = h
+        .enqueue("hello", "flaky", json!({"succeed_on": 3}), options)
+        .await;
+    let dead = h
+        .enqueue("fixtures", "panic", Value::Null, EnqueueOptions::default())
+        .await;
+    for id in [&flaky, &dead] {
+        h.wait(id, Duration::from_secs(30)).await;
+    }
+    let flaky = h
+        .wait_until(&flaky, Duration::from_secs(30), |job| job.results_expired)
+        .await;
+    assert_eq!(flaky.status, JobStatus::Completed);
+    assert_eq!((flaky.result.as_ref(), flaky.log.as_ref()), (None, None));
+    let outcomes: Vec<&str> = flaky.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["failed", "failed", "completed"], "{flaky:?}");
+    for (n, attempt) in flaky.attempts.iter().enumerate() {
+        assert_eq!(attempt.attempt as usize, n + 1);
+        assert_eq!(attempt.detail.worker, "history-worker");
+        assert!(attempt.started_at > 0 && attempt.started_at <= attempt.ended_at);
+        assert!(
+            attempt.detail.fuel_used.is_some_and(|fuel| fuel > 0),
+            "{attempt:?}"
+        );
+        assert!(attempt.detail.peak_memory.is_some_and(|bytes| bytes > 0));
+    }
+    assert_eq!(
+        flaky.attempts[0].detail.error_kind.as_deref(),
+        Some("task_error")
+    );
+    assert!(flaky.attempts[2].detail.error.is_none());
+    assert!(flaky.attempts[0].ended_at <= flaky.attempts[1].started_at);
+
+    // A dead job whose input is gone cannot run again, and stays dead with its dead letter.
+    h.wait_until(&dead, Duration::from_secs(30), |job| job.results_expired)
+        .await;
+    assert!(matches!(
+        h.queue.retry_dead(&dead).await,
+        Err(RetryError::InputExpired)
+    ));
+    assert_eq!(h.job(&dead).await.status, JobStatus::Dead);
+    assert_eq!(h.dead_letter_entries().await, 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_keeps_its_cap_dropping_the_oldest_and_the_counts_follow() {
+    let mut h = Harness::start().await;
+    keeping(
+        &mut h,
+        HistorySettings {
+            max_per_queue: 3,
+            ..HistorySettings::default()
+        },
+    );
+    let _worker = h.worker(|_| {});
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = h
+            .enqueue(
+                "hello",
+                "greet",
+                json!({"name": format!("n{n}")}),
+                EnqueueOptions::default(),
+            )
+            .await;
+        h.wait(&id, Duration::from_secs(30)).await;
+        ids.push(id);
+    }
+    wait::until(
+        "the two oldest records trimmed",
+        Duration::from_secs(30),
+        || async {
+            let mut kept = 0;
+            for id in &ids[..2] {
+                kept += usize::from(h.queue.job(id).await.unwrap().is_some());
+            }
+            (kept == 0).then_some(())
+        },
+    )
+    .await;
+    let listed: Vec<String> = h
+        .queue
+        .list(TENANT, &JobFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    let newest: Vec<String> = ids[2..].iter().rev().cloned().collect();
+    assert_eq!(listed, newest);
+    let counts = h.queue.state_counts(TENANT).await.unwrap();
+    assert_eq!(counts[&JobStatus::Completed], 3, "{counts:?}");
+    assert_eq!(counts[&JobStatus::Pending], 0, "{counts:?}");
+    assert_eq!(counts[&JobStatus::Running], 0, "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_per_state_follow_every_change_of_state() {
+    let h = Harness::start().await;
+    let count = |status| {
+        let queue = h.queue.clone();
+        async move { queue.state_counts(TENANT).await.unwrap()[&status] }
+    };
+    let later = EnqueueOptions {
+        delay: Some(Duration::from_secs(3600)),
+        ..EnqueueOptions::default()
+    };
+    let scheduled = h
+        .enqueue("hello", "greet", json!({"name": "later"}), later)
+        .await;
+    let greet = h
+        .enqueue(
+            "hello",
+            "greet",
+            json!({"name": "now"}),
+            EnqueueOptions::default(),
+        )
+        .await;
+    let panic = h
+        .enqueue("fixtures", "panic", Value::Null, EnqueueOptions::default())
+        .await;
+    assert_eq!(
+        (
+            count(JobStatus::Pending).await,
+            count(JobStatus::Scheduled).await
+        ),
+        (2, 1)
+    );
+    h.queue.cancel(&scheduled).await.unwrap();
+    assert_eq!(
+        (
+            count(JobStatus::Scheduled).await,
+            count(JobStatus::Cancelled).await
+        ),
+        (0, 1)
+    );
+
+    let _worker = h.worker(|_| {});
+    for id in [&greet, &panic] {
+        h.wait(id, Duration::from_secs(30)).await;
+    }
+    assert_eq!(
+        (
+            count(JobStatus::Pending).await,
+            count(JobStatus::Running).await,
+            count(JobStatus::Completed).await,
+            count(JobStatus::Dead).await,
+        ),
+        (0, 0, 1, 1)
+    );
+    assert!(h.queue.retry_dead(&panic).await.unwrap());
+    h.wait_until(&panic, Duration::from_secs(30), |job| {
+        job.dead_retries == 1 && job.status == JobStatus::Dead
+    })
+    .await;
+    assert_eq!(count(JobStatus::Dead).await, 1);
+    assert_eq!(h.queue.purge_dead(TENANT, None).await.unwrap(), 1);
+    let counts = h.queue.state_counts(TENANT).await.unwrap();
+    let total: u64 = counts.values().sum();
+    assert_eq!(
+        (
+            counts[&JobStatus::Dead],
+            counts[&JobStatus::Completed],
+            total
+        ),
+        (0, 1, 2),
+        "{counts:?}"
+    );
 }

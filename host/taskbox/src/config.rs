@@ -37,7 +37,7 @@ use taskbox_core::model::capabilities::sql::SqlSettings;
 use taskbox_core::model::manifest::{Policy, duration, size};
 use taskbox_core::model::module::ModuleSettings;
 use taskbox_core::model::names::validate_name;
-use taskbox_core::queue::Queue;
+use taskbox_core::queue::{HistorySettings, Queue};
 use taskbox_core::registry::{DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_MODULE_SIZE, RegistryConfig};
 
 /// The whole host configuration.
@@ -66,6 +66,34 @@ pub struct HostConfig {
     pub modules: BTreeMap<String, ModuleSettings>,
     /// Settings of queues, by name.
     pub queues: BTreeMap<String, QueueConfig>,
+    /// What is kept of finished jobs.
+    pub history: HistoryConfig,
+}
+
+/// What is kept of finished jobs (`[history]`): their records (attempts, outcomes, fuel,
+/// times) outlive their input, result and log.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// How long a finished job's input, result and log are kept (`"24h"`).
+    #[serde(with = "duration")]
+    pub results: Duration,
+    /// How long a finished job's record is kept (`"7d"`).
+    #[serde(with = "duration")]
+    pub retention: Duration,
+    /// The most records a queue keeps; past it the oldest go first.
+    pub max_per_queue: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        let defaults = HistorySettings::default();
+        Self {
+            results: defaults.results,
+            retention: defaults.retention,
+            max_per_queue: defaults.max_per_queue,
+        }
+    }
 }
 
 /// A queue's settings in the host config (`[queues.NAME]`).
@@ -199,9 +227,10 @@ impl HostConfig {
         })
     }
 
-    /// Gives each queue of `[queues]` its partitions. A queue never loses partitions: one
-    /// given more over the API keeps them, with a warning.
-    pub async fn apply_queues(&self, queue: &Queue) -> anyhow::Result<()> {
+    /// `queue` as the config sets it up: each queue of `[queues]` with its partitions, and
+    /// finished jobs kept as `[history]` says. A queue never loses partitions: one given more
+    /// over the API keeps them, with a warning.
+    pub async fn configure_queue(&self, queue: Queue) -> anyhow::Result<Queue> {
         for (name, settings) in &self.queues {
             validate_name("queue", name).context("the host config's [queues]")?;
             let current = queue.partitions(name).await?;
@@ -218,7 +247,11 @@ impl HostConfig {
                 .await
                 .with_context(|| format!("the host config's [queues.{name}]"))?;
         }
-        Ok(())
+        Ok(queue.with_history(HistorySettings {
+            results: self.history.results,
+            retention: self.history.retention,
+            max_per_queue: self.history.max_per_queue,
+        }))
     }
 
     /// The policy, with the databases the host offers.

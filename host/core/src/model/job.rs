@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_INPUT: usize = 1 << 20;
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Queued, waiting for a worker.
@@ -225,6 +227,62 @@ pub struct JobRecord {
     /// Its entry in the dead-letter stream, while it is dead.
     #[serde(skip)]
     pub dead_entry: Option<String>,
+    /// Its attempts, first to last (of the series since its last retry from the dead
+    /// letters).
+    pub attempts: Vec<AttemptRecord>,
+    /// Whether its input, result and log are gone: a finished job keeps them for the result
+    /// retention (24 h) and the rest of its record for the history retention (7 days).
+    pub results_expired: bool,
+}
+
+/// One attempt of a job, as its timeline keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptRecord {
+    /// Its number, from 1.
+    #[serde(default)]
+    pub attempt: u32,
+    /// How it ended: `completed`, `failed`, `cancelled` or `worker_lost` (its worker stopped
+    /// heartbeating and another took the job over).
+    pub outcome: String,
+    /// When it started and ended, in ms since the Unix epoch.
+    pub started_at: u64,
+    /// When it ended.
+    pub ended_at: u64,
+    /// What the worker that ran it told of it.
+    #[serde(flatten)]
+    pub detail: AttemptDetail,
+}
+
+/// What a worker tells of an attempt it ran, for the job's timeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptDetail {
+    /// The worker.
+    pub worker: String,
+    /// The error's kind, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// The error's message, cut to [`ATTEMPT_ERROR_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Fuel units burned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_used: Option<u64>,
+    /// Wall time, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time_ms: Option<u64>,
+    /// The most linear memory it had at once, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory: Option<u64>,
+}
+
+/// The most of an attempt's error message its timeline keeps, in bytes: the job's `error`
+/// keeps the last one whole (up to the host's `max_error_size`), and a job has up to its
+/// `max_attempts` entries.
+pub const ATTEMPT_ERROR_BYTES: usize = 512;
+
+/// The job-hash field of attempt `n`'s timeline entry.
+pub(crate) fn attempt_field(n: u32) -> String {
+    format!("attempt:{n}")
 }
 
 impl JobRecord {
@@ -275,9 +333,23 @@ impl JobRecord {
             parent: text("parent"),
             depth: number(text("depth")).unwrap_or(0) as u32,
             dead_entry: text("dead_entry"),
+            attempts: Vec::new(),
+            results_expired: false,
         };
+        let attempts = (1..=record.attempt)
+            .filter_map(|n| {
+                let entry = hash.remove(&attempt_field(n))?;
+                let entry: AttemptRecord = serde_json::from_slice(&entry).ok()?;
+                Some(AttemptRecord {
+                    attempt: n,
+                    ..entry
+                })
+            })
+            .collect();
         Some(Self {
+            results_expired: record.status.is_finished() && !hash.contains_key("input"),
             result: hash.remove("result"),
+            attempts,
             ..record
         })
     }

@@ -193,6 +193,10 @@ pub(crate) struct FinishedAttempt {
     pub(crate) stats: String,
     /// The last progress report as JSON, empty for none.
     pub(crate) progress: String,
+    /// The attempt's entry in the job's timeline: an [`AttemptDetail`] as JSON.
+    ///
+    /// [`AttemptDetail`]: crate::model::job::AttemptDetail
+    pub(crate) timeline: String,
 }
 
 impl FromRedisValue for JobStatus {
@@ -244,9 +248,12 @@ impl Queue {
             .key(high)
             .key(normal)
             .key(low)
+            .key(keys.states())
+            .key(keys.finished())
+            .key(keys.results())
             .arg(worker)
             .arg(GROUP)
-            .arg(self.store.retention().as_secs())
+            .arg(self.record_lifetime())
             .arg(keys.done_channel())
             .arg(read);
         for delivery in taken {
@@ -292,8 +299,11 @@ impl Queue {
             .key(high)
             .key(normal)
             .key(low)
+            .key(keys.states())
+            .key(keys.finished())
+            .key(keys.results())
             .arg(GROUP)
-            .arg(self.store.retention().as_secs())
+            .arg(self.record_lifetime())
             .arg(keys.done_channel());
         for outcome in outcomes {
             invocation
@@ -308,7 +318,8 @@ impl Queue {
                 .arg(outcome.retry_in.map_or(-1, retry_delay_ms))
                 .arg(&outcome.log)
                 .arg(&outcome.stats)
-                .arg(&outcome.progress);
+                .arg(&outcome.progress)
+                .arg(&outcome.timeline);
         }
         Ok(invocation.invoke_async(&mut self.connection()).await?)
     }
@@ -350,7 +361,7 @@ impl Queue {
         }
         let [high, normal, low] = keys.streams();
         let mut invocation = self.scripts.promote.key(keys.delayed());
-        invocation.key(high).key(normal).key(low);
+        invocation.key(high).key(normal).key(low).key(keys.states());
         for id in &earliest {
             invocation.key(keys.job(id)).arg(id);
         }

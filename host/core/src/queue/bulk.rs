@@ -122,7 +122,11 @@ impl Queue {
             return Ok(false);
         }
         match action {
-            BulkAction::Retry => self.retry_dead(&job.id).await,
+            BulkAction::Retry => match self.retry_dead(&job.id).await {
+                Ok(retried) => Ok(retried),
+                Err(super::RetryError::InputExpired) => Ok(false),
+                Err(super::RetryError::Failed(err)) => Err(err),
+            },
             BulkAction::Cancel => Ok(self.cancel(&job.id).await?.is_some_and(|outcome| {
                 !matches!(outcome, super::CancelOutcome::AlreadyFinished(_))
             })),

@@ -6,13 +6,15 @@ use std::collections::BTreeSet;
 use super::attempts::STARTED_FIELDS;
 
 /// The queue's scripts, and the progress script, which writes job hashes too.
-const SCRIPTS: [&str; 7] = [
+const SCRIPTS: [&str; 9] = [
     include_str!("lua/enqueue.lua"),
     include_str!("lua/start_batch.lua"),
     include_str!("lua/finish_batch.lua"),
     include_str!("lua/promote.lua"),
     include_str!("lua/cancel.lua"),
     include_str!("lua/retry_dead.lua"),
+    include_str!("lua/drop_results.lua"),
+    include_str!("lua/forget.lua"),
     include_str!("../progress/lua/store_progress.lua"),
 ];
 

@@ -9,6 +9,7 @@ mod attempts;
 mod bulk;
 #[cfg(test)]
 mod fields;
+mod history;
 mod partitions;
 mod pause;
 mod query;
@@ -34,6 +35,10 @@ use crate::store::{Connection, Store};
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
 pub use bulk::{BulkAction, BulkProgress};
+pub use history::{
+    DEFAULT_HISTORY_CAP, DEFAULT_HISTORY_RETENTION, DEFAULT_RESULT_RETENTION, HistorySettings,
+    Trimmed,
+};
 use partitions::PartitionTags;
 pub use partitions::{MAX_PARTITIONS, PartitionError};
 pub use pause::CACHED_FOR as PAUSE_CACHED_FOR;
@@ -250,6 +255,17 @@ impl From<redis::RedisError> for EnqueueError {
     }
 }
 
+/// Why a dead job was not retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// Its input is gone: a finished job keeps it for the result retention only.
+    #[error("its input is no longer kept (a finished job keeps it for the result retention)")]
+    InputExpired,
+    /// Redis failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 /// What cancelling did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -281,6 +297,8 @@ struct Scripts {
     promote: Script,
     cancel: Script,
     retry_dead: Script,
+    drop_results: Script,
+    forget: Script,
 }
 
 /// A script's source: its shared fragments from `lua/lib`, which define functions it calls,
@@ -298,12 +316,24 @@ impl Scripts {
     /// The scripts for `store`; those that publish, with its way of publishing.
     fn new(store: &Store) -> Self {
         Self {
-            enqueue: Script::new(source!("enqueue", "clock")),
-            start_batch: store.publishing_script(source!("start_batch", "clock", "dead_letter")),
-            finish_batch: store.publishing_script(source!("finish_batch", "clock", "dead_letter")),
-            promote: Script::new(source!("promote", "clock")),
-            cancel: store.publishing_script(source!("cancel", "clock")),
-            retry_dead: Script::new(source!("retry_dead")),
+            enqueue: Script::new(source!("enqueue", "clock", "history")),
+            start_batch: store.publishing_script(source!(
+                "start_batch",
+                "clock",
+                "dead_letter",
+                "history"
+            )),
+            finish_batch: store.publishing_script(source!(
+                "finish_batch",
+                "clock",
+                "dead_letter",
+                "history"
+            )),
+            promote: Script::new(source!("promote", "clock", "history")),
+            cancel: store.publishing_script(source!("cancel", "clock", "history")),
+            retry_dead: Script::new(source!("retry_dead", "history")),
+            drop_results: Script::new(source!("drop_results")),
+            forget: Script::new(source!("forget", "history")),
         }
     }
 }
@@ -328,6 +358,7 @@ pub struct Queue {
     scripts: Arc<Scripts>,
     partition_tags: Arc<PartitionTags>,
     paused: Arc<PausedQueues>,
+    history: HistorySettings,
 }
 
 impl std::fmt::Debug for Queue {
@@ -347,6 +378,7 @@ impl Queue {
             modules,
             partition_tags: Arc::default(),
             paused: Arc::default(),
+            history: HistorySettings::default(),
         }
     }
 
@@ -535,7 +567,9 @@ impl Queue {
             .key(low)
             .key(keys.delayed())
             .key(keys.tenant_index(tenant))
-            .arg(self.store.retention().as_secs());
+            .key(keys.states())
+            .arg(self.store.retention().as_secs())
+            .arg(tenant);
         invocation
     }
 
@@ -622,7 +656,7 @@ impl Queue {
         Ok(())
     }
 
-    /// Job `id`, if it exists (finished jobs expire after the retention).
+    /// Job `id`, if it exists (a finished job's record goes after the history retention).
     pub async fn job(&self, id: &str) -> anyhow::Result<Option<JobRecord>> {
         let Some(tag) = partition_of(id) else {
             return Ok(None);
@@ -687,8 +721,11 @@ impl Queue {
             .cancel
             .key(keys.job(id))
             .key(keys.delayed())
+            .key(keys.states())
+            .key(keys.finished())
+            .key(keys.results())
             .arg(id)
-            .arg(self.store.retention().as_secs())
+            .arg(self.record_lifetime())
             .arg(keys.cancel_channel())
             .arg(keys.done_channel())
             .invoke_async(&mut self.connection())
@@ -702,7 +739,7 @@ impl Queue {
 
     /// Gives dead job `id` a new series of attempts and removes its dead letter; false when it
     /// is not dead.
-    pub async fn retry_dead(&self, id: &str) -> anyhow::Result<bool> {
+    pub async fn retry_dead(&self, id: &str) -> Result<bool, RetryError> {
         let (Some(tag), Some(job)) = (partition_of(id), self.job(id).await?) else {
             return Ok(false);
         };
@@ -713,11 +750,17 @@ impl Queue {
             .key(keys.job(id))
             .key(keys.stream(job.priority))
             .key(keys.dead())
+            .key(keys.states())
+            .key(keys.finished())
+            .key(keys.results())
             .arg(id)
             .invoke_async(&mut self.connection())
-            .await?;
-        if retried.is_none() {
-            return Ok(false);
+            .await
+            .map_err(anyhow::Error::from)?;
+        match retried {
+            None => return Ok(false),
+            Some(0) => return Err(RetryError::InputExpired),
+            Some(_) => {}
         }
         let event = JobEvent::of(&job);
         if let Err(err) = self

@@ -457,27 +457,24 @@ impl Queue {
             .collect())
     }
 
-    /// Deletes `tenant`'s finished `jobs`, each with its place in the listing and its dead
-    /// letter.
+    /// Deletes `tenant`'s finished `jobs`, each with its place in the listing, its dead
+    /// letter and its count.
     pub(crate) async fn delete_finished(
         &self,
         tenant: &str,
         jobs: &[JobRecord],
     ) -> anyhow::Result<()> {
-        let mut deletes = Vec::new();
-        for job in jobs {
+        let mut by_partition: HashMap<&str, Vec<String>> = HashMap::new();
+        for job in jobs.iter().filter(|job| job.tenant == tenant) {
             let partition = partition_of(&job.id).unwrap_or(&job.queue);
-            let keys = self.keys(partition);
-            deletes.push((partition, redis::Cmd::del(keys.job(&job.id))));
-            deletes.push((
-                partition,
-                redis::Cmd::zrem(keys.tenant_index(tenant), &job.id),
-            ));
-            if let Some(entry) = &job.dead_entry {
-                deletes.push((partition, redis::Cmd::xdel(keys.dead(), &[entry])));
-            }
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push(job.id.clone());
         }
-        let _: Vec<redis::Value> = self.query_by_queue(deletes).await?;
+        for (partition, ids) in by_partition {
+            self.forget(partition, &ids, u64::MAX).await?;
+        }
         Ok(())
     }
 

@@ -48,6 +48,24 @@ impl QueueKeys {
         format!("{}jobs:{tenant}", self.base)
     }
 
+    /// Sorted set of the partition's finished jobs' ids, scored by when they finished: their
+    /// records are kept for the history retention, oldest dropped first past the cap.
+    pub(crate) fn finished(&self) -> String {
+        format!("{}finished", self.base)
+    }
+
+    /// Sorted set of the finished jobs whose input, result and log are still kept, scored by
+    /// when they finished: those past the result retention lose them.
+    pub(crate) fn results(&self) -> String {
+        format!("{}results", self.base)
+    }
+
+    /// Hash of how many of each tenant's jobs of the partition are in each state, by
+    /// `tenant:status`, kept as jobs change state.
+    pub(crate) fn states(&self) -> String {
+        format!("{}states", self.base)
+    }
+
     /// Hash of the jobs completed and attempts failed in one minute (minutes since the Unix
     /// epoch), kept an hour.
     pub(crate) fn counts(&self, minute: u64) -> String {
@@ -214,6 +232,9 @@ mod tests {
             keys.dead(),
             keys.tenant_index("t{x}"),
             keys.counts(29_000_000),
+            keys.finished(),
+            keys.results(),
+            keys.states(),
             keys.job("abc"),
             keys.idempotency("t", "{k}"),
             keys.done_channel(),
@@ -245,6 +266,9 @@ mod tests {
             (queue.dead(), "tb:{q}:dead"),
             (queue.tenant_index("acme"), "tb:{q}:jobs:acme"),
             (queue.counts(7), "tb:{q}:counts:7"),
+            (queue.finished(), "tb:{q}:finished"),
+            (queue.results(), "tb:{q}:results"),
+            (queue.states(), "tb:{q}:states"),
             (queue.job("id"), "tb:{q}:job:id"),
             (queue.idempotency("acme", "k"), "tb:{q}:idem:acme:k"),
             (queue.done_channel(), "tb:{q}:done"),

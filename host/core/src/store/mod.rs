@@ -17,7 +17,7 @@ use futures_util::stream::BoxStream;
 
 /// The prefix of every key taskbox writes.
 pub const DEFAULT_PREFIX: &str = "tb:";
-/// How long finished jobs (and idempotency keys) are kept.
+/// How long idempotency keys are kept (finished jobs: see `queue::HistorySettings`).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// The Redis that holds everything, one server or a cluster: where it is, one shared

@@ -14,6 +14,9 @@ use crate::queue::Delivery;
 /// The most due jobs one promotion moves; the next, 50 ms later, moves more.
 const PROMOTE_AT_ONCE: u32 = 1000;
 
+/// How often a worker trims the history of its queues.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 /// The entries a worker holds of one queue, by stream (indexed by priority rank).
 pub(super) type Held = [HashSet<String>; 3];
 
@@ -44,6 +47,28 @@ impl Worker {
                     if let Err(err) = self.heartbeat(&partition).await {
                         tracing::warn!("heartbeat of {partition} failed: {err:#}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Drops the results and records of its queues' finished jobs past their retention or
+    /// cap, forever; paused queues too. Apart from [`Worker::maintain`], so that a long trim
+    /// delays no promotion.
+    pub(super) async fn trim_history(self: Arc<Self>) {
+        let mut every = tokio::time::interval(TRIM_EVERY);
+        loop {
+            every.tick().await;
+            let partitions = match self.queue.partition_tags(&self.config.queues).await {
+                Ok(partitions) => partitions,
+                Err(err) => {
+                    tracing::warn!("reading the partitions to trim failed: {err:#}");
+                    continue;
+                }
+            };
+            for partition in partitions {
+                if let Err(err) = self.queue.trim_history(&partition).await {
+                    tracing::warn!("trimming the history of {partition} failed: {err:#}");
                 }
             }
         }

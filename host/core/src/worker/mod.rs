@@ -10,7 +10,8 @@
 //!
 //! One task per worker takes jobs (`fetch`), always with free slots in hand, so it never
 //! holds an entry it cannot start; another (`maintain`) heartbeats and promotes delayed jobs
-//! and never waits for a slot.
+//! and never waits for a slot; a third (`trim_history`) drops finished jobs' results and
+//! records past their retention.
 //!
 //! What running jobs make Redis do never queues in front of that work, nor of the API's: their
 //! events, enqueues and progress go out as [`JobWrites`], on a connection of their own, and
@@ -20,9 +21,9 @@
 
 //! The worker's parts, one file per concern: [`fetch`] takes entries and starts their jobs,
 //! [`run`] runs them, [`outcome`] stores what they did, [`heartbeat`] keeps held entries alive,
-//! promotes delayed jobs and takes over those of lost workers, [`cancel`] stops running jobs
-//! on request, and [`modules`] loads each module once. Progress reports go through
-//! [`crate::progress`].
+//! promotes delayed jobs, takes over those of lost workers and trims the history, [`cancel`]
+//! stops running jobs on request, and [`modules`] loads each module once. Progress reports go
+//! through [`crate::progress`].
 
 mod cancel;
 mod fetch;
@@ -192,6 +193,7 @@ impl Worker {
         let background = [
             tokio::spawn(Arc::clone(&self).listen_for_cancels()),
             tokio::spawn(Arc::clone(&self).maintain()),
+            tokio::spawn(Arc::clone(&self).trim_history()),
         ];
         // Fetching is told to stop rather than dropped: a script call under way may have
         // marked jobs running, and those must be run.

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{RETRY_FIRST, RETRY_MOST, Worker};
 use crate::events::{JobEvent, JobEventKind};
-use crate::model::job::{Backoff, JobStatus};
+use crate::model::job::{ATTEMPT_ERROR_BYTES, AttemptDetail, Backoff, JobStatus};
 use crate::queue::{Delivery, Ending, FinishedAttempt, Queue};
 
 /// The most outcomes one script call stores, and the most that wait for the next call; a job
@@ -191,6 +191,16 @@ impl Worker {
                 )
             }
         };
+        let detail = AttemptDetail {
+            worker: self.config.id.clone(),
+            error_kind: Some(error_kind.clone()).filter(|kind| !kind.is_empty()),
+            error: report.outcome.as_ref().err().map(|err| {
+                taskbox_runtime::guest_text::truncate(err.to_string(), ATTEMPT_ERROR_BYTES)
+            }),
+            fuel_used: Some(report.stats.fuel_used),
+            wall_time_ms: Some(report.stats.wall_time.as_millis() as u64),
+            peak_memory: Some(report.stats.peak_memory),
+        };
         Ok(FinishedAttempt {
             partition: delivery.partition.clone(),
             priority: delivery.priority,
@@ -203,6 +213,7 @@ impl Worker {
             retry_in,
             log: report.log,
             stats: serde_json::to_string(&report.stats)?,
+            timeline: serde_json::to_string(&detail)?,
             progress: match &report.progress {
                 Some(progress) => serde_json::to_string(progress)?,
                 None => String::new(),

@@ -18,7 +18,7 @@ use taskbox_core::auth::Role;
 use taskbox_core::model::job::{JobRecord, JobStatus, Priority};
 use taskbox_core::queue::{
     BulkAction, BulkProgress, CancelOutcome, EnqueueError, EnqueueOptions, InputMatch, InvalidJob,
-    JobFilter, NewJob,
+    JobFilter, NewJob, RetryError,
 };
 
 /// The most jobs one batch may enqueue.
@@ -434,7 +434,7 @@ pub(crate) async fn cancel(
     responses(
         (status = 200, body = StatusReply),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "the job is not dead", body = ErrorBody),
+        (status = 409, description = "the job is not dead, or its input is no longer kept", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub(crate) async fn retry(
@@ -443,12 +443,17 @@ pub(crate) async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<StatusReply>, ApiError> {
     let job = owned_job(&state, &caller, &id).await?;
-    if !state
-        .queue
-        .retry_dead(&id)
-        .await
-        .map_err(ApiError::internal)?
-    {
+    let retried = match state.queue.retry_dead(&id).await {
+        Ok(retried) => retried,
+        Err(err @ RetryError::InputExpired) => {
+            return Err(ApiError::conflict(
+                "input_expired",
+                format!("job `{id}` cannot run again: {err}"),
+            ));
+        }
+        Err(RetryError::Failed(err)) => return Err(ApiError::internal(err)),
+    };
+    if !retried {
         return Err(ApiError::conflict(
             "not_dead",
             format!(

@@ -38,7 +38,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(dev_url_file(), &url)
         .with_context(|| format!("writing {}", dev_url_file().display()))?;
     eprintln!("taskbox dev: Redis at {url}");
-    host.apply_queues(&queue).await?;
+    let queue = host.configure_queue(queue).await?;
     let runtime = worker_runtime(&args.worker, &host)?;
     let registry = Registry::new(queue.clone(), Arc::clone(&runtime), host.registry());
     let schedules = Schedules::new(queue.clone());

@@ -45,8 +45,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         plays(ProcessRole::Scheduler),
     );
     let host = args.api.host_config()?;
-    let queue = args.redis.connect().await?;
-    host.apply_queues(&queue).await?;
+    let queue = host.configure_queue(args.redis.connect().await?).await?;
     let runtime = worker_runtime(&args.worker, &host)?;
     let registry = Registry::new(queue.clone(), Arc::clone(&runtime), host.registry());
     let api = api.then(|| args.api.api_config(&host));

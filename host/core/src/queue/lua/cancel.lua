@@ -2,12 +2,15 @@
 -- stop through the queue's cancel channel, and its worker stores the outcome.
 -- KEYS[1] the job hash
 -- KEYS[2] the queue's delayed set
--- ARGV[1] the job id; ARGV[2] the retention of finished jobs, in seconds
+-- KEYS[3] the partition's counts of jobs per state
+-- KEYS[4], KEYS[5] the partition's sets of finished jobs and of jobs with their results
+-- ARGV[1] the job id; ARGV[2] the lifetime of a finished job's record, in seconds
 -- ARGV[3] the cancel channel; ARGV[4] the channel that announces finished jobs
 -- Returns the job's status after the call ('cancelled', 'cancelling', or the finished
 -- status it already had), or false when there is no such job.
--- Uses lib/clock.lua and store/lua/pubsub.lua (publish).
-local status = redis.call('HGET', KEYS[1], 'status')
+-- Uses lib/clock.lua, lib/history.lua and store/lua/pubsub.lua (publish).
+local job = redis.call('HMGET', KEYS[1], 'status', 'tenant')
+local status = job[1]
 if not status then
   return false
 end
@@ -16,7 +19,8 @@ if status == 'pending' or status == 'scheduled' or status == 'retrying' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error_kind', 'cancelled',
     'error', '{"kind":"cancelled"}', 'finished_at', now)
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  count_move(KEYS[3], job[2], status, 'cancelled')
+  finished_job(KEYS[1], KEYS[4], KEYS[5], ARGV[1], now, ARGV[2])
   publish(ARGV[4], ARGV[1])
   return 'cancelled'
 end

@@ -3,20 +3,21 @@
 -- KEYS[1], KEYS[2], KEYS[3] the partition's high, normal and low streams
 -- KEYS[4] the partition's delayed set
 -- KEYS[5] the index of the tenant's jobs in the partition
--- KEYS[6..] per job, two keys: its hash and its idempotency key (its hash again when it has
+-- KEYS[6] the partition's counts of jobs per state
+-- KEYS[7..] per job, two keys: its hash and its idempotency key (its hash again when it has
 -- none)
--- ARGV[1] the lifetime of idempotency keys, in seconds
--- ARGV[2..] per job: its id; its stream's index (1 = high); run at, in ms since the epoch
+-- ARGV[1] the lifetime of idempotency keys, in seconds; ARGV[2] the tenant
+-- ARGV[3..] per job: its id; its stream's index (1 = high); run at, in ms since the epoch
 -- ('0' = none); run this many ms after now, when run at is '0' ('0' runs now); the
 -- idempotency key's value ('' = none); the count n of the values that follow; n values,
 -- field, value pairs of the job hash
 -- Returns per job, in order, {job id, 1} for a new job, or {existing job id, 0} when its
 -- idempotency key was used before.
--- Uses lib/clock.lua.
+-- Uses lib/clock.lua and lib/history.lua (count_move).
 local now = tonumber(now_ms())
 local replies = {}
-local arg = 2
-local key = 6
+local arg = 3
+local key = 7
 while arg <= #ARGV do
   local id, stream, run_at, delay, idempotency = ARGV[arg], tonumber(ARGV[arg + 1]),
     tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3]), ARGV[arg + 4]
@@ -39,6 +40,7 @@ while arg <= #ARGV do
       'status', scheduled and 'scheduled' or 'pending', 'run_at', run_at,
       unpack(ARGV, first, arg - 1))
     redis.call('ZADD', KEYS[5], now, id)
+    count_move(KEYS[6], ARGV[2], nil, scheduled and 'scheduled' or 'pending')
     if scheduled then
       redis.call('ZADD', KEYS[4], run_at, id)
     else

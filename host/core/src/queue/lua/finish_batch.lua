@@ -4,20 +4,25 @@
 -- KEYS[1] the queue's delayed set
 -- KEYS[2] the queue's dead-letter stream
 -- KEYS[3], KEYS[4], KEYS[5] the queue's high, normal and low streams
--- KEYS[6..] per outcome, in ARGV's order, its job's key
--- ARGV[1] the consumer group; ARGV[2] the retention of finished jobs, in seconds
+-- KEYS[6] the partition's counts of jobs per state
+-- KEYS[7], KEYS[8] the partition's sets of finished jobs and of jobs with their results
+-- KEYS[9..] per outcome, in ARGV's order, its job's key
+-- ARGV[1] the consumer group; ARGV[2] the lifetime of a finished job's record, in seconds
 -- ARGV[3] the channel that announces finished jobs
--- ARGV[4..] per outcome, eleven values:
+-- ARGV[4..] per outcome, twelve values:
 --   the entry id; the stream's index (1 = high); the job id; the attempt;
 --   the outcome: 'completed', 'cancelled', 'failed' or 'released' (handed back at shutdown);
 --   the result (completed) or the error as JSON; the error kind ('' when completed);
 --   the retry delay in ms, or -1 for no retry (failed only); the job log; run stats as JSON;
 --   the last progress report as JSON ('' for none), so that a finished job shows its last
---   report even when the report's own write is still on its way
+--   report even when the report's own write is still on its way; the attempt's entry in the
+--   job's timeline as a JSON object (worker, error and run stats), to which the script adds
+--   the outcome, start and end
 -- Returns one reply per outcome, in order: the job's new status, or false when the attempt is
 -- stale (the job is not running that attempt from that entry: a newer attempt owns it) and
 -- nothing was written.
--- Uses lib/clock.lua, lib/dead_letter.lua and store/lua/pubsub.lua (publish, listeners).
+-- Uses lib/clock.lua, lib/dead_letter.lua, lib/history.lua and store/lua/pubsub.lua
+-- (publish, listeners).
 local now = now_ms()
 local replies = {}
 -- A finished job is announced only while somebody listens. A waiter subscribes first and
@@ -26,12 +31,12 @@ local replies = {}
 local listened = listeners(ARGV[3]) > 0
 -- Entries to acknowledge and delete, by stream: one XACK and one XDEL per stream at the end.
 local done = {}
-for i = 4, #ARGV, 11 do
+for i = 4, #ARGV, 12 do
   local entry, stream, id, attempt = ARGV[i], KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
   local outcome, payload, kind, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
-  local key = KEYS[6 + #replies]
+  local key = KEYS[9 + #replies]
   local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind',
-    'entry', 'cancel_requested')
+    'entry', 'cancel_requested', 'tenant', 'started_at')
   local status = false
   if current[1] == attempt and current[2] == 'running' and current[6] == entry then
     done[stream] = done[stream] or {}
@@ -41,6 +46,10 @@ for i = 4, #ARGV, 11 do
     end
     if ARGV[i + 10] ~= '' and outcome ~= 'released' then
       redis.call('HSET', key, 'progress', ARGV[i + 10])
+    end
+    if outcome ~= 'released' then
+      redis.call('HSET', key, 'attempt:' .. attempt, '{"outcome":"' .. outcome .. '","started_at":'
+        .. (current[9] or 0) .. ',"ended_at":' .. now .. ',' .. string.sub(ARGV[i + 11], 2))
     end
     if outcome == 'released' then
       redis.call('HSET', key, 'status', 'pending', 'attempt', tonumber(attempt) - 1)
@@ -70,8 +79,9 @@ for i = 4, #ARGV, 11 do
       redis.call('HSET', key, 'status', status, 'error', payload, 'error_kind', kind,
         'finished_at', now, 'log', ARGV[i + 8], 'stats', ARGV[i + 9])
     end
+    count_move(KEYS[6], current[8], 'running', status)
     if status == 'completed' or status == 'cancelled' or status == 'dead' then
-      redis.call('EXPIRE', key, ARGV[2])
+      finished_job(key, KEYS[7], KEYS[8], id, now, ARGV[2])
       if listened then
         publish(ARGV[3], id)
       end

@@ -3,16 +3,26 @@
 -- KEYS[1] the job hash
 -- KEYS[2] the stream of the job's priority
 -- KEYS[3] the queue's dead-letter stream
+-- KEYS[4] the partition's counts of jobs per state
+-- KEYS[5], KEYS[6] the partition's sets of finished jobs and of jobs with their results
 -- ARGV[1] the job id
--- Returns 1, or false when the job is not dead (or gone).
-local job = redis.call('HMGET', KEYS[1], 'status', 'dead_entry')
+-- Returns 1; 0 when its input is no longer kept (past the result retention), so it cannot
+-- run again; false when the job is not dead (or gone).
+-- Uses lib/history.lua (count_move).
+local job = redis.call('HMGET', KEYS[1], 'status', 'dead_entry', 'tenant')
 if job[1] ~= 'dead' then
   return false
+end
+if redis.call('HEXISTS', KEYS[1], 'input') == 0 then
+  return 0
 end
 if job[2] then
   redis.call('XDEL', KEYS[3], job[2])
 end
 redis.call('PERSIST', KEYS[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+count_move(KEYS[4], job[3], 'dead', 'pending')
 redis.call('HINCRBY', KEYS[1], 'dead_retries', 1)
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempt', 0)
 redis.call('HDEL', KEYS[1], 'error', 'error_kind', 'finished_at', 'result', 'dead_entry')

@@ -4,9 +4,11 @@
 -- touches only keys it was given.
 -- KEYS[1] the partition's dead-letter stream
 -- KEYS[2], KEYS[3], KEYS[4] the partition's high, normal and low streams
--- KEYS[5..] per entry, in ARGV's order, its job's key
--- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the retention of finished jobs,
--- in seconds; ARGV[4] the channel that announces finished jobs
+-- KEYS[5] the partition's counts of jobs per state
+-- KEYS[6], KEYS[7] the partition's sets of finished jobs and of jobs with their results
+-- KEYS[8..] per entry, in ARGV's order, its job's key
+-- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the lifetime of a finished
+-- job's record, in seconds; ARGV[4] the channel that announces finished jobs
 -- ARGV[5] how many new entries to read (XREADGROUP, high before normal before low); 0 = none
 -- ARGV[6..] per entry, three values: the entry id, the job id, the stream's index (1 = high)
 -- Returns {started, read}. read: per new entry {entry id, stream index, job id}. started: one
@@ -19,10 +21,12 @@
 -- '' when the job has none), as the worker's `StartedJob` reads it. The attempt number and the
 -- entry id, stored as the job's `entry`, fence every later write: after a retry from the dead
 -- letters the attempt numbers start again, the entry ids do not.
--- Uses lib/clock.lua, lib/dead_letter.lua and store/lua/pubsub.lua (publish).
+-- An attempt whose worker was lost gets its entry in the job's timeline (`attempt:N`) here.
+-- Uses lib/clock.lua, lib/dead_letter.lua, lib/history.lua and store/lua/pubsub.lua
+-- (publish).
 local entries = {}
 for i = 6, #ARGV, 3 do
-  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[5 + #entries]}
+  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[8 + #entries]}
 end
 local now = now_ms()
 local replies = {}
@@ -30,14 +34,19 @@ for _, taken in ipairs(entries) do
   local entry, id, stream, key = taken[1], taken[3], KEYS[1 + taken[2]], taken[4]
   local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task', 'digest',
     'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory', 'cancel_requested',
-    'tenant', 'module', 'version', 'depth')
+    'tenant', 'module', 'version', 'depth', 'worker', 'started_at')
   local status = job[1]
   local reply = false
+  if status == 'running' then
+    redis.call('HSET', key, 'attempt:' .. job[2], '{"outcome":"worker_lost","started_at":' ..
+      (job[18] or 0) .. ',"ended_at":' .. now .. ',"worker":' .. cjson.encode(job[17] or '') .. '}')
+  end
   if status == 'running' and job[12] then
     -- A cancel was asked for while the worker that ran it was lost.
     redis.call('HSET', key, 'status', 'cancelled', 'error', '{"kind":"cancelled"}',
       'error_kind', 'cancelled', 'finished_at', now)
-    redis.call('EXPIRE', key, ARGV[3])
+    count_move(KEYS[5], job[13], 'running', 'cancelled')
+    finished_job(key, KEYS[6], KEYS[7], id, now, ARGV[3])
     publish(ARGV[4], id)
   elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
@@ -45,12 +54,16 @@ for _, taken in ipairs(entries) do
     local dead = append_dead_letter(KEYS[1], id, job[4], error, 'worker_lost', job[2], now)
     redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
       'finished_at', now, 'dead_entry', dead)
-    redis.call('EXPIRE', key, ARGV[3])
+    count_move(KEYS[5], job[13], 'running', 'dead')
+    finished_job(key, KEYS[6], KEYS[7], id, now, ARGV[3])
     publish(ARGV[4], id)
   elseif status == 'pending' or status == 'running' then
     local attempt = tostring(tonumber(job[2]) + 1)
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'entry', entry,
       'worker', ARGV[1], 'started_at', now)
+    if status == 'pending' then
+      count_move(KEYS[5], job[13], 'pending', 'running')
+    end
     reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[10] or '', job[11] or '',
       job[8], job[9], job[13] or '', job[14] or '', job[15] or '', job[16] or ''}
   end

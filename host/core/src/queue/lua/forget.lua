@@ -1,0 +1,39 @@
+-- forget: deletes finished jobs' records, each with its place in the sets of finished jobs,
+-- in its tenant's listing and in the dead letters, and its count: those past the history
+-- retention or the cap, and those deleted by hand.
+-- KEYS[1], KEYS[2] the partition's sets of finished jobs and of jobs with their results
+-- KEYS[3] the partition's counts of jobs per state
+-- KEYS[4] the partition's dead-letter stream
+-- KEYS[5..] per job, in ARGV's order from ARGV[2], two keys: its hash and the index of its
+-- tenant's jobs
+-- ARGV[1] forget only jobs that finished at or before this (ms since the Unix epoch)
+-- ARGV[2..] the jobs' ids
+-- Returns how many records were deleted. A job that is not finished (retried from the dead
+-- letters since the caller looked) is left alone but for its place in the sets of finished
+-- jobs; one already gone leaves the sets and its listing.
+-- Uses lib/history.lua (count_move).
+local forgotten = 0
+for i = 2, #ARGV do
+  local id, key, index = ARGV[i], KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local job = redis.call('HMGET', key, 'status', 'tenant', 'dead_entry', 'finished_at')
+  local status = job[1]
+  local finished = status == 'completed' or status == 'cancelled' or status == 'dead'
+  local due = finished and tonumber(job[4] or 0) <= tonumber(ARGV[1])
+  if due or not finished then
+    -- Deleted now, or not finished (so not in these sets' business), or gone already.
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  end
+  if due or not status then
+    redis.call('ZREM', index, id)
+  end
+  if due then
+    redis.call('DEL', key)
+    if job[3] then
+      redis.call('XDEL', KEYS[4], job[3])
+    end
+    count_move(KEYS[3], job[2], status, nil)
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
