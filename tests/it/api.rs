@@ -180,6 +180,27 @@ async fn push_enqueue_and_get_the_result_over_http() {
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["result"], json!({"message": "Hello, Ada!"}));
     assert_eq!(job["version"], "0.1.0");
+    // Its one attempt in the timeline, with what the sandbox measured.
+    assert_eq!(job["attempts"][0]["outcome"], "completed", "{job}");
+    assert!(job["attempts"][0]["fuel_used"].as_u64() > Some(0), "{job}");
+    assert_eq!(job["results_expired"], false);
+    let (status, states) = server
+        .call(server.request(Method::GET, "/v1/jobs/states", Some(ADMIN)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (states["completed"].as_u64(), states["pending"].as_u64()),
+        (Some(1), Some(0)),
+        "{states}"
+    );
+    let other = server.token("other", Role::Viewer).await;
+    let (_, theirs) = server
+        .call(server.request(Method::GET, "/v1/jobs/states", Some(&other)))
+        .await;
+    assert_eq!(
+        theirs["completed"], 0,
+        "another tenant's counts are its own: {theirs}"
+    );
 
     let response = server
         .request(Method::GET, &format!("/v1/jobs/{id}/logs"), Some(ADMIN))

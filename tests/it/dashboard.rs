@@ -276,6 +276,13 @@ async fn cancel_on_a_spinning_jobs_page_ends_it_and_the_page_shows_its_fuel() {
         .await;
     let fuel: u64 = browser.read("#fuel").await.parse().unwrap();
     assert!(fuel > 0);
+    // The attempt's row in the timeline: cancelled, with the same fuel.
+    let attempt = browser.read("table.attempts tbody tr").await;
+    assert!(attempt.contains("cancelled"), "{attempt}");
+    assert_eq!(
+        browser.read("table.attempts td.fuel").await,
+        fuel.to_string()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@
     reason = "utoipa's `path` macro qualifies the `IntoParams` types it is given"
 )]
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -688,6 +690,28 @@ pub(crate) async fn count(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(JobCount { count, complete }))
+}
+
+/// How many of the caller's jobs are in each state, over every queue: counts kept as jobs
+/// change state (finished jobs while their records are kept), never a scan.
+#[utoipa::path(get, path = "/v1/jobs/states", tag = "jobs",
+    responses((status = 200, body = BTreeMap<String, u64>)),
+    security(("bearer" = [])))]
+pub(crate) async fn states(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<BTreeMap<String, u64>>, ApiError> {
+    let counts = state
+        .queue
+        .state_counts(&caller.tenant)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        counts
+            .into_iter()
+            .map(|(status, count)| (status.as_str().to_owned(), count))
+            .collect(),
+    ))
 }
 
 /// The most ids one bulk request may name.

@@ -191,6 +191,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/jobs", post(jobs::enqueue).get(jobs::list))
         .route("/jobs/batch", post(jobs::enqueue_batch))
         .route("/jobs/count", get(jobs::count))
+        .route("/jobs/states", get(jobs::states))
         .route("/jobs/bulk", post(jobs::bulk))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/logs", get(jobs::logs))

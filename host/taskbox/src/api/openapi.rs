@@ -16,7 +16,7 @@ use crate::api::{error, events, jobs, modules, schedules, system};
         modules::upload, modules::list, modules::show, modules::remove, modules::settings,
         modules::set_settings,
         jobs::enqueue, jobs::enqueue_batch, jobs::show, jobs::logs, jobs::cancel, jobs::retry,
-        jobs::list, jobs::count, jobs::bulk, jobs::dead_letters, jobs::purge_dead,
+        jobs::list, jobs::count, jobs::states, jobs::bulk, jobs::dead_letters, jobs::purge_dead,
         system::queues, system::set_queue, system::pause_queue, system::resume_queue, system::workers, system::healthz, system::readyz,
         events::stream,
         schedules::create, schedules::list, schedules::show, schedules::remove,

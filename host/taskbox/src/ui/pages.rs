@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use taskbox_core::audit::AuditEntry;
 use taskbox_core::auth::{Principal, Role};
-use taskbox_core::model::job::JobStatus;
+use taskbox_core::model::job::{AttemptRecord, JobStatus};
 use taskbox_core::queue::{MinuteCounts, QueueStats, WorkerInfo};
 use taskbox_runtime::RunStats;
 use taskbox_runtime::guest_text::quote;
@@ -240,6 +240,8 @@ struct Overview {
     delayed: u64,
     completed: u64,
     failed: u64,
+    /// The tenant's jobs in each state, from the counts kept as jobs change state.
+    states: Vec<(&'static str, u64)>,
     queues: Vec<QueueRow>,
     workers: Vec<WorkerRow>,
 }
@@ -258,6 +260,13 @@ pub(super) async fn overview(
     };
     let minutes = match state.queue.throughput(60).await {
         Ok(minutes) => minutes,
+        Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err:#}")),
+    };
+    let states = match state.queue.state_counts(&principal.tenant).await {
+        Ok(counts) => counts
+            .into_iter()
+            .map(|(status, count)| (status.as_str(), count))
+            .collect(),
         Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err:#}")),
     };
     let hour_completed: u64 = minutes.iter().map(|minute| minute.completed).sum();
@@ -279,6 +288,7 @@ pub(super) async fn overview(
         delayed: sum(|queue| queue.delayed),
         completed: sum(|queue| queue.completed),
         failed: sum(|queue| queue.failed),
+        states,
         queues,
         workers: workers.iter().map(WorkerRow::from).collect(),
     })
@@ -311,6 +321,45 @@ struct JobPage {
     metadata: Option<String>,
     finished: bool,
     dead: bool,
+    attempts: Vec<AttemptView>,
+    results_expired: bool,
+}
+
+/// One attempt in a job's timeline.
+struct AttemptView {
+    number: u32,
+    outcome: String,
+    started: When,
+    took: String,
+    worker: String,
+    fuel: String,
+    memory: String,
+    error: String,
+}
+
+impl From<&AttemptRecord> for AttemptView {
+    fn from(attempt: &AttemptRecord) -> Self {
+        let detail = &attempt.detail;
+        let known = |value: Option<String>| value.unwrap_or_else(|| "—".to_owned());
+        Self {
+            number: attempt.attempt,
+            outcome: attempt.outcome.clone(),
+            started: When::at(attempt.started_at),
+            took: span(attempt.ended_at.saturating_sub(attempt.started_at)),
+            worker: detail.worker.clone(),
+            fuel: known(detail.fuel_used.map(|fuel| fuel.to_string())),
+            memory: known(
+                detail
+                    .peak_memory
+                    .map(|bytes| bytesize::ByteSize(bytes).to_string()),
+            ),
+            error: match (&detail.error_kind, &detail.error) {
+                (Some(kind), Some(error)) => capped(&format!("{kind}: {error}")),
+                (Some(kind), None) => kind.clone(),
+                (None, _) => String::new(),
+            },
+        }
+    }
 }
 
 /// What the sandbox measured of an attempt.
@@ -379,6 +428,8 @@ pub(super) async fn job(
         metadata: job.metadata.as_ref().map(pretty),
         finished: job.status.is_finished(),
         dead: job.status == JobStatus::Dead,
+        attempts: job.attempts.iter().map(AttemptView::from).collect(),
+        results_expired: job.results_expired,
     })
 }
 
