@@ -1757,3 +1757,56 @@ async fn the_counts_per_state_follow_every_change_of_state() {
         "{counts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_found_by_a_prefix_of_their_id_newest_first() {
+    let h = Harness::start().await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let name = format!("n{n}");
+        ids.push(
+            h.enqueue(
+                "hello",
+                "greet",
+                json!({"name": name}),
+                EnqueueOptions::default(),
+            )
+            .await,
+        );
+    }
+    let by_prefix = |prefix: String| {
+        let queue = h.queue.clone();
+        async move {
+            let filter = JobFilter {
+                id_prefix: Some(prefix),
+                ..JobFilter::default()
+            };
+            let page = queue.list(TENANT, &filter, None, 2).await.unwrap();
+            let ids: Vec<String> = page.jobs.into_iter().map(|job| job.id).collect();
+            (ids, page.next_cursor.is_some())
+        }
+    };
+    // Past the partition's tag ("default-"), twelve hex digits name one job.
+    for id in &ids {
+        assert_eq!(
+            by_prefix(id[..20].to_owned()).await,
+            (vec![id.clone()], false)
+        );
+    }
+    let newest: Vec<String> = ids.iter().rev().take(2).cloned().collect();
+    assert_eq!(by_prefix("default-".into()).await, (newest, true));
+    assert_eq!(by_prefix("default-zz".into()).await, (vec![], false));
+    // Another tenant's prefix search finds none of them.
+    let filter = JobFilter {
+        id_prefix: Some(ids[0].clone()),
+        ..JobFilter::default()
+    };
+    assert!(
+        h.queue
+            .list("other", &filter, None, 10)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+}

@@ -181,6 +181,7 @@ impl Queue {
             .key(keys.results())
             .key(keys.states())
             .key(keys.dead())
+            .key(keys.ids())
             .arg(until);
         for (id, tenant) in ids.iter().zip(tenants) {
             // A record already gone names no tenant: its listing drops it when it reads it.

@@ -568,6 +568,7 @@ impl Queue {
             .key(keys.delayed())
             .key(keys.tenant_index(tenant))
             .key(keys.states())
+            .key(keys.ids())
             .arg(self.store.retention().as_secs())
             .arg(tenant);
         invocation

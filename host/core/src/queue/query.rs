@@ -158,6 +158,10 @@ impl Position {
     }
 }
 
+/// The most ids a lookup by id prefix reads from one partition's id index; a prefix matching
+/// more is too short to narrow a listing, which then scans as without it.
+const PREFIX_LOOKUP: usize = 1000;
+
 /// Index entries read per queue per round of a listing.
 const SCAN_PAGE: usize = 200;
 /// Rounds one listing request makes at most before it returns what it found, with a cursor.
@@ -260,6 +264,11 @@ impl Queue {
             None => self.queue_names().await?,
         };
         let queues = self.partition_tags(&queues).await?;
+        if let Some(prefix) = &filter.id_prefix
+            && let Some(found) = self.ids_with_prefix(&queues, prefix).await?
+        {
+            return self.page_of(tenant, filter, found, after, limit).await;
+        }
         let mut conn = self.connection();
         let mut jobs = Vec::new();
         for _ in 0..SCAN_ROUNDS {
@@ -321,6 +330,93 @@ impl Queue {
         Ok(JobPage {
             jobs,
             next_cursor: after.map(|position| position.encode()),
+        })
+    }
+
+    /// The ids starting with `prefix` in the id indexes of the partitions tagged `tags`, each
+    /// with its tag; `None` when the prefix is not selective (more than [`PREFIX_LOOKUP`] in
+    /// a partition), so the listing scans as it does without one.
+    async fn ids_with_prefix(
+        &self,
+        tags: &[String],
+        prefix: &str,
+    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let mut past = prefix.as_bytes().to_vec();
+        past.insert(0, b'[');
+        // Ids are ASCII: every id starting with the prefix sorts before it followed by 0xff.
+        past.push(0xff);
+        let reads = tags
+            .iter()
+            .map(|tag| {
+                let range = redis::cmd("ZRANGEBYLEX")
+                    .arg(self.keys(tag).ids())
+                    .arg(format!("[{prefix}"))
+                    .arg(&past)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(PREFIX_LOOKUP + 1)
+                    .clone();
+                (tag.as_str(), range)
+            })
+            .collect();
+        let ranges: Vec<Vec<String>> = self.query_by_queue(reads).await?;
+        if ranges.iter().any(|ids| ids.len() > PREFIX_LOOKUP) {
+            return Ok(None);
+        }
+        Ok(Some(
+            tags.iter()
+                .zip(ranges)
+                .flat_map(|(tag, ids)| ids.into_iter().map(move |id| (tag.clone(), id)))
+                .collect(),
+        ))
+    }
+
+    /// A page of `tenant`'s jobs among `found` (ids with their partitions' tags) matching
+    /// `filter`, newest first, after `after`.
+    async fn page_of(
+        &self,
+        tenant: &str,
+        filter: &JobFilter,
+        found: Vec<(String, String)>,
+        after: Option<Position>,
+        limit: usize,
+    ) -> anyhow::Result<JobPage> {
+        let limit = limit.max(1);
+        let reads = found
+            .iter()
+            .map(|(tag, id)| (tag.as_str(), redis::Cmd::hgetall(self.keys(tag).job(id))))
+            .collect();
+        let hashes: Vec<HashMap<String, Vec<u8>>> = self.query_by_queue(reads).await?;
+        let mut matching = Vec::new();
+        for ((tag, id), hash) in found.into_iter().zip(hashes) {
+            let input_matches = filter
+                .input
+                .as_ref()
+                .is_none_or(|wanted| hash.get("input").is_some_and(|input| wanted.matches(input)));
+            let Some(job) = JobRecord::from_hash(keys::queue_of_tag(&tag), &id, hash) else {
+                // Gone, and left in the index by a record that expired untrimmed.
+                let () = self.connection().zrem(self.keys(&tag).ids(), &id).await?;
+                continue;
+            };
+            let position = Position {
+                created_at: job.created_at,
+                id,
+            };
+            if job.tenant == tenant
+                && input_matches
+                && filter.matches(&job)
+                && filter.may_match(&position)
+                && after.as_ref().is_none_or(|after| position < *after)
+            {
+                matching.push((position, job));
+            }
+        }
+        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        let next_cursor = (matching.len() > limit).then(|| matching[limit - 1].0.encode());
+        matching.truncate(limit);
+        Ok(JobPage {
+            jobs: matching.into_iter().map(|(_, job)| job).collect(),
+            next_cursor,
         })
     }
 

@@ -66,6 +66,12 @@ impl QueueKeys {
         format!("{}states", self.base)
     }
 
+    /// Sorted set of the partition's job ids, all scored 0 so that they sort by id: looking
+    /// up jobs by a prefix of their id is a range of it.
+    pub(crate) fn ids(&self) -> String {
+        format!("{}ids", self.base)
+    }
+
     /// Hash of the jobs completed and attempts failed in one minute (minutes since the Unix
     /// epoch), kept an hour.
     pub(crate) fn counts(&self, minute: u64) -> String {
@@ -234,6 +240,7 @@ mod tests {
             keys.counts(29_000_000),
             keys.finished(),
             keys.results(),
+            keys.ids(),
             keys.states(),
             keys.job("abc"),
             keys.idempotency("t", "{k}"),
@@ -267,6 +274,7 @@ mod tests {
             (queue.tenant_index("acme"), "tb:{q}:jobs:acme"),
             (queue.counts(7), "tb:{q}:counts:7"),
             (queue.finished(), "tb:{q}:finished"),
+            (queue.ids(), "tb:{q}:ids"),
             (queue.results(), "tb:{q}:results"),
             (queue.states(), "tb:{q}:states"),
             (queue.job("id"), "tb:{q}:job:id"),

@@ -16,11 +16,13 @@ if not status then
 end
 if status == 'pending' or status == 'scheduled' or status == 'retrying' then
   local now = now_ms()
+  local moves = changes(now)
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error_kind', 'cancelled',
     'error', '{"kind":"cancelled"}', 'finished_at', now)
-  count_move(KEYS[3], job[2], status, 'cancelled')
-  finished_job(KEYS[1], KEYS[4], KEYS[5], ARGV[1], now, ARGV[2])
+  count_move(moves, job[2], status, 'cancelled')
+  finished_job(moves, KEYS[1], ARGV[1], ARGV[2])
+  write_changes(moves, KEYS[3], KEYS[4], KEYS[5])
   publish(ARGV[4], ARGV[1])
   return 'cancelled'
 end

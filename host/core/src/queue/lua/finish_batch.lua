@@ -24,6 +24,7 @@
 -- Uses lib/clock.lua, lib/dead_letter.lua, lib/history.lua and store/lua/pubsub.lua
 -- (publish, listeners).
 local now = now_ms()
+local moves = changes(now)
 local replies = {}
 -- A finished job is announced only while somebody listens. A waiter subscribes first and
 -- reads the job after, and this script runs whole: one that subscribes after this look
@@ -47,10 +48,9 @@ for i = 4, #ARGV, 12 do
     if ARGV[i + 10] ~= '' and outcome ~= 'released' then
       redis.call('HSET', key, 'progress', ARGV[i + 10])
     end
-    if outcome ~= 'released' then
-      redis.call('HSET', key, 'attempt:' .. attempt, '{"outcome":"' .. outcome .. '","started_at":'
-        .. (current[9] or 0) .. ',"ended_at":' .. now .. ',' .. string.sub(ARGV[i + 11], 2))
-    end
+    -- The attempt's entry in the timeline, written with the job's new state.
+    local step, timeline = 'attempt:' .. attempt, '{"outcome":"' .. outcome .. '","started_at":'
+      .. (current[9] or 0) .. ',"ended_at":' .. now .. ',' .. string.sub(ARGV[i + 11], 2)
     if outcome == 'released' then
       redis.call('HSET', key, 'status', 'pending', 'attempt', tonumber(attempt) - 1)
       redis.call('XADD', stream, '*', 'id', id)
@@ -58,7 +58,7 @@ for i = 4, #ARGV, 12 do
     elseif outcome == 'completed' then
       status = 'completed'
       redis.call('HSET', key, 'status', status, 'result', payload, 'finished_at', now,
-        'log', ARGV[i + 8], 'stats', ARGV[i + 9])
+        'log', ARGV[i + 8], 'stats', ARGV[i + 9], step, timeline)
       if current[5] then
         redis.call('HDEL', key, 'error', 'error_kind')
       end
@@ -68,7 +68,7 @@ for i = 4, #ARGV, 12 do
       status = 'retrying'
       local run_at = tonumber(now) + delay
       redis.call('HSET', key, 'status', status, 'error', payload, 'error_kind', kind,
-        'run_at', run_at, 'log', ARGV[i + 8], 'stats', ARGV[i + 9])
+        'run_at', run_at, 'log', ARGV[i + 8], 'stats', ARGV[i + 9], step, timeline)
       redis.call('ZADD', KEYS[1], run_at, id)
     else
       status = 'dead'
@@ -77,11 +77,11 @@ for i = 4, #ARGV, 12 do
     end
     if status == 'cancelled' or status == 'dead' then
       redis.call('HSET', key, 'status', status, 'error', payload, 'error_kind', kind,
-        'finished_at', now, 'log', ARGV[i + 8], 'stats', ARGV[i + 9])
+        'finished_at', now, 'log', ARGV[i + 8], 'stats', ARGV[i + 9], step, timeline)
     end
-    count_move(KEYS[6], current[8], 'running', status)
+    count_move(moves, current[8], 'running', status)
     if status == 'completed' or status == 'cancelled' or status == 'dead' then
-      finished_job(key, KEYS[7], KEYS[8], id, now, ARGV[2])
+      finished_job(moves, key, id, ARGV[2])
       if listened then
         publish(ARGV[3], id)
       end
@@ -93,4 +93,5 @@ for stream, entries in pairs(done) do
   redis.call('XACK', stream, ARGV[1], unpack(entries))
   redis.call('XDEL', stream, unpack(entries))
 end
+write_changes(moves, KEYS[6], KEYS[7], KEYS[8])
 return replies

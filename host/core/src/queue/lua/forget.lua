@@ -4,17 +4,19 @@
 -- KEYS[1], KEYS[2] the partition's sets of finished jobs and of jobs with their results
 -- KEYS[3] the partition's counts of jobs per state
 -- KEYS[4] the partition's dead-letter stream
--- KEYS[5..] per job, in ARGV's order from ARGV[2], two keys: its hash and the index of its
+-- KEYS[5] the partition's index of job ids
+-- KEYS[6..] per job, in ARGV's order from ARGV[2], two keys: its hash and the index of its
 -- tenant's jobs
 -- ARGV[1] forget only jobs that finished at or before this (ms since the Unix epoch)
 -- ARGV[2..] the jobs' ids
 -- Returns how many records were deleted. A job that is not finished (retried from the dead
 -- letters since the caller looked) is left alone but for its place in the sets of finished
 -- jobs; one already gone leaves the sets and its listing.
--- Uses lib/history.lua (count_move).
+-- Uses lib/history.lua.
 local forgotten = 0
+local moves = changes()
 for i = 2, #ARGV do
-  local id, key, index = ARGV[i], KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local id, key, index = ARGV[i], KEYS[2 * i + 2], KEYS[2 * i + 3]
   local job = redis.call('HMGET', key, 'status', 'tenant', 'dead_entry', 'finished_at')
   local status = job[1]
   local finished = status == 'completed' or status == 'cancelled' or status == 'dead'
@@ -26,14 +28,16 @@ for i = 2, #ARGV do
   end
   if due or not status then
     redis.call('ZREM', index, id)
+    redis.call('ZREM', KEYS[5], id)
   end
   if due then
     redis.call('DEL', key)
     if job[3] then
       redis.call('XDEL', KEYS[4], job[3])
     end
-    count_move(KEYS[3], job[2], status, nil)
+    count_move(moves, job[2], status, nil)
     forgotten = forgotten + 1
   end
 end
+write_changes(moves, KEYS[3])
 return forgotten

@@ -6,8 +6,9 @@
 -- ARGV[1..] the ids of the jobs to look at (the caller read them from the delayed set)
 -- Returns how many jobs were moved. A job not yet due by Redis's clock stays; one another
 -- promoter moved already is skipped; due ids of jobs cancelled or gone are dropped.
--- Uses lib/clock.lua and lib/history.lua (count_move).
+-- Uses lib/clock.lua and lib/history.lua.
 local now = tonumber(now_ms())
+local moves = changes(now)
 local streams = {high = KEYS[2], normal = KEYS[3], low = KEYS[4]}
 local moved = 0
 for i, id in ipairs(ARGV) do
@@ -18,10 +19,11 @@ for i, id in ipairs(ARGV) do
     local fields = redis.call('HMGET', job, 'status', 'priority', 'tenant')
     if fields[1] == 'scheduled' or fields[1] == 'retrying' then
       redis.call('HSET', job, 'status', 'pending')
-      count_move(KEYS[5], fields[3], fields[1], 'pending')
+      count_move(moves, fields[3], fields[1], 'pending')
       redis.call('XADD', streams[fields[2]] or KEYS[3], '*', 'id', id)
       moved = moved + 1
     end
   end
 end
+write_changes(moves, KEYS[5])
 return moved

@@ -8,7 +8,7 @@
 -- ARGV[1] the job id
 -- Returns 1; 0 when its input is no longer kept (past the result retention), so it cannot
 -- run again; false when the job is not dead (or gone).
--- Uses lib/history.lua (count_move).
+-- Uses lib/history.lua.
 local job = redis.call('HMGET', KEYS[1], 'status', 'dead_entry', 'tenant')
 if job[1] ~= 'dead' then
   return false
@@ -22,7 +22,9 @@ end
 redis.call('PERSIST', KEYS[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
-count_move(KEYS[4], job[3], 'dead', 'pending')
+local moves = changes()
+count_move(moves, job[3], 'dead', 'pending')
+write_changes(moves, KEYS[4])
 redis.call('HINCRBY', KEYS[1], 'dead_retries', 1)
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempt', 0)
 redis.call('HDEL', KEYS[1], 'error', 'error_kind', 'finished_at', 'result', 'dead_entry')

@@ -29,6 +29,7 @@ for i = 6, #ARGV, 3 do
   entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[8 + #entries]}
 end
 local now = now_ms()
+local moves = changes(now)
 local replies = {}
 for _, taken in ipairs(entries) do
   local entry, id, stream, key = taken[1], taken[3], KEYS[1 + taken[2]], taken[4]
@@ -45,8 +46,8 @@ for _, taken in ipairs(entries) do
     -- A cancel was asked for while the worker that ran it was lost.
     redis.call('HSET', key, 'status', 'cancelled', 'error', '{"kind":"cancelled"}',
       'error_kind', 'cancelled', 'finished_at', now)
-    count_move(KEYS[5], job[13], 'running', 'cancelled')
-    finished_job(key, KEYS[6], KEYS[7], id, now, ARGV[3])
+    count_move(moves, job[13], 'running', 'cancelled')
+    finished_job(moves, key, id, ARGV[3])
     publish(ARGV[4], id)
   elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
@@ -54,15 +55,15 @@ for _, taken in ipairs(entries) do
     local dead = append_dead_letter(KEYS[1], id, job[4], error, 'worker_lost', job[2], now)
     redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
       'finished_at', now, 'dead_entry', dead)
-    count_move(KEYS[5], job[13], 'running', 'dead')
-    finished_job(key, KEYS[6], KEYS[7], id, now, ARGV[3])
+    count_move(moves, job[13], 'running', 'dead')
+    finished_job(moves, key, id, ARGV[3])
     publish(ARGV[4], id)
   elseif status == 'pending' or status == 'running' then
     local attempt = tostring(tonumber(job[2]) + 1)
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'entry', entry,
       'worker', ARGV[1], 'started_at', now)
     if status == 'pending' then
-      count_move(KEYS[5], job[13], 'pending', 'running')
+      count_move(moves, job[13], 'pending', 'running')
     end
     reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[10] or '', job[11] or '',
       job[8], job[9], job[13] or '', job[14] or '', job[15] or '', job[16] or ''}
@@ -73,6 +74,7 @@ for _, taken in ipairs(entries) do
   end
   replies[#replies + 1] = {entry, taken[2], id, reply}
 end
+write_changes(moves, KEYS[5], KEYS[6], KEYS[7])
 local read = {}
 local want = tonumber(ARGV[5])
 for index = 1, 3 do
