@@ -564,3 +564,44 @@ async fn every_page_opens_one_after_another() {
         browser.wait_for_text("h1", title, LIMIT).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_on_the_schedules_page_runs_the_schedules_job_at_once() {
+    let server = Server::start().await;
+    let created = server
+        .http
+        .post(format!("{}/v1/schedules", server.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({
+            "name": "new-year",
+            "cron": "0 0 1 1 *",
+            "module": "hello",
+            "task": "greet",
+            "input": {"name": "Ada"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let browser = Browser::start().await;
+    browser.log_in(&server.url, ADMIN).await;
+    browser.open(&format!("{}/ui/schedules", server.url)).await;
+    browser
+        .click("tr[data-schedule='new-year'] button.run-now")
+        .await;
+    // The browser lands on the new job's page, which follows it to its end.
+    browser
+        .wait_for_text("#job-status", "completed", LIMIT)
+        .await;
+    let id = browser.read("h1 code").await;
+    let job = server.job(&id).await;
+    assert_eq!(job["metadata"]["schedule"], "new-year", "{job}");
+    assert_eq!(job["metadata"]["run_now"], true, "{job}");
+    assert_eq!(job["result"]["message"], "Hello, Ada!", "{job}");
+    browser.open(&format!("{}/ui/audit", server.url)).await;
+    let entry = browser.read("table.audit tbody tr").await;
+    assert!(
+        entry.contains("schedule.run_now") && entry.contains("new-year"),
+        "{entry}"
+    );
+}

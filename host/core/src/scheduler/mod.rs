@@ -293,6 +293,27 @@ impl Schedules {
             .ok_or_else(|| ScheduleError::NotFound(name.to_owned()))
     }
 
+    /// Enqueues schedule `name`'s job now, outside its fires (paused or not); the schedule
+    /// itself is left as it is. Returns the job's id.
+    pub async fn run_now(&self, tenant: &str, name: &str) -> Result<String, ScheduleError> {
+        let schedule = self
+            .stored(tenant, name)
+            .await?
+            .ok_or_else(|| ScheduleError::NotFound(name.to_owned()))?;
+        let metadata = serde_json::json!({"schedule": schedule.name, "run_now": true});
+        let enqueued = match job_of(&schedule, metadata, None) {
+            Ok(job) => self.queue.enqueue(tenant, job).await,
+            Err(err) => Err(err),
+        };
+        match enqueued {
+            Ok(enqueued) => Ok(enqueued.id),
+            Err(EnqueueError::UnknownModule(message)) => Err(ScheduleError::UnknownModule(message)),
+            Err(EnqueueError::UnknownTask(message)) => Err(ScheduleError::UnknownTask(message)),
+            Err(EnqueueError::Redis(err)) => Err(ScheduleError::Redis(err)),
+            Err(err) => Err(ScheduleError::Invalid(err.to_string())),
+        }
+    }
+
     /// Deletes a schedule made over the API.
     pub async fn remove(&self, tenant: &str, name: &str) -> Result<(), ScheduleError> {
         match self.stored(tenant, name).await? {
@@ -596,24 +617,33 @@ impl<C: Clock> Scheduler<C> {
         schedule: &Schedule,
         at: DateTime<Utc>,
     ) -> Result<Option<String>, EnqueueError> {
-        let input = serde_json::to_vec(&schedule.input).map_err(anyhow::Error::from)?;
-        let job = NewJob {
-            module: schedule.module.clone(),
-            task: schedule.task.clone(),
-            input,
-            options: EnqueueOptions {
-                queue: schedule.queue.clone(),
-                idempotency_key: Some(fire_key(&schedule.name, at)),
-                metadata: Some(serde_json::json!({
-                    "schedule": schedule.name,
-                    "fire_at": rfc3339(at),
-                })),
-                ..EnqueueOptions::default()
-            },
-        };
+        let job = job_of(
+            schedule,
+            serde_json::json!({"schedule": schedule.name, "fire_at": rfc3339(at)}),
+            Some(fire_key(&schedule.name, at)),
+        )?;
         let enqueued = self.schedules.queue.enqueue(tenant, job).await?;
         Ok(enqueued.created.then_some(enqueued.id))
     }
+}
+
+/// The job `schedule` enqueues, with `metadata` saying what enqueued it.
+fn job_of(
+    schedule: &Schedule,
+    metadata: Value,
+    idempotency_key: Option<String>,
+) -> Result<NewJob, EnqueueError> {
+    Ok(NewJob {
+        module: schedule.module.clone(),
+        task: schedule.task.clone(),
+        input: serde_json::to_vec(&schedule.input).map_err(anyhow::Error::from)?,
+        options: EnqueueOptions {
+            queue: schedule.queue.clone(),
+            idempotency_key,
+            metadata: Some(metadata),
+            ..EnqueueOptions::default()
+        },
+    })
 }
 
 /// The idempotency key that claims one fire of a schedule.

@@ -212,6 +212,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         )
         .route("/schedules/{name}/pause", post(schedules::pause))
         .route("/schedules/{name}/resume", post(schedules::resume))
+        .route("/schedules/{name}/run", post(schedules::run_now))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

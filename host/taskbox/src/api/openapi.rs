@@ -20,7 +20,7 @@ use crate::api::{error, events, jobs, modules, schedules, system};
         system::queues, system::set_queue, system::pause_queue, system::resume_queue, system::workers, system::healthz, system::readyz,
         events::stream,
         schedules::create, schedules::list, schedules::show, schedules::remove,
-        schedules::pause, schedules::resume,
+        schedules::pause, schedules::resume, schedules::run_now,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),

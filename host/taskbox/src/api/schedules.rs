@@ -183,6 +183,32 @@ pub(crate) async fn pause(
     ))
 }
 
+/// The job a schedule's "run now" enqueued.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RunNow {
+    /// The job's id.
+    pub(crate) id: String,
+}
+
+/// Enqueue a schedule's job now, outside its fires and whether it is paused or not; the
+/// schedule is left as it is. The job's metadata says `"run_now": true`.
+#[utoipa::path(post, path = "/v1/schedules/{name}/run", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses(
+        (status = 201, body = RunNow),
+        (status = 404, description = "no such schedule, or its module is gone", body = ErrorBody),
+        (status = 422, description = "its task is gone", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn run_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<RunNow>), ApiError> {
+    let id = state.schedules.run_now(&caller.tenant, &name).await?;
+    Ok((StatusCode::CREATED, Json(RunNow { id })))
+}
+
 /// Resume a paused schedule from its next fire; fires while it was paused do not run.
 #[utoipa::path(post, path = "/v1/schedules/{name}/resume", tag = "schedules",
     params(("name" = String, Path, description = "the schedule's name")),

@@ -45,6 +45,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/pause", post(schedules::pause))
         .route("/schedules/{name}/resume", post(schedules::resume))
+        .route("/schedules/{name}/run", post(schedules::run_now))
         .route("/events", get(events::page))
         .route("/audit", get(pages::audit))
         .route("/live", get(live::stream))

@@ -616,26 +616,27 @@ pub(super) async fn audit(
 }
 
 /// Runs an action as `principal` if its role allows a POST to the API, records it in the
-/// audit log, and sends the browser to `then`.
-pub(super) async fn act(
+/// audit log, and sends the browser to the page `then` makes of what the action returned.
+pub(super) async fn act<T>(
     state: &AppState,
     principal: &Principal,
     action: &str,
     ids: &[String],
     detail: &str,
-    then: String,
-    run: impl Future<Output = Result<(), ApiError>>,
+    then: impl FnOnce(T) -> String,
+    run: impl Future<Output = Result<T, ApiError>>,
 ) -> Response {
     if let Err(err) = api::allowed(principal, &Method::POST) {
         return api_error(err);
     }
-    if let Err(err) = run.await {
-        return api_error(err);
-    }
+    let done = match run.await {
+        Ok(done) => done,
+        Err(err) => return api_error(err),
+    };
     if let Err(err) = state.audit.record(principal, action, ids, detail).await {
         tracing::warn!("writing the audit log failed: {err:#}");
     }
-    Redirect::to(&then).into_response()
+    Redirect::to(&then(done)).into_response()
 }
 
 /// Retry or cancel a job (`/ui/jobs/{id}/retry`, `/ui/jobs/{id}/cancel`).
@@ -661,7 +662,7 @@ pub(super) async fn job_action(
     };
     let then = format!("/ui/jobs/{}", urlencoded(&id));
     let name = format!("job.{action}");
-    act(&state, &principal, &name, &[id], "", then, run).await
+    act(&state, &principal, &name, &[id], "", |()| then, run).await
 }
 
 /// Pause or resume a queue (`/ui/queues/{name}/pause`, `/ui/queues/{name}/resume`).
@@ -696,7 +697,7 @@ pub(super) async fn queue_action(
         &name,
         &[queue],
         "",
-        "/ui/queues".to_owned(),
+        |()| "/ui/queues".to_owned(),
         run,
     )
     .await

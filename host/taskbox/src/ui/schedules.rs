@@ -84,6 +84,31 @@ pub(super) async fn resume(
     set_paused(state, principal, name, false).await
 }
 
+/// Enqueues a schedule's job now; the browser goes to the job's page.
+pub(super) async fn run_now(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    let run = schedules::run_now(
+        State(state.clone()),
+        Extension(principal.clone()),
+        api::Path(name.clone()),
+    );
+    act(
+        &state,
+        &principal,
+        "schedule.run_now",
+        &[name],
+        "",
+        |(_, api::Json(enqueued)): (_, api::Json<schedules::RunNow>)| {
+            format!("/ui/jobs/{}", urlencoded(&enqueued.id))
+        },
+        run,
+    )
+    .await
+}
+
 async fn set_paused(state: AppState, principal: Principal, name: String, paused: bool) -> Response {
     let action = if paused {
         "schedule.pause"
@@ -113,7 +138,7 @@ async fn set_paused(state: AppState, principal: Principal, name: String, paused:
         action,
         &[name],
         "",
-        "/ui/schedules".to_owned(),
+        |()| "/ui/schedules".to_owned(),
         run,
     )
     .await
