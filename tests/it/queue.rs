@@ -1793,7 +1793,16 @@ async fn jobs_are_found_by_a_prefix_of_their_id_newest_first() {
             (vec![id.clone()], false)
         );
     }
-    let newest: Vec<String> = ids.iter().rev().take(2).cloned().collect();
+    // In the listing's order (jobs of one millisecond by id), as a listing without it.
+    let newest: Vec<String> = h
+        .queue
+        .list(TENANT, &JobFilter::default(), None, 2)
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
     assert_eq!(by_prefix("default-".into()).await, (newest, true));
     assert_eq!(by_prefix("default-zz".into()).await, (vec![], false));
     // Another tenant's prefix search finds none of them.
@@ -1808,5 +1817,51 @@ async fn jobs_are_found_by_a_prefix_of_their_id_newest_first() {
             .unwrap()
             .jobs
             .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_jobs_are_listed_from_their_own_index_which_a_worker_rebuilds_when_missing() {
+    let h = Harness::start().await;
+    let worker = h.worker(|_| {});
+    let dead = h
+        .enqueue("fixtures", "panic", Value::Null, EnqueueOptions::default())
+        .await;
+    h.wait(&dead, Duration::from_secs(30)).await;
+    for n in 0..3 {
+        let id = h
+            .enqueue(
+                "hello",
+                "greet",
+                json!({"name": format!("n{n}")}),
+                EnqueueOptions::default(),
+            )
+            .await;
+        h.wait(&id, Duration::from_secs(30)).await;
+    }
+    let listed = |dead_letters: Vec<JobRecord>| -> Vec<String> {
+        dead_letters.into_iter().map(|job| job.id).collect()
+    };
+    assert_eq!(listed(h.dead_letters().await), [dead.clone()]);
+    worker.shutdown().await;
+
+    // A Redis written before the index: a worker starting indexes the dead letters.
+    let () = redis::cmd("DEL")
+        .arg("tb:{default}:dead-jobs")
+        .query_async(&mut h.redis_connection().await)
+        .await
+        .unwrap();
+    assert!(h.dead_letters().await.is_empty());
+    let _worker = h.worker(|_| {});
+    wait::until(
+        "the dead job listed again",
+        Duration::from_secs(30),
+        || async { (listed(h.dead_letters().await) == [dead.clone()]).then_some(()) },
+    )
+    .await;
+    assert!(h.queue.retry_dead(&dead).await.unwrap());
+    assert!(
+        h.dead_letters().await.is_empty(),
+        "a retried job leaves the index"
     );
 }

@@ -251,6 +251,7 @@ impl Queue {
             .key(keys.states())
             .key(keys.finished())
             .key(keys.results())
+            .key(keys.dead_index())
             .arg(worker)
             .arg(GROUP)
             .arg(self.record_lifetime())
@@ -302,6 +303,7 @@ impl Queue {
             .key(keys.states())
             .key(keys.finished())
             .key(keys.results())
+            .key(keys.dead_index())
             .arg(GROUP)
             .arg(self.record_lifetime())
             .arg(keys.done_channel());

@@ -182,6 +182,7 @@ impl Queue {
             .key(keys.states())
             .key(keys.dead())
             .key(keys.ids())
+            .key(keys.dead_index())
             .arg(until);
         for (id, tenant) in ids.iter().zip(tenants) {
             // A record already gone names no tenant: its listing drops it when it reads it.
@@ -191,6 +192,57 @@ impl Queue {
                 .arg(id);
         }
         Ok(invocation.invoke_async(&mut self.connection()).await?)
+    }
+
+    /// Fills the partition's index of dead jobs from its dead letters when it has none yet
+    /// but has dead letters: jobs that died under a taskbox without the index stay in the
+    /// listings of dead jobs. Says how many it indexed.
+    pub(crate) async fn index_dead_letters(&self, partition: &str) -> anyhow::Result<u64> {
+        let keys = self.keys(partition);
+        let mut conn = self.connection();
+        let (indexed, letters): (bool, u64) = redis::pipe()
+            .exists(keys.dead_index())
+            .xlen(keys.dead())
+            .query_async(&mut conn)
+            .await?;
+        if indexed || letters == 0 {
+            return Ok(0);
+        }
+        let mut added = 0;
+        let mut start = "-".to_owned();
+        loop {
+            let page: redis::streams::StreamRangeReply = conn
+                .xrange_count(keys.dead(), &start, "+", TRIM_AT_ONCE)
+                .await?;
+            let Some(last) = page.ids.last() else {
+                return Ok(added);
+            };
+            start = format!("({}", last.id);
+            let ids: Vec<String> = page
+                .ids
+                .iter()
+                .filter_map(|entry| entry.get::<String>("id"))
+                .collect();
+            let mut reads = redis::pipe();
+            for id in &ids {
+                reads
+                    .cmd("HMGET")
+                    .arg(keys.job(id))
+                    .arg(&["status", "tenant", "created_at"]);
+            }
+            let jobs: Vec<(Option<String>, Option<String>, Option<u64>)> =
+                reads.query_async(&mut conn).await?;
+            let mut index = redis::pipe();
+            for (id, job) in ids.iter().zip(jobs) {
+                if let (Some(status), Some(tenant), Some(created_at)) = job
+                    && status == "dead"
+                {
+                    index.zadd(keys.dead_index(), format!("{tenant}:{id}"), created_at);
+                    added += 1;
+                }
+            }
+            let () = index.query_async(&mut conn).await?;
+        }
     }
 
     /// How many of `tenant`'s jobs are in each state, over every queue, from the counts the

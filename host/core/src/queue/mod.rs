@@ -754,6 +754,7 @@ impl Queue {
             .key(keys.states())
             .key(keys.finished())
             .key(keys.results())
+            .key(keys.dead_index())
             .arg(id)
             .invoke_async(&mut self.connection())
             .await

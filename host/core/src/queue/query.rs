@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::model::job::{JobRecord, JobStatus, Priority};
 use crate::model::unix_millis;
 use crate::queue::{Queue, partition_of};
-use crate::store::keys;
+use crate::store::keys::{self, QueueKeys};
 
 /// Which jobs to list; `None` matches any.
 #[derive(Debug, Clone, Default)]
@@ -114,6 +114,36 @@ impl JobFilter {
             && self
                 .created_until
                 .is_none_or(|until| position.created_at <= until)
+    }
+}
+
+/// The index of jobs a listing reads, newest first by creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Index {
+    /// A tenant's jobs on a partition: job ids.
+    Jobs,
+    /// A partition's dead jobs, every tenant's: `tenant:id`.
+    Dead,
+}
+
+impl Index {
+    /// The index's key on a partition, and the member that stands for `tenant`'s job `id`.
+    fn entry(self, keys: &QueueKeys, tenant: &str, id: &str) -> (String, String) {
+        match self {
+            Self::Jobs => (keys.tenant_index(tenant), id.to_owned()),
+            Self::Dead => (keys.dead_index(), format!("{tenant}:{id}")),
+        }
+    }
+
+    /// The job id a member stands for, if it is one of `tenant`'s jobs.
+    fn id_of(self, tenant: &str, member: String) -> Option<String> {
+        match self {
+            Self::Jobs => Some(member),
+            Self::Dead => member
+                .strip_prefix(tenant)?
+                .strip_prefix(':')
+                .map(str::to_owned),
+        }
     }
 }
 
@@ -269,10 +299,17 @@ impl Queue {
         {
             return self.page_of(tenant, filter, found, after, limit).await;
         }
+        // Dead jobs are few among many: their own index finds them without reading the rest.
+        let index = match filter.status {
+            Some(JobStatus::Dead) => Index::Dead,
+            _ => Index::Jobs,
+        };
         let mut conn = self.connection();
         let mut jobs = Vec::new();
         for _ in 0..SCAN_ROUNDS {
-            let (candidates, exhausted) = self.candidates(tenant, &queues, after.as_ref()).await?;
+            let (candidates, exhausted) = self
+                .candidates(tenant, index, &queues, after.as_ref())
+                .await?;
             if candidates.is_empty() {
                 return Ok(JobPage {
                     jobs,
@@ -301,9 +338,8 @@ impl Queue {
                 match JobRecord::from_hash(keys::queue_of_tag(queue), &position.id, hash) {
                     // Expired (nothing left of it): drop it from the index too.
                     None => {
-                        let () = conn
-                            .zrem(self.keys(queue).tenant_index(tenant), &position.id)
-                            .await?;
+                        let (key, member) = index.entry(&self.keys(queue), tenant, &position.id);
+                        let () = conn.zrem(key, member).await?;
                     }
                     Some(job) if input_matches && filter.matches(&job) => jobs.push(job),
                     Some(_) => {}
@@ -426,6 +462,7 @@ impl Queue {
     async fn candidates<'q>(
         &self,
         tenant: &str,
+        index: Index,
         queues: &'q [String],
         after: Option<&Position>,
     ) -> anyhow::Result<(Vec<(Position, &'q String)>, bool)> {
@@ -434,14 +471,15 @@ impl Queue {
         let mut merged = Vec::new();
         let mut floor: Option<Position> = None;
         for queue in queues {
-            let index = self.keys(queue).tenant_index(tenant);
+            let (key, _) = index.entry(&self.keys(queue), tenant, "");
             // Jobs of one batch share their creation time: past a page of them that were all
-            // read already, the next page of the same score is looked at.
+            // read already (or, in the index of dead jobs, all of other tenants), the next page
+            // of the same score is looked at.
             let mut offset = 0;
             let (positions, full) = loop {
                 let entries: Vec<(String, u64)> = conn
                     .zrevrangebyscore_limit_withscores(
-                        &index,
+                        &key,
                         &max,
                         "-inf",
                         offset,
@@ -451,7 +489,10 @@ impl Queue {
                 let full = entries.len() == SCAN_PAGE;
                 let positions: Vec<Position> = entries
                     .into_iter()
-                    .map(|(id, created_at)| Position { created_at, id })
+                    .filter_map(|(member, created_at)| {
+                        let id = index.id_of(tenant, member)?;
+                        Some(Position { created_at, id })
+                    })
                     .filter(|position| after.is_none_or(|after| position < after))
                     .collect();
                 if !positions.is_empty() || !full {

@@ -43,6 +43,12 @@ impl QueueKeys {
         format!("{}dead", self.base)
     }
 
+    /// Sorted set of the partition's dead jobs as `tenant:id`, scored by creation time: a
+    /// listing of dead jobs reads it rather than every job.
+    pub(crate) fn dead_index(&self) -> String {
+        format!("{}dead-jobs", self.base)
+    }
+
     /// Sorted set of one tenant's job ids on this queue, scored by creation time, for listing.
     pub(crate) fn tenant_index(&self, tenant: &str) -> String {
         format!("{}jobs:{tenant}", self.base)
@@ -241,6 +247,7 @@ mod tests {
             keys.finished(),
             keys.results(),
             keys.ids(),
+            keys.dead_index(),
             keys.states(),
             keys.job("abc"),
             keys.idempotency("t", "{k}"),
@@ -275,6 +282,7 @@ mod tests {
             (queue.counts(7), "tb:{q}:counts:7"),
             (queue.finished(), "tb:{q}:finished"),
             (queue.ids(), "tb:{q}:ids"),
+            (queue.dead_index(), "tb:{q}:dead-jobs"),
             (queue.results(), "tb:{q}:results"),
             (queue.states(), "tb:{q}:states"),
             (queue.job("id"), "tb:{q}:job:id"),

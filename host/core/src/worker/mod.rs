@@ -188,6 +188,10 @@ impl Worker {
         // Paused queues too: they are read once resumed.
         for partition in self.queue.partition_tags(&self.config.queues).await? {
             self.queue.create_groups(&partition).await?;
+            let indexed = self.queue.index_dead_letters(&partition).await?;
+            if indexed > 0 {
+                tracing::info!("indexed {indexed} dead jobs of {partition} for listings");
+            }
         }
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let background = [

@@ -6,7 +6,8 @@
 -- KEYS[3], KEYS[4], KEYS[5] the queue's high, normal and low streams
 -- KEYS[6] the partition's counts of jobs per state
 -- KEYS[7], KEYS[8] the partition's sets of finished jobs and of jobs with their results
--- KEYS[9..] per outcome, in ARGV's order, its job's key
+-- KEYS[9] the partition's index of dead jobs
+-- KEYS[10..] per outcome, in ARGV's order, its job's key
 -- ARGV[1] the consumer group; ARGV[2] the lifetime of a finished job's record, in seconds
 -- ARGV[3] the channel that announces finished jobs
 -- ARGV[4..] per outcome, twelve values:
@@ -35,9 +36,9 @@ local done = {}
 for i = 4, #ARGV, 12 do
   local entry, stream, id, attempt = ARGV[i], KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
   local outcome, payload, kind, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
-  local key = KEYS[9 + #replies]
+  local key = KEYS[10 + #replies]
   local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind',
-    'entry', 'cancel_requested', 'tenant', 'started_at')
+    'entry', 'cancel_requested', 'tenant', 'started_at', 'created_at')
   local status = false
   if current[1] == attempt and current[2] == 'running' and current[6] == entry then
     done[stream] = done[stream] or {}
@@ -72,7 +73,8 @@ for i = 4, #ARGV, 12 do
       redis.call('ZADD', KEYS[1], run_at, id)
     else
       status = 'dead'
-      local dead = append_dead_letter(KEYS[2], id, current[4], payload, kind, attempt, now)
+      local dead = append_dead_letter(KEYS[2], KEYS[9], current[8], current[10], id, current[4],
+        payload, kind, attempt, now)
       redis.call('HSET', key, 'dead_entry', dead)
     end
     if status == 'cancelled' or status == 'dead' then

@@ -5,7 +5,8 @@
 -- KEYS[3] the partition's counts of jobs per state
 -- KEYS[4] the partition's dead-letter stream
 -- KEYS[5] the partition's index of job ids
--- KEYS[6..] per job, in ARGV's order from ARGV[2], two keys: its hash and the index of its
+-- KEYS[6] the partition's index of dead jobs
+-- KEYS[7..] per job, in ARGV's order from ARGV[2], two keys: its hash and the index of its
 -- tenant's jobs
 -- ARGV[1] forget only jobs that finished at or before this (ms since the Unix epoch)
 -- ARGV[2..] the jobs' ids
@@ -16,7 +17,7 @@
 local forgotten = 0
 local moves = changes()
 for i = 2, #ARGV do
-  local id, key, index = ARGV[i], KEYS[2 * i + 2], KEYS[2 * i + 3]
+  local id, key, index = ARGV[i], KEYS[2 * i + 3], KEYS[2 * i + 4]
   local job = redis.call('HMGET', key, 'status', 'tenant', 'dead_entry', 'finished_at')
   local status = job[1]
   local finished = status == 'completed' or status == 'cancelled' or status == 'dead'
@@ -34,6 +35,9 @@ for i = 2, #ARGV do
     redis.call('DEL', key)
     if job[3] then
       redis.call('XDEL', KEYS[4], job[3])
+    end
+    if status == 'dead' then
+      redis.call('ZREM', KEYS[6], job[2] .. ':' .. id)
     end
     count_move(moves, job[2], status, nil)
     forgotten = forgotten + 1

@@ -6,7 +6,8 @@
 -- KEYS[2], KEYS[3], KEYS[4] the partition's high, normal and low streams
 -- KEYS[5] the partition's counts of jobs per state
 -- KEYS[6], KEYS[7] the partition's sets of finished jobs and of jobs with their results
--- KEYS[8..] per entry, in ARGV's order, its job's key
+-- KEYS[8] the partition's index of dead jobs
+-- KEYS[9..] per entry, in ARGV's order, its job's key
 -- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the lifetime of a finished
 -- job's record, in seconds; ARGV[4] the channel that announces finished jobs
 -- ARGV[5] how many new entries to read (XREADGROUP, high before normal before low); 0 = none
@@ -26,7 +27,7 @@
 -- (publish).
 local entries = {}
 for i = 6, #ARGV, 3 do
-  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[8 + #entries]}
+  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[9 + #entries]}
 end
 local now = now_ms()
 local moves = changes(now)
@@ -52,7 +53,8 @@ for _, taken in ipairs(entries) do
   elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
     local error = '{"kind":"worker_lost","message":"the worker running the last attempt stopped responding"}'
-    local dead = append_dead_letter(KEYS[1], id, job[4], error, 'worker_lost', job[2], now)
+    local dead = append_dead_letter(KEYS[1], KEYS[8], job[13], job[8], id, job[4], error,
+      'worker_lost', job[2], now)
     redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
       'finished_at', now, 'dead_entry', dead)
     count_move(moves, job[13], 'running', 'dead')
