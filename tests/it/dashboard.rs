@@ -582,7 +582,7 @@ async fn run_now_on_the_schedules_page_runs_the_schedules_job_at_once() {
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    assert_eq!(created.status(), StatusCode::CREATED);
     let browser = Browser::start().await;
     browser.log_in(&server.url, ADMIN).await;
     browser.open(&format!("{}/ui/schedules", server.url)).await;

@@ -1759,7 +1759,7 @@ async fn the_counts_per_state_follow_every_change_of_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_are_found_by_a_prefix_of_their_id_newest_first() {
+async fn jobs_are_found_by_a_prefix_of_their_id_and_by_when_they_were_created() {
     let h = Harness::start().await;
     let mut ids = Vec::new();
     for n in 0..3 {
@@ -1818,6 +1818,32 @@ async fn jobs_are_found_by_a_prefix_of_their_id_newest_first() {
             .jobs
             .is_empty()
     );
+
+    // A time range: from the newest job's millisecond on, then up to it.
+    let newest = h.job(&ids[2]).await.created_at;
+    let in_range = |created_after: Option<u64>, created_until: Option<u64>| {
+        let queue = h.queue.clone();
+        async move {
+            let filter = JobFilter {
+                created_after,
+                created_until,
+                ..JobFilter::default()
+            };
+            let jobs = queue.list(TENANT, &filter, None, 10).await.unwrap().jobs;
+            let within = jobs.iter().all(|job| {
+                created_after.is_none_or(|after| job.created_at >= after)
+                    && created_until.is_none_or(|until| job.created_at <= until)
+            });
+            (within, jobs.len())
+        }
+    };
+    let first = h.job(&ids[0]).await.created_at;
+    assert!(in_range(Some(newest), None).await.0);
+    assert!(in_range(Some(newest), None).await.1 >= 1);
+    assert!(in_range(None, Some(first)).await.0);
+    assert!(in_range(None, Some(first)).await.1 >= 1);
+    assert_eq!(in_range(Some(first), Some(newest)).await, (true, 3));
+    assert_eq!(in_range(Some(newest + 1), None).await, (true, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1842,7 +1868,7 @@ async fn dead_jobs_are_listed_from_their_own_index_which_a_worker_rebuilds_when_
     let listed = |dead_letters: Vec<JobRecord>| -> Vec<String> {
         dead_letters.into_iter().map(|job| job.id).collect()
     };
-    assert_eq!(listed(h.dead_letters().await), [dead.clone()]);
+    assert_eq!(listed(h.dead_letters().await), std::slice::from_ref(&dead));
     worker.shutdown().await;
 
     // A Redis written before the index: a worker starting indexes the dead letters.

@@ -30,6 +30,9 @@ pub struct JobFilter {
     pub id_prefix: Option<String>,
     /// Only jobs whose JSON input holds a value at a path.
     pub input: Option<InputMatch>,
+    /// Only jobs created at or after this time (ms since the Unix epoch). A listing stops
+    /// reading at it.
+    pub created_after: Option<u64>,
     /// Only jobs created at or before this time (ms since the Unix epoch): a bulk action
     /// leaves alone the jobs that arrived after it began.
     pub created_until: Option<u64>,
@@ -114,6 +117,9 @@ impl JobFilter {
             && self
                 .created_until
                 .is_none_or(|until| position.created_at <= until)
+            && self
+                .created_after
+                .is_none_or(|after| position.created_at >= after)
     }
 }
 
@@ -308,7 +314,7 @@ impl Queue {
         let mut jobs = Vec::new();
         for _ in 0..SCAN_ROUNDS {
             let (candidates, exhausted) = self
-                .candidates(tenant, index, &queues, after.as_ref())
+                .candidates(tenant, index, &queues, after.as_ref(), filter.created_after)
                 .await?;
             if candidates.is_empty() {
                 return Ok(JobPage {
@@ -465,9 +471,11 @@ impl Queue {
         index: Index,
         queues: &'q [String],
         after: Option<&Position>,
+        created_after: Option<u64>,
     ) -> anyhow::Result<(Vec<(Position, &'q String)>, bool)> {
         let mut conn = self.connection();
         let max = after.map_or("+inf".to_owned(), |after| after.created_at.to_string());
+        let min = created_after.map_or("-inf".to_owned(), |after| after.to_string());
         let mut merged = Vec::new();
         let mut floor: Option<Position> = None;
         for queue in queues {
@@ -478,13 +486,7 @@ impl Queue {
             let mut offset = 0;
             let (positions, full) = loop {
                 let entries: Vec<(String, u64)> = conn
-                    .zrevrangebyscore_limit_withscores(
-                        &key,
-                        &max,
-                        "-inf",
-                        offset,
-                        SCAN_PAGE as isize,
-                    )
+                    .zrevrangebyscore_limit_withscores(&key, &max, &min, offset, SCAN_PAGE as isize)
                     .await?;
                 let full = entries.len() == SCAN_PAGE;
                 let positions: Vec<Position> = entries

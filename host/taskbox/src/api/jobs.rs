@@ -471,7 +471,7 @@ pub(crate) async fn retry(
 }
 
 /// Which jobs to list.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListOptions {
     /// Only jobs with this status.
@@ -486,10 +486,32 @@ pub(crate) struct ListOptions {
     pub(crate) id: Option<String>,
     /// Only jobs whose JSON input has a value at a path: `customer.id=42`.
     pub(crate) input: Option<String>,
+    /// Only jobs created at or after this time (ms since the Unix epoch).
+    pub(crate) created_after: Option<u64>,
+    /// Only jobs created at or before this time (ms since the Unix epoch).
+    pub(crate) created_until: Option<u64>,
     /// At most this many (default 50, at most 500).
     pub(crate) limit: Option<usize>,
     /// Where the previous page ended (its `next_cursor`).
     pub(crate) cursor: Option<String>,
+}
+
+impl ListOptions {
+    /// A page of `limit` of `selection`'s jobs from `cursor`.
+    pub(crate) fn of(selection: Selection, limit: usize, cursor: Option<String>) -> Self {
+        Self {
+            status: selection.status,
+            task: selection.task,
+            module: selection.module,
+            queue: selection.queue,
+            id: selection.id,
+            input: selection.input,
+            created_after: selection.created_after,
+            created_until: selection.created_until,
+            limit: Some(limit),
+            cursor,
+        }
+    }
 }
 
 /// Which jobs a count or a bulk action is about; every field narrows them.
@@ -509,6 +531,8 @@ pub(crate) struct Selection {
     pub(crate) id: Option<String>,
     /// Only jobs whose JSON input has a value at a path: `customer.id=42`.
     pub(crate) input: Option<String>,
+    /// Only jobs created at or after this time (ms since the Unix epoch).
+    pub(crate) created_after: Option<u64>,
     /// Only jobs created at or before this time (ms since the Unix epoch).
     pub(crate) created_until: Option<u64>,
 }
@@ -529,6 +553,7 @@ impl Selection {
             queue: self.queue.clone(),
             id_prefix: self.id.clone(),
             input,
+            created_after: self.created_after,
             created_until: self.created_until,
         })
     }
@@ -570,7 +595,8 @@ async fn list_jobs(
         queue: options.queue,
         id: options.id,
         input: options.input,
-        created_until: None,
+        created_after: options.created_after,
+        created_until: options.created_until,
     }
     .filter()?;
     let limit = options.limit.unwrap_or(50).clamp(1, MAX_PAGE);
@@ -615,14 +641,11 @@ pub(crate) async fn dead_letters(
     Query(options): Query<DeadOptions>,
 ) -> Result<Json<JobPageView>, ApiError> {
     let options = ListOptions {
-        status: None,
         task: options.task,
-        module: None,
         queue: options.queue,
-        id: None,
-        input: None,
         limit: options.limit,
         cursor: options.cursor,
+        ..ListOptions::default()
     };
     list_jobs(&state, &caller, options, Some(JobStatus::Dead)).await
 }

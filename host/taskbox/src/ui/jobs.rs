@@ -17,6 +17,7 @@ use taskbox_core::auth::Principal;
 use taskbox_core::model::job::JobStatus;
 use taskbox_core::model::unix_millis;
 use taskbox_core::queue::{BulkAction, BulkProgress};
+use taskbox_runtime::guest_text::quote;
 
 use super::pages::{JobRow, Layout, api_error, error_page, given, render, urlencoded};
 use crate::api::jobs::{BulkRequest, MAX_BULK_IDS, Selection};
@@ -65,7 +66,8 @@ impl JobsQuery {
 }
 
 /// The selection of a search: space-separated terms `id:PREFIX`, `task:NAME`, `queue:NAME`,
-/// `module:NAME`, and one `path.in.input=value`.
+/// `module:NAME`, `since:WHEN`, `before:WHEN` (a time ago, `90m`, or a UTC date), and one
+/// `path.in.input=value`.
 pub(super) fn search(status: Option<JobStatus>, q: &str) -> Result<Selection, String> {
     if q.len() > MAX_SEARCH {
         return Err(format!(
@@ -78,6 +80,16 @@ pub(super) fn search(status: Option<JobStatus>, q: &str) -> Result<Selection, St
         ..Selection::default()
     };
     for term in q.split_whitespace() {
+        if let Some((name @ ("since" | "before"), value)) = term.split_once(':') {
+            let slot = match name {
+                "since" => &mut selection.created_after,
+                _ => &mut selection.created_until,
+            };
+            if slot.replace(moment(name, value)?).is_some() {
+                return Err(format!("the search names `{name}` twice"));
+            }
+            continue;
+        }
         let slot = match term.split_once(':') {
             Some(("id", _)) => &mut selection.id,
             Some(("task", _)) => &mut selection.task,
@@ -86,8 +98,8 @@ pub(super) fn search(status: Option<JobStatus>, q: &str) -> Result<Selection, St
             _ if term.contains('=') => &mut selection.input,
             _ => {
                 return Err(format!(
-                    "`{}` is not a search term: use id:, task:, queue:, module: or \
-                     path.in.input=value",
+                    "`{}` is not a search term: use id:, task:, queue:, module:, since:, \
+                     before: or path.in.input=value",
                     term.chars().take(60).collect::<String>()
                 ));
             }
@@ -104,6 +116,25 @@ pub(super) fn search(status: Option<JobStatus>, q: &str) -> Result<Selection, St
         }
     }
     Ok(selection)
+}
+
+/// The time a `since:` or `before:` term names, in ms since the Unix epoch: a time ago
+/// (`90m`, `2d`) or a UTC date (`2026-12-03`, `2026-12-03T10:00:00`).
+fn moment(name: &str, value: &str) -> Result<u64, String> {
+    let at = match humantime::parse_duration(value) {
+        Ok(ago) => SystemTime::now().checked_sub(ago),
+        Err(_) if value.len() == "2026-12-03".len() => {
+            humantime::parse_rfc3339_weak(&format!("{value}T00:00:00")).ok()
+        }
+        Err(_) => humantime::parse_rfc3339_weak(value).ok(),
+    };
+    at.map(unix_millis).ok_or_else(|| {
+        format!(
+            "`{name}:` takes a time ago (`90m`, `2d`) or a UTC date (`2026-12-03` or \
+             `2026-12-03T10:00:00`), not {}",
+            quote(value)
+        )
+    })
 }
 
 #[derive(Template)]
@@ -156,16 +187,8 @@ pub(super) async fn page(
             return (StatusCode::BAD_REQUEST, render(&page)).into_response();
         }
     };
-    let options = jobs::ListOptions {
-        status: selection.status,
-        task: selection.task,
-        module: selection.module,
-        queue: selection.queue,
-        id: selection.id,
-        input: selection.input,
-        limit: Some(50),
-        cursor: given(&query.cursor),
-    };
+    let status = selection.status;
+    let options = jobs::ListOptions::of(selection, 50, given(&query.cursor));
     let listed = jobs::list(
         State(state),
         Extension(principal.clone()),
@@ -180,7 +203,7 @@ pub(super) async fn page(
         layout,
         statuses,
         jobs: page.jobs.iter().map(JobRow::from).collect(),
-        actions: actions_for(selection.status),
+        actions: actions_for(status),
         error: None,
         next: page
             .next_cursor
@@ -229,7 +252,11 @@ pub(super) async fn preview(
         Ok(selection) => selection,
         Err(error) => return error_page(StatusCode::BAD_REQUEST, &error),
     };
-    let until = unix_millis(SystemTime::now());
+    // Jobs that arrive after the preview are left alone, within the search's own `before:`.
+    let now = unix_millis(SystemTime::now());
+    let until = selection
+        .created_until
+        .map_or(now, |before| before.min(now));
     selection.created_until = Some(until);
     let counted = jobs::count(
         State(state),
@@ -455,6 +482,7 @@ pub(super) async fn progress(
 #[cfg(test)]
 mod tests {
     use taskbox_core::model::job::JobStatus;
+    use taskbox_core::model::unix_millis;
 
     use super::search;
 
@@ -476,6 +504,12 @@ mod tests {
             Some("a.b=x:y")
         );
         assert!(search(None, "").unwrap().task.is_none());
+        let dated = search(None, "since:2026-12-03T10:00:00Z before:2026-12-04").unwrap();
+        assert_eq!(dated.created_after, Some(1_796_292_000_000));
+        assert_eq!(dated.created_until, Some(1_796_342_400_000));
+        let recent = search(None, "since:90m").unwrap().created_after.unwrap();
+        let now = unix_millis(std::time::SystemTime::now());
+        assert!((now - 90 * 60_000 - 1000..=now - 90 * 60_000).contains(&recent));
     }
 
     #[test]
@@ -486,6 +520,16 @@ mod tests {
                 .contains("`greet` is not a search term")
         );
         assert!(search(None, "task:a task:b").unwrap_err().contains("twice"));
+        assert!(
+            search(None, "since:1h since:2h")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            search(None, "since:yesterday")
+                .unwrap_err()
+                .contains("a time ago (`90m`, `2d`) or a UTC date")
+        );
         assert!(
             search(None, &"x".repeat(600))
                 .unwrap_err()

@@ -540,13 +540,8 @@ pub(super) async fn workers(
     };
     let options = jobs::ListOptions {
         status: Some(JobStatus::Running),
-        task: None,
-        module: None,
-        queue: None,
-        id: None,
-        input: None,
         limit: Some(200),
-        cursor: None,
+        ..jobs::ListOptions::default()
     };
     let running = match jobs::list(
         State(state),
