@@ -596,6 +596,28 @@ impl Queue {
             .collect())
     }
 
+    /// The status, attempt and progress of `tenant`'s job `id`, and nothing more of it (see
+    /// [`Queue::newest_states`]); `None` for no such job of the tenant.
+    pub async fn job_state(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> anyhow::Result<Option<Vec<Option<String>>>> {
+        let Some(tag) = partition_of(id) else {
+            return Ok(None);
+        };
+        let mut fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys(tag).job(id))
+            .arg(&["tenant", "status", "attempt", "progress"])
+            .query_async(&mut self.connection())
+            .await?;
+        if fields.first().and_then(Option::as_deref) != Some(tenant) {
+            return Ok(None);
+        }
+        fields.remove(0);
+        Ok(Some(fields))
+    }
+
     /// Deletes `tenant`'s finished `jobs`, each with its place in the listing, its dead
     /// letter and its count.
     pub(crate) async fn delete_finished(

@@ -25,7 +25,7 @@ use crate::api::{self, AppState, jobs};
 use crate::when::When;
 
 /// The longest job id a form may tick, in bytes: a partition tag and 33 more.
-const MAX_ID: usize = 200;
+pub(super) const MAX_ID: usize = 200;
 
 /// The longest search accepted, in bytes.
 const MAX_SEARCH: usize = 512;

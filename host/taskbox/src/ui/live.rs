@@ -7,11 +7,12 @@ use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use taskbox_core::auth::Principal;
 
+use super::jobs::MAX_ID;
 use super::pages::error_page;
 use crate::api::AppState;
 
@@ -19,9 +20,17 @@ use crate::api::AppState;
 /// inverse.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
 
+/// What a page's stream watches besides what every page shows.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct Watch {
+    /// The job whose page it is: its status, attempt and progress.
+    job: Option<String>,
+}
+
 pub(super) async fn stream(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Query(watch): Query<Watch>,
 ) -> Response {
     // A page's stream counts against the same caps as the API's event streams.
     let slot = match state.event_streams.take(&principal.tenant) {
@@ -31,20 +40,21 @@ pub(super) async fn stream(
     // The first event comes at once: what changed between the page's render and its stream
     // would be missed otherwise.
     let changes = futures_util::stream::unfold(
-        (state, principal, None::<u64>, slot),
-        |(state, principal, mut last, slot)| async move {
+        (state, principal, watch, None::<u64>, slot),
+        |(state, principal, watch, mut last, slot)| async move {
             loop {
                 if last.is_some() {
                     tokio::time::sleep(LOOK_EVERY).await;
                 }
-                let Ok(now) = fingerprint(&state, &principal).await else {
+                let Ok(now) = fingerprint(&state, &principal, &watch).await else {
                     tokio::time::sleep(LOOK_EVERY).await;
                     continue;
                 };
                 if last.replace(now) != Some(now) {
                     // A browser drops an event without data.
                     let event = Event::default().event("change").data(format!("{now:x}"));
-                    return Some((Ok::<_, Infallible>(event), (state, principal, last, slot)));
+                    let next = (state, principal, watch, last, slot);
+                    return Some((Ok::<_, Infallible>(event), next));
                 }
             }
         },
@@ -55,9 +65,13 @@ pub(super) async fn stream(
 }
 
 /// A hash of what the pages show that changes as jobs move: each queue's depths, the
-/// tenant's newest jobs' states, the workers' busy slots. Ages are left out: they change
-/// every look.
-async fn fingerprint(state: &AppState, principal: &Principal) -> anyhow::Result<u64> {
+/// tenant's newest jobs' states, the workers' busy slots, and the watched job's state and
+/// progress. Ages are left out: they change every look.
+async fn fingerprint(
+    state: &AppState,
+    principal: &Principal,
+    watch: &Watch,
+) -> anyhow::Result<u64> {
     let mut hasher = DefaultHasher::new();
     for queue in state.queue.queue_stats().await? {
         let waiting = queue.waiting;
@@ -82,6 +96,14 @@ async fn fingerprint(state: &AppState, principal: &Principal) -> anyhow::Result<
     }
     for worker in state.queue.workers().await? {
         (worker.id, worker.in_flight).hash(&mut hasher);
+    }
+    // Longer than any job id: no job, and not worth a look.
+    if let Some(job) = watch.job.as_ref().filter(|job| job.len() <= MAX_ID) {
+        state
+            .queue
+            .job_state(&principal.tenant, job)
+            .await?
+            .hash(&mut hasher);
     }
     Ok(hasher.finish())
 }

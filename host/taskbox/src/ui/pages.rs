@@ -62,6 +62,8 @@ pub(super) struct Layout {
     /// Whether the page reloads its live part as things change (a form to confirm does
     /// not).
     pub(super) live: bool,
+    /// The job whose page this is: the live stream watches it too, however old it is.
+    pub(super) job: Option<String>,
 }
 
 impl Layout {
@@ -72,6 +74,15 @@ impl Layout {
             page,
             this: this.into(),
             live: true,
+            job: None,
+        }
+    }
+
+    /// The layout of job `id`'s page.
+    pub(super) fn of_job(principal: &Principal, id: &str) -> Self {
+        Self {
+            job: Some(id.to_owned()),
+            ..Self::new(principal, "jobs", format!("/ui/jobs/{}", urlencoded(id)))
         }
     }
 
@@ -398,7 +409,7 @@ pub(super) async fn job(
             memory: bytesize::ByteSize(stats.peak_memory).to_string(),
         });
     render(&JobPage {
-        layout: Layout::new(&principal, "jobs", format!("/ui/jobs/{}", urlencoded(&id))),
+        layout: Layout::of_job(&principal, &id),
         row: JobRow::from(&view),
         digest: job.digest.clone(),
         max_attempts: job.max_attempts,
