@@ -185,6 +185,14 @@ async fn jobs_enqueued_over_the_api_move_on_the_open_page_without_a_reload() {
     screenshot(&browser, "overview").await;
     browser.open(&format!("{}/ui/jobs/{id}", server.url)).await;
     screenshot(&browser, "job").await;
+    // The module's page counts the job under its task, with its time.
+    browser
+        .open(&format!("{}/ui/modules/fixtures", server.url))
+        .await;
+    let sleep = "table.tasks tr[data-task='sleep']";
+    assert_eq!(browser.read(&format!("{sleep} td.completed")).await, "1");
+    let row = browser.read(sleep).await;
+    assert!(row.contains(" s"), "its 1.5 s shows as seconds: {row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -138,6 +138,7 @@ async fn requests_outside_the_grant_are_denied_before_anything_is_sent() {
         "{}",
         report.log
     );
+    assert_eq!(report.stats.denied_egress, 1, "counted in the job's stats");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

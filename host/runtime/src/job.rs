@@ -1,6 +1,7 @@
 //! One job = one Store: the per-job state and the code that runs a task to its outcome.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -191,7 +192,9 @@ async fn run_charged(
         deadline,
         log: log.clone(),
         denials: Arc::default(),
+        egress_denials: Arc::default(),
     };
+    let egress_denials = Arc::clone(&caller.egress_denials);
     // A command's stdout is its output: kept up to the output limit, and counted beyond.
     let stdout = match module.entry() {
         Entry::Command(_) => Some(JobLog::new(limits.output_bytes)),
@@ -347,6 +350,7 @@ async fn run_charged(
             wall_time: started.elapsed(),
             peak_memory: state.limiter.peak(),
             peak_host_memory: host_memory.peak(),
+            denied_egress: u64::from(egress_denials.load(Ordering::Relaxed)),
         },
         log: config::redact(state.log.finish(), &state.config),
         progress: state.progress.latest.clone(),

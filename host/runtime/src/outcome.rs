@@ -145,6 +145,10 @@ pub struct RunStats {
     /// memory is not counted).
     #[serde(default)]
     pub peak_host_memory: u64,
+    /// Outbound HTTP requests the host refused (not allowed by the manifest or the policy,
+    /// or to a private address).
+    #[serde(default)]
+    pub denied_egress: u64,
 }
 
 /// The latest progress a job reported.

@@ -547,6 +547,17 @@ impl Queue {
         tenant: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<(String, Vec<Option<String>>)>> {
+        self.newest_fields(tenant, limit, &["status", "attempt", "progress"])
+            .await
+    }
+
+    /// `fields` of `tenant`'s `limit` newest jobs, newest first, with each job's id.
+    pub async fn newest_fields(
+        &self,
+        tenant: &str,
+        limit: usize,
+        fields: &[&str],
+    ) -> anyhow::Result<Vec<(String, Vec<Option<String>>)>> {
         let tags = self.partition_tags(&self.queue_names().await?).await?;
         let reads = tags
             .iter()
@@ -581,11 +592,11 @@ impl Queue {
         let reads = newest
             .iter()
             .map(|(_, id, tag)| {
-                let fields = redis::cmd("HMGET")
+                let read = redis::cmd("HMGET")
                     .arg(self.keys(tag).job(id))
-                    .arg(&["status", "attempt", "progress"])
+                    .arg(fields)
                     .clone();
-                (*tag, fields)
+                (*tag, read)
             })
             .collect();
         let states: Vec<Vec<Option<String>>> = self.query_by_queue(reads).await?;

@@ -55,6 +55,8 @@ pub(crate) struct CallingJob {
     pub(crate) log: log::JobLog,
     /// The job's denials so far, across its capabilities.
     pub(crate) denials: Arc<AtomicU32>,
+    /// Of those, the outbound HTTP requests refused: what the job's stats report.
+    pub(crate) egress_denials: Arc<AtomicU32>,
 }
 
 /// The denials of one job the host's log shows; the job's own log, bounded, shows them all.
@@ -67,6 +69,9 @@ impl CallingJob {
     /// only a job's first [`LOGGED_DENIALS`], so a guest refused in a loop cannot fill the
     /// operator's disk (one job of the hostile suite wrote 340 KB of them in a second).
     pub(crate) fn denied(&self, capability: &str, target: &str, reason: &str) {
+        if capability == "http" {
+            self.egress_denials.fetch_add(1, Ordering::Relaxed);
+        }
         let target = quote(target);
         let denials = self
             .denials

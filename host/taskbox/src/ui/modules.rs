@@ -1,5 +1,8 @@
 //! The modules pages: the tenant's modules with their versions and tasks, and one module's
-//! versions with digest, size, imports, limits and the capabilities its manifest asks for.
+//! versions with digest, size, imports, limits and the capabilities its manifest asks for,
+//! and how its tasks' recent jobs went.
+
+use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::Extension;
@@ -7,9 +10,14 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use taskbox_core::auth::Principal;
 
-use super::pages::{Layout, api_error, render, urlencoded};
+use axum::http::StatusCode;
+
+use super::pages::{Layout, api_error, error_page, render, urlencoded};
 use crate::api::{self, AppState, modules};
-use crate::when::When;
+use crate::when::{When, span};
+
+/// The tenant's newest jobs a module's page looks at for its tasks' figures.
+const RECENT_JOBS: usize = 1000;
 
 /// A module in the list.
 pub(super) struct ModuleRow {
@@ -67,7 +75,74 @@ pub(super) struct VersionView {
 struct ModulePage {
     layout: Layout,
     name: String,
+    recent: usize,
+    tasks: Vec<TaskFigures>,
     versions: Vec<VersionView>,
+}
+
+/// How one task's finished jobs went, among the tenant's newest jobs.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct TaskFigures {
+    pub(super) task: String,
+    pub(super) finished: usize,
+    pub(super) completed: usize,
+    pub(super) dead: usize,
+    pub(super) cancelled: usize,
+    /// Wall time of the last attempt, median and 95th percentile.
+    pub(super) p50: String,
+    pub(super) p95: String,
+    /// Outbound HTTP requests the host refused, summed.
+    pub(super) denied_egress: u64,
+}
+
+/// The figures of module `module`'s tasks from `jobs`: each job's module, task, status and
+/// run stats (JSON), as [`taskbox_core::queue::Queue::newest_fields`] reads them.
+pub(super) fn task_figures(
+    module: &str,
+    jobs: &[(String, Vec<Option<String>>)],
+) -> Vec<TaskFigures> {
+    let mut by_task: BTreeMap<&str, (TaskFigures, Vec<u64>)> = BTreeMap::new();
+    for (_, fields) in jobs {
+        let [Some(of), Some(task), Some(status), stats] = fields.as_slice() else {
+            continue;
+        };
+        let finished = matches!(status.as_str(), "completed" | "dead" | "cancelled");
+        if of != module || !finished {
+            continue;
+        }
+        let (figures, walls) = by_task.entry(task).or_default();
+        figures.finished += 1;
+        match status.as_str() {
+            "completed" => figures.completed += 1,
+            "dead" => figures.dead += 1,
+            _ => figures.cancelled += 1,
+        }
+        let stats: Option<serde_json::Value> = stats
+            .as_deref()
+            .and_then(|stats| serde_json::from_str(stats).ok());
+        let number = |name: &str| stats.as_ref()?.get(name)?.as_u64();
+        if let Some(wall) = number("wall_time_ms") {
+            walls.push(wall);
+        }
+        figures.denied_egress += number("denied_egress").unwrap_or(0);
+    }
+    by_task
+        .into_iter()
+        .map(|(task, (figures, mut walls))| {
+            walls.sort_unstable();
+            let at = |share: usize| {
+                walls
+                    .get((walls.len() * share).div_ceil(100).saturating_sub(1))
+                    .map_or_else(|| "—".to_owned(), |ms| span(*ms))
+            };
+            TaskFigures {
+                task: task.to_owned(),
+                p50: at(50),
+                p95: at(95),
+                ..figures
+            }
+        })
+        .collect()
 }
 
 pub(super) async fn show(
@@ -76,7 +151,7 @@ pub(super) async fn show(
     Path(name): Path<String>,
 ) -> Response {
     let shown = modules::show(
-        State(state),
+        State(state.clone()),
         Extension(principal.clone()),
         api::Path(name.clone()),
     )
@@ -85,17 +160,30 @@ pub(super) async fn show(
         Ok(api::Json(detail)) => detail,
         Err(err) => return api_error(err),
     };
+    let fields = ["module", "task", "status", "stats"];
+    let recent = match state
+        .queue
+        .newest_fields(&principal.tenant, RECENT_JOBS, &fields)
+        .await
+    {
+        Ok(recent) => recent,
+        Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err:#}")),
+    };
     let pretty = |value: serde_json::Result<serde_json::Value>| {
         value
             .and_then(|value| serde_json::to_string_pretty(&value))
             .unwrap_or_default()
     };
     render(&ModulePage {
+        // Still: its figures read a thousand jobs, too many to read again at each change.
         layout: Layout::new(
             &principal,
             "modules",
             format!("/ui/modules/{}", urlencoded(&name)),
-        ),
+        )
+        .still(),
+        tasks: task_figures(&detail.name, &recent),
+        recent: RECENT_JOBS,
         name: detail.name,
         versions: detail
             .versions
@@ -119,4 +207,65 @@ pub(super) async fn show(
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TaskFigures, task_figures};
+
+    fn job(
+        module: &str,
+        task: &str,
+        status: &str,
+        stats: Option<&str>,
+    ) -> (String, Vec<Option<String>>) {
+        let fields = [Some(module), Some(task), Some(status), stats];
+        (
+            "id".to_owned(),
+            fields.map(|field| field.map(str::to_owned)).to_vec(),
+        )
+    }
+
+    #[test]
+    fn a_tasks_figures_count_its_finished_jobs_and_rank_their_times() {
+        let mut jobs: Vec<_> = (1..=20)
+            .map(|ms| {
+                let stats = format!(r#"{{"wall_time_ms":{ms},"denied_egress":1}}"#);
+                job("m", "fetch", "completed", Some(&stats))
+            })
+            .collect();
+        jobs.push(job("m", "fetch", "dead", Some(r#"{"wall_time_ms":1000}"#)));
+        jobs.push(job("m", "fetch", "running", None));
+        jobs.push(job(
+            "other",
+            "fetch",
+            "completed",
+            Some(r#"{"wall_time_ms":5}"#),
+        ));
+        jobs.push(job("m", "send", "cancelled", None));
+        let figures = task_figures("m", &jobs);
+        assert_eq!(
+            figures,
+            [
+                TaskFigures {
+                    task: "fetch".into(),
+                    finished: 21,
+                    completed: 20,
+                    dead: 1,
+                    cancelled: 0,
+                    p50: "11 ms".into(),
+                    p95: "20 ms".into(),
+                    denied_egress: 20,
+                },
+                TaskFigures {
+                    task: "send".into(),
+                    finished: 1,
+                    cancelled: 1,
+                    p50: "—".into(),
+                    p95: "—".into(),
+                    ..TaskFigures::default()
+                },
+            ]
+        );
+    }
 }
