@@ -14,7 +14,7 @@ use taskbox_core::worker::WorkerConfig;
 
 use crate::support::browser::Browser;
 use crate::support::private_redis::TestRedis;
-use crate::support::{host, private_redis, wait};
+use crate::support::{guests, host, private_redis, wait};
 
 const ADMIN: &str = "dashboard-admin-token";
 
@@ -612,4 +612,65 @@ async fn run_now_on_the_schedules_page_runs_the_schedules_job_at_once() {
         entry.contains("schedule.run_now") && entry.contains("new-year"),
         "{entry}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_uploaded_with_the_form_is_published_and_a_viewer_may_not_upload() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("taskbox.toml");
+    let text =
+        host::manifest_text("hello").replacen("version = \"0.1.0\"", "version = \"0.9.0\"", 1);
+    assert!(
+        text.contains("0.9.0"),
+        "the manifest names its version: {text}"
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let component = guests::wasm("hello").canonicalize().unwrap();
+
+    let browser = Browser::start().await;
+    browser.log_in(&server.url, ADMIN).await;
+    browser.open(&format!("{}/ui/modules", server.url)).await;
+    for (field, path) in [("manifest", &manifest), ("component", &component)] {
+        browser
+            .client
+            .find(fantoccini::Locator::Css(&format!("input[name='{field}']")))
+            .await
+            .unwrap()
+            .send_keys(path.to_str().unwrap())
+            .await
+            .unwrap();
+    }
+    browser.click("form.upload button").await;
+    browser.wait_for_text("h1", "Module hello", LIMIT).await;
+    let versions = browser.read("main").await;
+    assert!(versions.contains("hello@0.9.0"), "{versions}");
+    browser.open(&format!("{}/ui/audit", server.url)).await;
+    let entry = browser.read("table.audit tbody tr").await;
+    assert!(
+        entry.contains("module.upload") && entry.contains("hello@0.9.0"),
+        "{entry}"
+    );
+
+    // A viewer sees no form, and its upload is refused by the server.
+    let viewer = server.token("default", Role::Viewer).await;
+    let cookie = server.session(&viewer).await;
+    let (_, page) = server.page("/ui/modules", &cookie).await;
+    assert!(!page.contains("form method=\"post\" action=\"/ui/modules\""));
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", host::manifest_text("hello"))
+        .part(
+            "component",
+            reqwest::multipart::Part::bytes(std::fs::read(&component).unwrap()),
+        );
+    let refused = server
+        .http
+        .post(format!("{}/ui/modules", server.url))
+        .header("cookie", &cookie)
+        .header("origin", &server.url)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 }

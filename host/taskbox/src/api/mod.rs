@@ -223,7 +223,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/v1", authenticated.merge(open))
-        .nest("/ui", crate::ui::router(state.clone()))
+        .nest("/ui", crate::ui::router(state.clone(), max_module))
         .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
         .route(
             "/ui/",

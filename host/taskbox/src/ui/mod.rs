@@ -18,6 +18,8 @@ mod schedules;
 mod session;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler as _;
 use axum::routing::{get, post};
 
 use crate::api::AppState;
@@ -27,8 +29,8 @@ pub(crate) use jobs::BulkRuns;
 /// The session cookie's name.
 const COOKIE: &str = "tb_session";
 
-/// The dashboard's routes, to be nested under `/ui`.
-pub(crate) fn router(state: AppState) -> Router<AppState> {
+/// The dashboard's routes, to be nested under `/ui`; an upload may be `max_module` bytes.
+pub(crate) fn router(state: AppState, max_module: usize) -> Router<AppState> {
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/jobs", get(jobs::page))
@@ -40,7 +42,10 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/queues", get(pages::queues))
         .route("/queues/{name}/{action}", post(pages::queue_action))
         .route("/workers", get(pages::workers))
-        .route("/modules", get(modules::list))
+        .route(
+            "/modules",
+            get(modules::list).post(modules::upload.layer(DefaultBodyLimit::max(max_module))),
+        )
         .route("/modules/{name}", get(modules::show))
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/pause", post(schedules::pause))

@@ -12,7 +12,11 @@ use taskbox_core::auth::Principal;
 
 use axum::http::StatusCode;
 
-use super::pages::{Layout, api_error, error_page, render, urlencoded};
+use axum::extract::Multipart;
+use axum::extract::multipart::MultipartRejection;
+use axum::http::Method;
+
+use super::pages::{Layout, acted, api_error, error_page, render, urlencoded};
 use crate::api::{self, AppState, modules};
 use crate::when::{When, span};
 
@@ -41,7 +45,8 @@ pub(super) async fn list(
 ) -> Response {
     match modules::list(State(state), Extension(principal.clone())).await {
         Ok(api::Json(list)) => render(&ModulesPage {
-            layout: Layout::new(&principal, "modules", "/ui/modules"),
+            // Still: a reload would drop the files chosen in its upload form.
+            layout: Layout::new(&principal, "modules", "/ui/modules").still(),
             modules: list
                 .modules
                 .into_iter()
@@ -143,6 +148,40 @@ pub(super) fn task_figures(
             }
         })
         .collect()
+}
+
+/// Publishes a module version from the upload form (a manifest file and a component file),
+/// through the API's upload; the browser goes to the module's page.
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    if let Err(err) = api::allowed(&principal, &Method::POST) {
+        return api_error(err);
+    }
+    let uploaded = modules::upload(
+        State(state.clone()),
+        Extension(principal.clone()),
+        multipart,
+    )
+    .await;
+    match uploaded {
+        Ok((_, api::Json(version))) => {
+            let id = format!("{}@{}", version.name, version.version);
+            let then = format!("/ui/modules/{}", urlencoded(&version.name));
+            acted(
+                &state,
+                &principal,
+                "module.upload",
+                &[id],
+                &version.digest,
+                &then,
+            )
+            .await
+        }
+        Err(err) => api_error(err),
+    }
 }
 
 pub(super) async fn show(

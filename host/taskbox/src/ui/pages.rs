@@ -635,14 +635,25 @@ pub(super) async fn act<T>(
     if let Err(err) = api::allowed(principal, &Method::POST) {
         return api_error(err);
     }
-    let done = match run.await {
-        Ok(done) => done,
-        Err(err) => return api_error(err),
-    };
+    match run.await {
+        Ok(done) => acted(state, principal, action, ids, detail, &then(done)).await,
+        Err(err) => api_error(err),
+    }
+}
+
+/// Records an action `principal` did in the audit log, and sends the browser to `then`.
+pub(super) async fn acted(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    ids: &[String],
+    detail: &str,
+    then: &str,
+) -> Response {
     if let Err(err) = state.audit.record(principal, action, ids, detail).await {
         tracing::warn!("writing the audit log failed: {err:#}");
     }
-    Redirect::to(&then(done)).into_response()
+    Redirect::to(then).into_response()
 }
 
 /// Retry or cancel a job (`/ui/jobs/{id}/retry`, `/ui/jobs/{id}/cancel`).
