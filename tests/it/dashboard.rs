@@ -182,6 +182,10 @@ async fn jobs_enqueued_over_the_api_move_on_the_open_page_without_a_reload() {
     assert_eq!(same, json!(true), "the page reloaded");
 
     browser.open(&format!("{}/ui", server.url)).await;
+    // Counted in the last hour's chart and the last day's, and among the completed.
+    for counted in ["#hour-completed", "#day-completed", "#state-completed"] {
+        assert_eq!(browser.read(counted).await, "1", "{counted}");
+    }
     screenshot(&browser, "overview").await;
     browser.open(&format!("{}/ui/jobs/{id}", server.url)).await;
     screenshot(&browser, "job").await;

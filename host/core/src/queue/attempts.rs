@@ -9,15 +9,12 @@ use anyhow::Context as _;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands as _, FromRedisValue, ParsingError, Value};
 
-use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Priority, Queue};
+use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Period, Priority, Queue};
 use crate::model::unix_millis;
 use crate::store::Connection;
 
 /// How far a worker's clock may be behind Redis's before it promotes delayed jobs late.
 const CLOCK_SKEW: Duration = Duration::from_secs(1);
-
-/// How long per-minute throughput counters are kept.
-const COUNTER_RETENTION: Duration = Duration::from_secs(3600);
 
 /// A stream entry a worker took: which partition (its tag) and stream it came from and the
 /// job it names.
@@ -326,24 +323,25 @@ impl Queue {
         Ok(invocation.invoke_async(&mut self.connection()).await?)
     }
 
-    /// Adds finished jobs to the queue's per-minute throughput counters.
+    /// Adds finished jobs to the queue's throughput counters, by minute and by hour.
     pub(crate) async fn count_finished(
         &self,
         queue: &str,
         completed: usize,
         failed: usize,
     ) -> redis::RedisResult<()> {
-        let minute = unix_millis(SystemTime::now()) / 60_000;
-        let key = self.keys(queue).counts(minute);
-        redis::pipe()
-            .hincr(&key, "completed", completed)
-            .ignore()
-            .hincr(&key, "failed", failed)
-            .ignore()
-            .expire(&key, COUNTER_RETENTION.as_secs() as i64)
-            .ignore()
-            .query_async(&mut self.connection())
-            .await
+        let now = unix_millis(SystemTime::now());
+        let mut pipe = redis::pipe();
+        for period in [Period::Minute, Period::Hour] {
+            let key = period.key(&self.keys(queue), now / period.millis());
+            pipe.hincr(&key, "completed", completed)
+                .ignore()
+                .hincr(&key, "failed", failed)
+                .ignore()
+                .expire(&key, (period.millis() * (period.kept() + 1) / 1000) as i64)
+                .ignore();
+        }
+        pipe.query_async(&mut self.connection()).await
     }
 
     /// Moves up to `most` of the partition's due delayed jobs and retries onto its streams;

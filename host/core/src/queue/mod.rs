@@ -44,8 +44,8 @@ pub use partitions::{MAX_PARTITIONS, PartitionError};
 pub use pause::CACHED_FOR as PAUSE_CACHED_FOR;
 use pause::PausedQueues;
 pub use query::{
-    BadCursor, InputMatch, JobFilter, JobPage, MAX_INPUT_MATCH, MinuteCounts, PriorityCounts,
-    QueueStats, WorkerInfo,
+    BadCursor, InputMatch, JobFilter, JobPage, MAX_INPUT_MATCH, Period, PeriodCounts,
+    PriorityCounts, QueueStats, WorkerInfo,
 };
 
 /// The queue jobs go to when none is named.

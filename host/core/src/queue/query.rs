@@ -230,11 +230,46 @@ pub struct QueueStats {
     pub failed_last_minute: u64,
 }
 
-/// What finished in one minute.
+/// A length of time the queue counts finished jobs by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// A minute; the last hour's are kept.
+    Minute,
+    /// An hour; the last day's are kept.
+    Hour,
+}
+
+impl Period {
+    /// Its length in ms.
+    pub fn millis(self) -> u64 {
+        match self {
+            Self::Minute => 60_000,
+            Self::Hour => 3_600_000,
+        }
+    }
+
+    /// How many of the latest are kept, the current one among them.
+    pub fn kept(self) -> u64 {
+        match self {
+            Self::Minute => 60,
+            Self::Hour => 24,
+        }
+    }
+
+    /// The key of the counts of period `n` (since the Unix epoch).
+    pub(crate) fn key(self, keys: &QueueKeys, n: u64) -> String {
+        match self {
+            Self::Minute => keys.counts(n),
+            Self::Hour => keys.hourly_counts(n),
+        }
+    }
+}
+
+/// What finished in one period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct MinuteCounts {
-    /// The minute, in minutes since the Unix epoch.
-    pub minute: u64,
+pub struct PeriodCounts {
+    /// The period, counted from the Unix epoch in periods of its length.
+    pub period: u64,
     /// Jobs completed in it.
     pub completed: u64,
     /// Attempts failed in it.
@@ -788,33 +823,32 @@ impl Queue {
         })
     }
 
-    /// Jobs completed and attempts failed in each of the last `minutes` minutes (at most
-    /// 60, as long as the counts are kept) over every queue, oldest first; the current
-    /// minute last, so far.
-    pub async fn throughput(&self, minutes: u64) -> anyhow::Result<Vec<MinuteCounts>> {
-        let minutes = minutes.min(60);
-        let now = unix_millis(SystemTime::now()) / 60_000;
-        let first = now + 1 - minutes;
+    /// Jobs completed and attempts failed in each kept `period` (the last hour's minutes, the
+    /// last day's hours) over every queue, oldest first; the current one last, so far.
+    pub async fn throughput(&self, period: Period) -> anyhow::Result<Vec<PeriodCounts>> {
+        let count = period.kept();
+        let now = unix_millis(SystemTime::now()) / period.millis();
+        let first = now + 1 - count;
         let tags = self.partition_tags(&self.queue_names().await?).await?;
         let mut reads = Vec::new();
         for tag in &tags {
-            for minute in first..=now {
+            for n in first..=now {
                 reads.push((
                     tag.as_str(),
-                    redis::Cmd::hgetall(self.keys(tag).counts(minute)),
+                    redis::Cmd::hgetall(period.key(&self.keys(tag), n)),
                 ));
             }
         }
         let counts: Vec<HashMap<String, u64>> = self.query_by_queue(reads).await?;
-        let mut totals: Vec<MinuteCounts> = (first..=now)
-            .map(|minute| MinuteCounts {
-                minute,
+        let mut totals: Vec<PeriodCounts> = (first..=now)
+            .map(|n| PeriodCounts {
+                period: n,
                 completed: 0,
                 failed: 0,
             })
             .collect();
         for (index, counts) in counts.iter().enumerate() {
-            let total = &mut totals[index % minutes as usize];
+            let total = &mut totals[index % count as usize];
             total.completed += counts.get("completed").copied().unwrap_or(0);
             total.failed += counts.get("failed").copied().unwrap_or(0);
         }

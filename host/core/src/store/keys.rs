@@ -84,6 +84,12 @@ impl QueueKeys {
         format!("{}counts:{minute}", self.base)
     }
 
+    /// Hash of the jobs completed and attempts failed in one hour (hours since the Unix
+    /// epoch), kept a day.
+    pub(crate) fn hourly_counts(&self, hour: u64) -> String {
+        format!("{}counts-h:{hour}", self.base)
+    }
+
     /// Hash of one job: tenant, status, module, task, input, attempt, limits, outcome, times.
     pub(crate) fn job(&self, id: &str) -> String {
         format!("{}job:{id}", self.base)
@@ -244,6 +250,7 @@ mod tests {
             keys.dead(),
             keys.tenant_index("t{x}"),
             keys.counts(29_000_000),
+            keys.hourly_counts(490_000),
             keys.finished(),
             keys.results(),
             keys.ids(),
@@ -280,6 +287,7 @@ mod tests {
             (queue.dead(), "tb:{q}:dead"),
             (queue.tenant_index("acme"), "tb:{q}:jobs:acme"),
             (queue.counts(7), "tb:{q}:counts:7"),
+            (queue.hourly_counts(7), "tb:{q}:counts-h:7"),
             (queue.finished(), "tb:{q}:finished"),
             (queue.ids(), "tb:{q}:ids"),
             (queue.dead_index(), "tb:{q}:dead-jobs"),

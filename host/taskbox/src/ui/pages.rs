@@ -10,7 +10,7 @@ use serde::Deserialize;
 use taskbox_core::audit::AuditEntry;
 use taskbox_core::auth::{Principal, Role};
 use taskbox_core::model::job::{AttemptRecord, JobStatus};
-use taskbox_core::queue::{MinuteCounts, QueueStats, WorkerInfo};
+use taskbox_core::queue::{Period, PeriodCounts, QueueStats, WorkerInfo};
 use taskbox_runtime::RunStats;
 use taskbox_runtime::guest_text::quote;
 
@@ -192,8 +192,8 @@ impl From<&WorkerInfo> for WorkerRow {
     }
 }
 
-/// One minute's bar in the throughput chart: completed below, failed stacked on top, in
-/// the chart's units (it is 60 bars of 10 wide, 100 high).
+/// One period's bar in a throughput chart: completed below, failed stacked on top, in the
+/// chart's units (each bar 10 wide, the chart 100 high).
 pub(super) struct Bar {
     pub(super) x: u64,
     pub(super) completed_y: u64,
@@ -203,22 +203,62 @@ pub(super) struct Bar {
     pub(super) title: String,
 }
 
-/// The bars of `minutes`, scaled to the busiest.
-fn bars(minutes: &[MinuteCounts]) -> Vec<Bar> {
+/// A throughput chart, drawn on the server: the kept periods of one length.
+pub(super) struct Chart {
+    /// `hour` or `day`, for the element ids.
+    pub(super) name: &'static str,
+    /// `The last hour`, `The last day`.
+    pub(super) title: &'static str,
+    /// `minute`, `hour`.
+    pub(super) per: &'static str,
+    pub(super) width: u64,
+    pub(super) bars: Vec<Bar>,
+    pub(super) completed: u64,
+    pub(super) failed: u64,
+    /// Of the attempts that ended in it, the share that failed, in percent.
+    pub(super) failure_rate: String,
+}
+
+impl Chart {
+    fn new(period: Period, counts: &[PeriodCounts]) -> Self {
+        let (name, title, per, unit) = match period {
+            Period::Minute => ("hour", "The last hour", "minute", "min"),
+            Period::Hour => ("day", "The last day", "hour", "h"),
+        };
+        let completed: u64 = counts.iter().map(|counts| counts.completed).sum();
+        let failed: u64 = counts.iter().map(|counts| counts.failed).sum();
+        Self {
+            name,
+            title,
+            per,
+            width: counts.len() as u64 * 10,
+            bars: bars(counts, unit),
+            completed,
+            failed,
+            failure_rate: match completed + failed {
+                0 => "—".to_owned(),
+                ended => format!("{:.1}%", failed as f64 * 100.0 / ended as f64),
+            },
+        }
+    }
+}
+
+/// The bars of `periods` (each `unit` long), scaled to the busiest.
+fn bars(periods: &[PeriodCounts], unit: &str) -> Vec<Bar> {
     const HEIGHT: u64 = 100;
-    let most = minutes
+    let most = periods
         .iter()
-        .map(|minute| minute.completed + minute.failed)
+        .map(|counts| counts.completed + counts.failed)
         .max()
         .unwrap_or(0)
         .max(1);
-    let last = minutes.last().map_or(0, |minute| minute.minute);
-    minutes
+    let last = periods.last().map_or(0, |counts| counts.period);
+    periods
         .iter()
         .enumerate()
-        .map(|(index, minute)| {
-            let completed_height = minute.completed * HEIGHT / most;
-            let failed_height = minute.failed * HEIGHT / most;
+        .map(|(index, counts)| {
+            let completed_height = counts.completed * HEIGHT / most;
+            let failed_height = counts.failed * HEIGHT / most;
             Bar {
                 x: index as u64 * 10,
                 completed_y: HEIGHT - completed_height,
@@ -226,10 +266,10 @@ fn bars(minutes: &[MinuteCounts]) -> Vec<Bar> {
                 failed_y: HEIGHT - completed_height - failed_height,
                 failed_height,
                 title: format!(
-                    "{} min ago: {} completed, {} failed",
-                    last - minute.minute,
-                    minute.completed,
-                    minute.failed
+                    "{} {unit} ago: {} completed, {} failed",
+                    last - counts.period,
+                    counts.completed,
+                    counts.failed
                 ),
             }
         })
@@ -240,12 +280,9 @@ fn bars(minutes: &[MinuteCounts]) -> Vec<Bar> {
 #[template(path = "overview.html")]
 struct Overview {
     layout: Layout,
-    /// Jobs completed and attempts failed in the last hour, by minute.
-    bars: Vec<Bar>,
-    hour_completed: u64,
-    hour_failed: u64,
-    /// Of the attempts that ended in the last hour, the share that failed, in percent.
-    failure_rate: String,
+    /// Jobs completed and attempts failed in the last hour by minute, and the last day by
+    /// hour.
+    charts: [Chart; 2],
     waiting: u64,
     running: u64,
     delayed: u64,
@@ -269,8 +306,12 @@ pub(super) async fn overview(
         Ok(api::Json(list)) => list.workers,
         Err(err) => return api_error(err),
     };
-    let minutes = match state.queue.throughput(60).await {
-        Ok(minutes) => minutes,
+    let throughput = tokio::try_join!(
+        state.queue.throughput(Period::Minute),
+        state.queue.throughput(Period::Hour)
+    );
+    let (hour, day) = match throughput {
+        Ok(both) => both,
         Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err:#}")),
     };
     let states = match state.queue.state_counts(&principal.tenant).await {
@@ -280,20 +321,14 @@ pub(super) async fn overview(
             .collect(),
         Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err:#}")),
     };
-    let hour_completed: u64 = minutes.iter().map(|minute| minute.completed).sum();
-    let hour_failed: u64 = minutes.iter().map(|minute| minute.failed).sum();
-    let ended = hour_completed + hour_failed;
     let queues: Vec<QueueRow> = queues.iter().map(QueueRow::from).collect();
     let sum = |count: fn(&QueueRow) -> u64| queues.iter().map(count).sum();
     render(&Overview {
         layout: Layout::new(&principal, "overview", "/ui"),
-        bars: bars(&minutes),
-        hour_completed,
-        hour_failed,
-        failure_rate: match ended {
-            0 => "—".to_owned(),
-            _ => format!("{:.1}%", hour_failed as f64 * 100.0 / ended as f64),
-        },
+        charts: [
+            Chart::new(Period::Minute, &hour),
+            Chart::new(Period::Hour, &day),
+        ],
         waiting: sum(|queue| queue.waiting),
         running: sum(|queue| queue.running),
         delayed: sum(|queue| queue.delayed),
@@ -722,30 +757,30 @@ pub(super) async fn queue_action(
 
 #[cfg(test)]
 mod tests {
-    use taskbox_core::queue::MinuteCounts;
+    use taskbox_core::queue::PeriodCounts;
 
     use super::bars;
 
     #[test]
     fn the_busiest_minute_fills_the_chart_and_failures_stack_on_completions() {
         let minutes = [
-            MinuteCounts {
-                minute: 10,
+            PeriodCounts {
+                period: 10,
                 completed: 0,
                 failed: 0,
             },
-            MinuteCounts {
-                minute: 11,
+            PeriodCounts {
+                period: 11,
                 completed: 30,
                 failed: 10,
             },
-            MinuteCounts {
-                minute: 12,
+            PeriodCounts {
+                period: 12,
                 completed: 10,
                 failed: 0,
             },
         ];
-        let bars = bars(&minutes);
+        let bars = bars(&minutes, "min");
         assert_eq!((bars[0].completed_height, bars[0].failed_height), (0, 0));
         assert_eq!((bars[1].completed_height, bars[1].failed_height), (75, 25));
         assert_eq!((bars[1].completed_y, bars[1].failed_y), (25, 0));
