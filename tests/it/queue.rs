@@ -1628,6 +1628,32 @@ async fn a_finished_jobs_record_outlives_its_result_with_every_attempt_measured(
     ));
     assert_eq!(h.job(&dead).await.status, JobStatus::Dead);
     assert_eq!(h.dead_letter_entries().await, 1);
+
+    // More jobs than one trimming page, many finishing in the same millisecond: each loses
+    // its results, none its record.
+    let jobs = (0..1200)
+        .map(|_| NewJob {
+            module: "fixtures".into(),
+            task: "noop".into(),
+            input: b"null".to_vec(),
+            options: EnqueueOptions::default(),
+        })
+        .collect();
+    let enqueued = h.queue.enqueue_batch(TENANT, jobs).await.unwrap();
+    wait::until(
+        "every job of the batch finished and lost its results",
+        Duration::from_secs(60),
+        || async {
+            for job in &enqueued {
+                let job = h.job(&job.id).await;
+                if !(job.status == JobStatus::Completed && job.results_expired) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
     worker.shutdown().await;
 }
 

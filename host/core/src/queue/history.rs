@@ -2,10 +2,10 @@
 //!
 //! A finished job's record (who ran it, every attempt with its outcome, fuel, time and peak
 //! memory) is kept for the history retention; its input, result and log only for the result
-//! retention. Each partition keeps two sets of its finished jobs, scored by when they
-//! finished: `finished` (the records) and `results` (those still with their results).
-//! [`Queue::trim_history`], which workers call every second, drops the results past their
-//! retention and the records past theirs or past the cap, oldest first. The counts per state
+//! retention. Each partition keeps a set of its finished jobs scored by when they finished,
+//! `finished`, and a mark of how far along it results were dropped. [`Queue::trim_history`],
+//! which workers call every second, drops the results past their retention (moving the mark
+//! on) and the records past theirs or past the cap, oldest first. The counts per state
 //! are kept by the scripts that change a job's state, so a dashboard reads them instead of
 //! scanning jobs.
 
@@ -92,28 +92,45 @@ impl Queue {
         let now = unix_millis(SystemTime::now());
         let mut trimmed = Trimmed::default();
         let results_until = now.saturating_sub(self.history.results.as_millis() as u64);
+        let mut conn = self.connection();
+        let mark: Option<u64> = conn.get(keys.results_dropped()).await?;
+        let mut from = mark.map_or("-inf".to_owned(), |mark| format!("({mark}"));
         for _ in 0..TRIM_ROUNDS {
-            let ids: Vec<String> = self
-                .connection()
-                .zrangebyscore_limit(
-                    keys.results(),
-                    "-inf",
+            let page: Vec<(String, u64)> = conn
+                .zrangebyscore_limit_withscores(
+                    keys.finished(),
+                    &from,
                     results_until,
                     0,
                     TRIM_AT_ONCE as isize,
                 )
                 .await?;
-            if ids.is_empty() {
+            let Some(&(_, last)) = page.last() else {
                 break;
-            }
-            let mut invocation = self.scripts.drop_results.key(keys.results());
-            invocation.arg(results_until);
+            };
+            let full = page.len() == TRIM_AT_ONCE;
+            // A full page may end inside a millisecond: its last millisecond is left for the
+            // next page, unless the whole page is that millisecond, which is then read whole.
+            // The mark of a page that is not full stops short of its last millisecond, so a
+            // job finishing later in that millisecond is not passed over (the next round
+            // reads that millisecond again, to no effect on the jobs already done).
+            let (ids, through): (Vec<String>, u64) = if !full {
+                (page.into_iter().map(|(id, _)| id).collect(), last - 1)
+            } else if page[0].1 == last {
+                let all: Vec<String> = conn.zrangebyscore(keys.finished(), last, last).await?;
+                (all, last)
+            } else {
+                let before = page.into_iter().filter(|(_, finished)| *finished < last);
+                (before.map(|(id, _)| id).collect(), last - 1)
+            };
+            let mut invocation = self.scripts.drop_results.key(keys.results_dropped());
+            invocation.arg(results_until).arg(through);
             for id in &ids {
                 invocation.key(keys.job(id)).arg(id);
             }
-            let dropped: u64 = invocation.invoke_async(&mut self.connection()).await?;
-            trimmed.results += dropped;
-            if ids.len() < TRIM_AT_ONCE {
+            trimmed.results += invocation.invoke_async::<u64>(&mut conn).await?;
+            from = format!("({through}");
+            if !full {
                 break;
             }
         }
@@ -178,7 +195,6 @@ impl Queue {
         let tenants: Vec<Option<String>> = tenants.query_async(&mut self.connection()).await?;
         let mut invocation = self.scripts.forget.key(keys.finished());
         invocation
-            .key(keys.results())
             .key(keys.states())
             .key(keys.dead())
             .key(keys.ids())

@@ -60,10 +60,10 @@ impl QueueKeys {
         format!("{}finished", self.base)
     }
 
-    /// Sorted set of the finished jobs whose input, result and log are still kept, scored by
-    /// when they finished: those past the result retention lose them.
-    pub(crate) fn results(&self) -> String {
-        format!("{}results", self.base)
+    /// String holding the finish time (ms) up to which the partition's finished jobs have
+    /// lost their input, result and log (the result retention), along `finished`.
+    pub(crate) fn results_dropped(&self) -> String {
+        format!("{}results-dropped", self.base)
     }
 
     /// Hash of how many of each tenant's jobs of the partition are in each state, by
@@ -252,7 +252,7 @@ mod tests {
             keys.counts(29_000_000),
             keys.hourly_counts(490_000),
             keys.finished(),
-            keys.results(),
+            keys.results_dropped(),
             keys.ids(),
             keys.dead_index(),
             keys.states(),
@@ -291,7 +291,7 @@ mod tests {
             (queue.finished(), "tb:{q}:finished"),
             (queue.ids(), "tb:{q}:ids"),
             (queue.dead_index(), "tb:{q}:dead-jobs"),
-            (queue.results(), "tb:{q}:results"),
+            (queue.results_dropped(), "tb:{q}:results-dropped"),
             (queue.states(), "tb:{q}:states"),
             (queue.job("id"), "tb:{q}:job:id"),
             (queue.idempotency("acme", "k"), "tb:{q}:idem:acme:k"),

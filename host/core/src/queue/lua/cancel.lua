@@ -3,7 +3,7 @@
 -- KEYS[1] the job hash
 -- KEYS[2] the queue's delayed set
 -- KEYS[3] the partition's counts of jobs per state
--- KEYS[4], KEYS[5] the partition's sets of finished jobs and of jobs with their results
+-- KEYS[4] the partition's set of finished jobs
 -- ARGV[1] the job id; ARGV[2] the lifetime of a finished job's record, in seconds
 -- ARGV[3] the cancel channel; ARGV[4] the channel that announces finished jobs
 -- Returns the job's status after the call ('cancelled', 'cancelling', or the finished
@@ -22,7 +22,7 @@ if status == 'pending' or status == 'scheduled' or status == 'retrying' then
     'error', '{"kind":"cancelled"}', 'finished_at', now)
   count_move(moves, job[2], status, 'cancelled')
   finished_job(moves, KEYS[1], ARGV[1], ARGV[2])
-  write_changes(moves, KEYS[3], KEYS[4], KEYS[5])
+  write_changes(moves, KEYS[3], KEYS[4])
   publish(ARGV[4], ARGV[1])
   return 'cancelled'
 end

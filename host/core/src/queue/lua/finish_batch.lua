@@ -5,9 +5,9 @@
 -- KEYS[2] the queue's dead-letter stream
 -- KEYS[3], KEYS[4], KEYS[5] the queue's high, normal and low streams
 -- KEYS[6] the partition's counts of jobs per state
--- KEYS[7], KEYS[8] the partition's sets of finished jobs and of jobs with their results
--- KEYS[9] the partition's index of dead jobs
--- KEYS[10..] per outcome, in ARGV's order, its job's key
+-- KEYS[7] the partition's set of finished jobs
+-- KEYS[8] the partition's index of dead jobs
+-- KEYS[9..] per outcome, in ARGV's order, its job's key
 -- ARGV[1] the consumer group; ARGV[2] the lifetime of a finished job's record, in seconds
 -- ARGV[3] the channel that announces finished jobs
 -- ARGV[4..] per outcome, twelve values:
@@ -36,7 +36,7 @@ local done = {}
 for i = 4, #ARGV, 12 do
   local entry, stream, id, attempt = ARGV[i], KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
   local outcome, payload, kind, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
-  local key = KEYS[10 + #replies]
+  local key = KEYS[9 + #replies]
   local current = redis.call('HMGET', key, 'attempt', 'status', 'max_attempts', 'task', 'error_kind',
     'entry', 'cancel_requested', 'tenant', 'started_at', 'created_at')
   local status = false
@@ -73,7 +73,7 @@ for i = 4, #ARGV, 12 do
       redis.call('ZADD', KEYS[1], run_at, id)
     else
       status = 'dead'
-      local dead = append_dead_letter(KEYS[2], KEYS[9], current[8], current[10], id, current[4],
+      local dead = append_dead_letter(KEYS[2], KEYS[8], current[8], current[10], id, current[4],
         payload, kind, attempt, now)
       redis.call('HSET', key, 'dead_entry', dead)
     end
@@ -95,5 +95,5 @@ for stream, entries in pairs(done) do
   redis.call('XACK', stream, ARGV[1], unpack(entries))
   redis.call('XDEL', stream, unpack(entries))
 end
-write_changes(moves, KEYS[6], KEYS[7], KEYS[8])
+write_changes(moves, KEYS[6], KEYS[7])
 return replies

@@ -4,8 +4,8 @@
 -- KEYS[2] the stream of the job's priority
 -- KEYS[3] the queue's dead-letter stream
 -- KEYS[4] the partition's counts of jobs per state
--- KEYS[5], KEYS[6] the partition's sets of finished jobs and of jobs with their results
--- KEYS[7] the partition's index of dead jobs
+-- KEYS[5] the partition's set of finished jobs
+-- KEYS[6] the partition's index of dead jobs
 -- ARGV[1] the job id
 -- Returns 1; 0 when its input is no longer kept (past the result retention), so it cannot
 -- run again; false when the job is not dead (or gone).
@@ -22,8 +22,7 @@ if job[2] then
 end
 redis.call('PERSIST', KEYS[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], job[3] .. ':' .. ARGV[1])
+redis.call('ZREM', KEYS[6], job[3] .. ':' .. ARGV[1])
 local moves = changes()
 count_move(moves, job[3], 'dead', 'pending')
 write_changes(moves, KEYS[4])

@@ -5,9 +5,9 @@
 -- KEYS[1] the partition's dead-letter stream
 -- KEYS[2], KEYS[3], KEYS[4] the partition's high, normal and low streams
 -- KEYS[5] the partition's counts of jobs per state
--- KEYS[6], KEYS[7] the partition's sets of finished jobs and of jobs with their results
--- KEYS[8] the partition's index of dead jobs
--- KEYS[9..] per entry, in ARGV's order, its job's key
+-- KEYS[6] the partition's set of finished jobs
+-- KEYS[7] the partition's index of dead jobs
+-- KEYS[8..] per entry, in ARGV's order, its job's key
 -- ARGV[1] the worker id; ARGV[2] the consumer group; ARGV[3] the lifetime of a finished
 -- job's record, in seconds; ARGV[4] the channel that announces finished jobs
 -- ARGV[5] how many new entries to read (XREADGROUP, high before normal before low); 0 = none
@@ -27,7 +27,7 @@
 -- (publish).
 local entries = {}
 for i = 6, #ARGV, 3 do
-  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[9 + #entries]}
+  entries[#entries + 1] = {ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 1], KEYS[8 + #entries]}
 end
 local now = now_ms()
 local moves = changes(now)
@@ -53,7 +53,7 @@ for _, taken in ipairs(entries) do
   elseif status == 'running' and tonumber(job[2]) >= tonumber(job[3]) then
     -- The worker running the last attempt was lost.
     local error = '{"kind":"worker_lost","message":"the worker running the last attempt stopped responding"}'
-    local dead = append_dead_letter(KEYS[1], KEYS[8], job[13], job[8], id, job[4], error,
+    local dead = append_dead_letter(KEYS[1], KEYS[7], job[13], job[8], id, job[4], error,
       'worker_lost', job[2], now)
     redis.call('HSET', key, 'status', 'dead', 'error', error, 'error_kind', 'worker_lost',
       'finished_at', now, 'dead_entry', dead)
@@ -76,7 +76,7 @@ for _, taken in ipairs(entries) do
   end
   replies[#replies + 1] = {entry, taken[2], id, reply}
 end
-write_changes(moves, KEYS[5], KEYS[6], KEYS[7])
+write_changes(moves, KEYS[5], KEYS[6])
 local read = {}
 local want = tonumber(ARGV[5])
 for index = 1, 3 do

@@ -7,35 +7,40 @@ local function changes(now)
   return {now = now, counts = {}, finished = {}}
 end
 -- count_move(changes, tenant, from, to) counts one of `tenant`'s jobs out of state `from`
--- and into state `to`; either may be nil (a job created or deleted).
+-- and into state `to`; either may be nil (a job created or deleted). Counts are kept by
+-- tenant, then state, so that no string is made per job.
 local function count_move(changes, tenant, from, to)
+  local counts = changes.counts[tenant]
+  if not counts then
+    counts = {}
+    changes.counts[tenant] = counts
+  end
   if from then
-    local field = tenant .. ':' .. from
-    changes.counts[field] = (changes.counts[field] or 0) - 1
+    counts[from] = (counts[from] or 0) - 1
   end
   if to then
-    local field = tenant .. ':' .. to
-    changes.counts[field] = (changes.counts[field] or 0) + 1
+    counts[to] = (counts[to] or 0) + 1
   end
 end
 -- finished_job(changes, key, id, ttl) keeps the record of job `id` (hash `key`), which
--- finished at `changes.now`: it goes into the sets of finished jobs (kept for the history
--- retention and trimmed to its cap) and of jobs with their results (whose input, result and
--- log go after the result retention). `ttl` (seconds, past the history retention) only
--- bounds a record nobody trims: trimming the sets is what drops it, and keeps the counts
+-- finished at `changes.now`: it goes into the set of finished jobs by finish time, along
+-- which trimming drops input, result and log after the result retention and the record
+-- after the history retention or past the cap. `ttl` (seconds, past the history retention)
+-- only bounds a record nobody trims: trimming the set is what drops it, and keeps the counts
 -- and the listing right.
 local function finished_job(changes, key, id, ttl)
   redis.call('EXPIRE', key, ttl)
   table.insert(changes.finished, changes.now)
   table.insert(changes.finished, id)
 end
--- write_changes(changes, states, finished, results) writes the gathered changes to the
--- partition's hash of counts `states` (fields `tenant:status`) and its sets `finished` and
--- `results`.
-local function write_changes(changes, states, finished, results)
-  for field, delta in pairs(changes.counts) do
-    if delta ~= 0 then
-      redis.call('HINCRBY', states, field, delta)
+-- write_changes(changes, states, finished) writes the gathered changes to the partition's
+-- hash of counts `states` (fields `tenant:status`) and its set of finished jobs `finished`.
+local function write_changes(changes, states, finished)
+  for tenant, counts in pairs(changes.counts) do
+    for status, delta in pairs(counts) do
+      if delta ~= 0 then
+        redis.call('HINCRBY', states, tenant .. ':' .. status, delta)
+      end
     end
   end
   -- In pieces of 500 jobs (score and id each): unpack has a limit.
@@ -43,6 +48,5 @@ local function write_changes(changes, states, finished, results)
   for first = 1, #members, 1000 do
     local last = math.min(first + 999, #members)
     redis.call('ZADD', finished, unpack(members, first, last))
-    redis.call('ZADD', results, unpack(members, first, last))
   end
 end
