@@ -1870,6 +1870,24 @@ async fn jobs_are_found_by_a_prefix_of_their_id_and_by_when_they_were_created() 
     assert!(in_range(None, Some(first)).await.1 >= 1);
     assert_eq!(in_range(Some(first), Some(newest)).await, (true, 3));
     assert_eq!(in_range(Some(newest + 1), None).await, (true, 0));
+
+    // Behind more newer jobs than one request reads, the range is still found at once.
+    let later = (0..6000)
+        .map(|_| NewJob {
+            module: "hello".into(),
+            task: "greet".into(),
+            input: b"{}".to_vec(),
+            options: EnqueueOptions {
+                delay: Some(Duration::from_secs(3600)),
+                ..EnqueueOptions::default()
+            },
+        })
+        .collect::<Vec<_>>();
+    for chunk in later.chunks(1000) {
+        h.queue.enqueue_batch(TENANT, chunk.to_vec()).await.unwrap();
+    }
+    let (within, found) = in_range(None, Some(newest)).await;
+    assert!(within && found >= 3, "{found} found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

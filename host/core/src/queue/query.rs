@@ -349,7 +349,7 @@ impl Queue {
         let mut jobs = Vec::new();
         for _ in 0..SCAN_ROUNDS {
             let (candidates, exhausted) = self
-                .candidates(tenant, index, &queues, after.as_ref(), filter.created_after)
+                .candidates(tenant, index, &queues, after.as_ref(), filter)
                 .await?;
             if candidates.is_empty() {
                 return Ok(JobPage {
@@ -506,11 +506,20 @@ impl Queue {
         index: Index,
         queues: &'q [String],
         after: Option<&Position>,
-        created_after: Option<u64>,
+        filter: &JobFilter,
     ) -> anyhow::Result<(Vec<(Position, &'q String)>, bool)> {
         let mut conn = self.connection();
-        let max = after.map_or("+inf".to_owned(), |after| after.created_at.to_string());
-        let min = created_after.map_or("-inf".to_owned(), |after| after.to_string());
+        // The index is read between the filter's times, so a range far back is found
+        // without reading what came after it.
+        let max = match (after, filter.created_until) {
+            (Some(after), Some(until)) => after.created_at.min(until).to_string(),
+            (Some(after), None) => after.created_at.to_string(),
+            (None, Some(until)) => until.to_string(),
+            (None, None) => "+inf".to_owned(),
+        };
+        let min = filter
+            .created_after
+            .map_or("-inf".to_owned(), |after| after.to_string());
         let mut merged = Vec::new();
         let mut floor: Option<Position> = None;
         for queue in queues {
