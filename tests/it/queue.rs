@@ -204,6 +204,31 @@ impl Harness {
         job
     }
 
+    /// The ids of the first page of `limit` of the tenant's jobs `filter` matches.
+    async fn listed(&self, filter: &JobFilter, limit: usize) -> Vec<String> {
+        let page = self.queue.list(TENANT, filter, None, limit).await.unwrap();
+        page.jobs.into_iter().map(|job| job.id).collect()
+    }
+
+    /// Runs `count` greetings, each enqueued once the one before finished; their ids.
+    async fn greet_one_after_another(&self, count: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let name = format!("n{n}");
+            let id = self
+                .enqueue(
+                    "hello",
+                    "greet",
+                    json!({"name": name}),
+                    EnqueueOptions::default(),
+                )
+                .await;
+            self.wait(&id, Duration::from_secs(30)).await;
+            ids.push(id);
+        }
+        ids
+    }
+
     /// Waits until `check` holds for job `id`, polling Redis, failing after `timeout`.
     async fn wait_until(
         &self,
@@ -1668,19 +1693,7 @@ async fn the_history_keeps_its_cap_dropping_the_oldest_and_the_counts_follow() {
         },
     );
     let _worker = h.worker(|_| {});
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        let id = h
-            .enqueue(
-                "hello",
-                "greet",
-                json!({"name": format!("n{n}")}),
-                EnqueueOptions::default(),
-            )
-            .await;
-        h.wait(&id, Duration::from_secs(30)).await;
-        ids.push(id);
-    }
+    let ids = h.greet_one_after_another(5).await;
     wait::until(
         "the two oldest records trimmed",
         Duration::from_secs(30),
@@ -1693,15 +1706,7 @@ async fn the_history_keeps_its_cap_dropping_the_oldest_and_the_counts_follow() {
         },
     )
     .await;
-    let listed: Vec<String> = h
-        .queue
-        .list(TENANT, &JobFilter::default(), None, 10)
-        .await
-        .unwrap()
-        .jobs
-        .into_iter()
-        .map(|job| job.id)
-        .collect();
+    let listed = h.listed(&JobFilter::default(), 10).await;
     let newest: Vec<String> = ids[2..].iter().rev().cloned().collect();
     assert_eq!(listed, newest);
     let counts = h.queue.state_counts(TENANT).await.unwrap();
@@ -1820,15 +1825,7 @@ async fn jobs_are_found_by_a_prefix_of_their_id_and_by_when_they_were_created() 
         );
     }
     // In the listing's order (jobs of one millisecond by id), as a listing without it.
-    let newest: Vec<String> = h
-        .queue
-        .list(TENANT, &JobFilter::default(), None, 2)
-        .await
-        .unwrap()
-        .jobs
-        .into_iter()
-        .map(|job| job.id)
-        .collect();
+    let newest = h.listed(&JobFilter::default(), 2).await;
     assert_eq!(by_prefix("default-".into()).await, (newest, true));
     assert_eq!(by_prefix("default-zz".into()).await, (vec![], false));
     // Another tenant's prefix search finds none of them.
@@ -1898,17 +1895,7 @@ async fn dead_jobs_are_listed_from_their_own_index_which_a_worker_rebuilds_when_
         .enqueue("fixtures", "panic", Value::Null, EnqueueOptions::default())
         .await;
     h.wait(&dead, Duration::from_secs(30)).await;
-    for n in 0..3 {
-        let id = h
-            .enqueue(
-                "hello",
-                "greet",
-                json!({"name": format!("n{n}")}),
-                EnqueueOptions::default(),
-            )
-            .await;
-        h.wait(&id, Duration::from_secs(30)).await;
-    }
+    h.greet_one_after_another(3).await;
     let listed = |dead_letters: Vec<JobRecord>| -> Vec<String> {
         dead_letters.into_iter().map(|job| job.id).collect()
     };
