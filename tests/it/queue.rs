@@ -1909,13 +1909,15 @@ async fn dead_jobs_are_listed_from_their_own_index_which_a_worker_rebuilds_when_
         .await
         .unwrap();
     assert!(h.dead_letters().await.is_empty());
-    let _worker = h.worker(|_| {});
+    let worker = h.worker(|_| {});
     wait::until(
         "the dead job listed again",
         Duration::from_secs(30),
         || async { (listed(h.dead_letters().await) == [dead.clone()]).then_some(()) },
     )
     .await;
+    // No worker to run it again (it would die again at once, back in the index).
+    worker.shutdown().await;
     assert!(h.queue.retry_dead(&dead).await.unwrap());
     assert!(
         h.dead_letters().await.is_empty(),
