@@ -9,6 +9,7 @@ pub mod auth;
 pub mod events;
 pub mod grants;
 pub mod job_writes;
+pub mod metrics;
 pub mod model;
 pub mod progress;
 pub mod queue;
@@ -16,6 +17,7 @@ pub mod redis_server;
 pub mod registry;
 pub mod scheduler;
 pub mod store;
+pub mod trace;
 pub mod worker;
 
 use std::sync::Arc;

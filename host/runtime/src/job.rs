@@ -46,6 +46,8 @@ pub struct JobInfo {
     pub queue: String,
     /// When the job was enqueued.
     pub enqueued_at: SystemTime,
+    /// The W3C `traceparent` of the job's run, which its outbound HTTP requests carry on.
+    pub traceparent: Option<String>,
 }
 
 impl JobInfo {
@@ -58,6 +60,7 @@ impl JobInfo {
             max_attempts: 1,
             queue: "default".into(),
             enqueued_at: SystemTime::now(),
+            traceparent: None,
         }
     }
 }
@@ -192,9 +195,10 @@ async fn run_charged(
         deadline,
         log: log.clone(),
         denials: Arc::default(),
-        egress_denials: Arc::default(),
+        calls: Arc::default(),
+        traceparent: info.traceparent.as_deref().map(Arc::from),
     };
-    let egress_denials = Arc::clone(&caller.egress_denials);
+    let calls = Arc::clone(&caller.calls);
     // A command's stdout is its output: kept up to the output limit, and counted beyond.
     let stdout = match module.entry() {
         Entry::Command(_) => Some(JobLog::new(limits.output_bytes)),
@@ -263,15 +267,18 @@ async fn run_charged(
         deadline: unix_millis(SystemTime::now() + limits.timeout),
     };
 
+    let mut instantiate = Duration::ZERO;
     let result = {
         let call = async {
             match module.entry() {
                 Entry::Task(pre) => {
                     let instance = pre.instantiate_async(&mut store).await?;
+                    instantiate = started.elapsed();
                     instance.call_run(&mut store, &task, &input, &job).await
                 }
                 Entry::Command(pre) => {
                     let command = pre.instantiate_async(&mut store).await?;
+                    instantiate = started.elapsed();
                     exit_status(command.wasi_cli_run().call_run(&mut store).await)
                 }
             }
@@ -350,7 +357,9 @@ async fn run_charged(
             wall_time: started.elapsed(),
             peak_memory: state.limiter.peak(),
             peak_host_memory: host_memory.peak(),
-            denied_egress: u64::from(egress_denials.load(Ordering::Relaxed)),
+            denied_egress: calls.http_denied.load(Ordering::Relaxed),
+            instantiate,
+            calls: calls.counts(),
         },
         log: config::redact(state.log.finish(), &state.config),
         progress: state.progress.latest.clone(),

@@ -34,6 +34,9 @@ mod outcome;
 mod runtime;
 mod swap;
 
+/// The wasmtime release that runs the guests (the version `Cargo.toml` pins).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
 pub use cancel::CancelHandle;
 pub use capabilities::Capabilities;
 pub use capabilities::progress::ProgressSink;
@@ -43,5 +46,15 @@ pub use limits::Limits;
 pub use module::{
     Abi, InvalidDigest, ModuleDigest, TaskModule, componentize_command, is_core_module,
 };
-pub use outcome::{JobError, JobReport, Progress, RunStats};
+pub use outcome::{HostCalls, JobError, JobReport, Progress, RunStats};
 pub use runtime::{DEFAULT_MODULE_CACHE_BYTES, EPOCH_TICK, Runtime, RuntimeConfig};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wasmtime_version_named_is_the_one_built() {
+        let lock = include_str!("../../../Cargo.lock");
+        let named = format!("name = \"wasmtime\"\nversion = \"{}\"", super::WASMTIME_VERSION);
+        assert!(lock.contains(&named), "Cargo.lock has no {named}");
+    }
+}

@@ -149,6 +149,30 @@ pub struct RunStats {
     /// or to a private address).
     #[serde(default)]
     pub denied_egress: u64,
+    /// From the start of the job to its instance being ready; for the host's metrics, not
+    /// stored with the job.
+    #[serde(skip)]
+    pub instantiate: Duration,
+    /// What the job asked of its capabilities; for the host's metrics, not stored.
+    #[serde(skip)]
+    pub calls: HostCalls,
+}
+
+/// How many times a job used its capabilities, and how those calls ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCalls {
+    /// Outbound HTTP requests that got a response.
+    pub http_sent: u64,
+    /// Outbound HTTP requests allowed that failed (no connection, timeout, a cap).
+    pub http_failed: u64,
+    /// Outbound HTTP requests refused.
+    pub http_denied: u64,
+    /// SQL statements run.
+    pub sql_statements: u64,
+    /// SQL statements refused (not granted, or denied by the database's permissions).
+    pub sql_denied: u64,
+    /// Events published.
+    pub events_published: u64,
 }
 
 /// The latest progress a job reported.

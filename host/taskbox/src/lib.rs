@@ -7,5 +7,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod traces;
 mod ui;
 mod when;

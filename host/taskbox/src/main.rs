@@ -11,14 +11,22 @@ static ALLOCATOR: taskbox_runtime::host_memory::CountingAllocator =
 fn main() -> ExitCode {
     one_malloc_arena();
     let cli = taskbox::cli::Cli::parse();
-    cli.init_tracing();
-    match cli.run() {
+    let traces = match cli.init_tracing() {
+        Ok(traces) => traces,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match cli.run() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    traces.shutdown();
+    code
 }
 
 /// Makes glibc keep one malloc arena, unless `MALLOC_ARENA_MAX` says otherwise. With its

@@ -25,6 +25,7 @@ use tokio::task::AbortHandle;
 
 use crate::store::Store;
 use crate::store::keys;
+use crate::store::TimedInvoke as _;
 
 pub(crate) use jobs::shown;
 pub use jobs::{ERROR_SHOWN, JOBS_CHANNEL, JobEvent, JobEventKind};
@@ -88,7 +89,7 @@ impl Events {
             .arg(REPLAY_RETENTION.as_secs())
             .arg(event)
             .arg(data)
-            .invoke_async(&mut self.store.connection())
+            .invoke_timed("publish", &mut self.store.connection())
             .await?;
         Ok(id)
     }

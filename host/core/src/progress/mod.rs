@@ -15,6 +15,7 @@ use taskbox_runtime::{Progress, ProgressSink};
 use tokio::sync::Notify;
 
 use crate::job_writes::JobWrites;
+use crate::store::TimedInvoke as _;
 use crate::store::keys::QueueKeys;
 
 /// The shortest time between two writes of one job's progress.
@@ -115,7 +116,7 @@ impl ProgressWriter {
             .store
             .key(to.keys.job(&to.job))
             .arg(&json)
-            .invoke_async(&mut self.writes.queue().connection())
+            .invoke_timed("store_progress", &mut self.writes.queue().connection())
             .await;
         let published = match stored {
             Ok(()) => self

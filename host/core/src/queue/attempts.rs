@@ -11,7 +11,8 @@ use redis::{AsyncCommands as _, FromRedisValue, ParsingError, Value};
 
 use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Period, Priority, Queue};
 use crate::model::unix_millis;
-use crate::store::Connection;
+use crate::store::{Connection, TimedInvoke as _};
+use crate::trace::TraceParent;
 
 /// How far a worker's clock may be behind Redis's before it promotes delayed jobs late.
 const CLOCK_SKEW: Duration = Duration::from_secs(1);
@@ -57,6 +58,10 @@ pub(crate) struct StartedJob {
     pub(crate) version: String,
     /// The job's depth in its chain: 0 for a job enqueued from outside.
     pub(crate) depth: u32,
+    /// When the job was due, in milliseconds since the Unix epoch (0 when not recorded).
+    pub(crate) run_at: u64,
+    /// The trace the job continues.
+    pub(crate) trace: Option<TraceParent>,
     /// The fields that hold something this version cannot read (a damaged record, or one
     /// written by a newer taskbox): the job must not run with a default in their place.
     pub(crate) unreadable: Vec<&'static str>,
@@ -64,7 +69,7 @@ pub(crate) struct StartedJob {
 
 /// The job-hash fields `start_batch.lua` returns for a job that may run, in its reply's
 /// order (`attempt` is the one it began).
-pub(crate) const STARTED_FIELDS: [&str; 14] = [
+pub(crate) const STARTED_FIELDS: [&str; 16] = [
     "attempt",
     "max_attempts",
     "task",
@@ -79,6 +84,8 @@ pub(crate) const STARTED_FIELDS: [&str; 14] = [
     "module",
     "version",
     "depth",
+    "run_at",
+    "traceparent",
 ];
 
 impl FromRedisValue for StartedJob {
@@ -115,9 +122,14 @@ impl FromRedisValue for StartedJob {
             module: decode(next())?,
             version: decode(next())?,
             depth: 0,
+            run_at: 0,
+            trace: None,
             unreadable: Vec::new(),
         };
         job.depth = setting(next(), &mut unreadable)?.unwrap_or(0);
+        job.run_at = setting(next(), &mut unreadable)?.unwrap_or(0);
+        let trace: String = decode(next())?;
+        job.trace = TraceParent::parse(&trace);
         job.unreadable = unreadable;
         Ok(job)
     }
@@ -262,7 +274,7 @@ impl Queue {
         }
         type Started = (String, usize, String, Option<StartedJob>);
         let (started, read): (Vec<Started>, Vec<(String, usize, String)>) =
-            invocation.invoke_async(&mut self.connection()).await?;
+            invocation.invoke_timed("start_batch", &mut self.connection()).await?;
         let delivery = |entry, stream: usize, job| Delivery {
             partition: partition.to_owned(),
             priority: Priority::ALL[stream.clamp(1, 3) - 1],
@@ -318,7 +330,9 @@ impl Queue {
                 .arg(&outcome.progress)
                 .arg(&outcome.timeline);
         }
-        Ok(invocation.invoke_async(&mut self.connection()).await?)
+        Ok(invocation
+            .invoke_timed("finish_batch", &mut self.connection())
+            .await?)
     }
 
     /// Adds finished jobs to the queue's throughput counters, by minute and by hour.
@@ -363,7 +377,9 @@ impl Queue {
         for id in &earliest {
             invocation.key(keys.job(id)).arg(id);
         }
-        Ok(invocation.invoke_async(&mut self.connection()).await?)
+        Ok(invocation
+            .invoke_timed("promote", &mut self.connection())
+            .await?)
     }
 
     /// Claims `entries` of one of the queue's streams for `worker` again, which resets their

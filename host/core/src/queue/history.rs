@@ -14,10 +14,12 @@ use std::time::{Duration, SystemTime};
 
 use redis::AsyncCommands as _;
 
+use crate::metrics::{QueueDepth, QueueDepths};
 use crate::model::job::JobStatus;
 use crate::model::unix_millis;
 use crate::queue::Queue;
 use crate::store::keys;
+use crate::store::TimedInvoke as _;
 
 /// How long finished jobs' input, result and log are kept by default: 24 hours.
 pub const DEFAULT_RESULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -128,7 +130,7 @@ impl Queue {
             for id in &ids {
                 invocation.key(keys.job(id)).arg(id);
             }
-            trimmed.results += invocation.invoke_async::<u64>(&mut conn).await?;
+            trimmed.results += invocation.invoke_timed::<u64>("drop_results", &mut conn).await?;
             from = format!("({through}");
             if !full {
                 break;
@@ -207,7 +209,9 @@ impl Queue {
                 .key(keys.tenant_index(tenant.as_deref().unwrap_or_default()))
                 .arg(id);
         }
-        Ok(invocation.invoke_async(&mut self.connection()).await?)
+        Ok(invocation
+            .invoke_timed("forget", &mut self.connection())
+            .await?)
     }
 
     /// Fills the partition's index of dead jobs from its dead letters when it has none yet
@@ -293,5 +297,42 @@ impl Queue {
             }
         }
         Ok(totals)
+    }
+
+    /// Every queue's depths and every tenant's jobs by queue and state, for the metrics'
+    /// gauges: a few commands per partition, whatever the number of jobs.
+    pub async fn depths(&self) -> anyhow::Result<QueueDepths> {
+        let mut depths = QueueDepths::default();
+        for stats in self.queue_stats().await? {
+            let tags = self.tags_of(&stats.name).await?;
+            let reads = tags
+                .iter()
+                .map(|tag| {
+                    let read = redis::cmd("HGETALL").arg(self.keys(tag).states()).clone();
+                    (tag.as_str(), read)
+                })
+                .collect();
+            let partitions: Vec<BTreeMap<String, i64>> = self.query_by_queue(reads).await?;
+            for (field, count) in partitions.into_iter().flatten() {
+                let Some((tenant, status)) = field.rsplit_once(':') else {
+                    continue;
+                };
+                let Ok(status) = status.parse::<JobStatus>() else {
+                    continue;
+                };
+                let key = (tenant.to_owned(), stats.name.clone(), status.as_str());
+                let total = depths.tenants.entry(key).or_default();
+                *total = total.saturating_add_signed(count);
+            }
+            depths.queues.push(QueueDepth {
+                waiting: stats.waiting.high + stats.waiting.normal + stats.waiting.low,
+                running: stats.running,
+                delayed: stats.delayed,
+                oldest_waiting: Duration::from_millis(stats.oldest_waiting_ms),
+                paused: stats.paused_at.is_some(),
+                name: stats.name,
+            });
+        }
+        Ok(depths)
     }
 }

@@ -31,7 +31,9 @@ use crate::model::module::ModuleVersion;
 use crate::model::names::validate_name;
 use crate::model::{millis, unix_millis};
 use crate::store::keys::{self, QueueKeys};
-use crate::store::{Connection, Store};
+use crate::store::{Connection, Store, TimedInvoke as _};
+use crate::trace::TraceParent;
+use crate::metrics::metrics;
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
 pub use bulk::{BulkAction, BulkProgress};
@@ -79,6 +81,8 @@ pub struct EnqueueOptions {
     pub backoff: Option<Backoff>,
     /// Enqueueing twice with the same key returns the first job's id.
     pub idempotency_key: Option<String>,
+    /// The W3C trace context the job continues, when nothing exports this process's spans.
+    pub trace: Option<TraceParent>,
     /// Stored with the job as given.
     pub metadata: Option<serde_json::Value>,
     /// The job that enqueued this one.
@@ -284,6 +288,8 @@ pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
 /// that creates them, and whether any of them asked to be durable.
 struct PartitionBatch<'a> {
     indexes: Vec<usize>,
+    /// The task of each job, for the metrics.
+    tasks: Vec<String>,
     invocation: redis::ScriptInvocation<'a>,
     durable: bool,
 }
@@ -438,7 +444,8 @@ impl Queue {
 
     /// Enqueues many jobs for `tenant` in one round trip. Each names a module of the tenant
     /// and a task its manifest declares; the manifest's settings fill in what the job leaves
-    /// out.
+    /// out. Each job keeps the trace context of this call's span (see [`crate::trace`]).
+    #[tracing::instrument(name = "enqueue", skip_all, fields(%tenant, jobs = jobs.len()))]
     pub async fn enqueue_batch(
         &self,
         tenant: &str,
@@ -477,9 +484,11 @@ impl Queue {
                 .entry(tag.clone())
                 .or_insert_with_key(|tag| PartitionBatch {
                     indexes: Vec::new(),
+                    tasks: Vec::new(),
                     invocation: self.enqueue_call(tenant, tag),
                     durable: false,
                 });
+            batch.tasks.push(job.task.clone());
             self.add_job(&mut batch.invocation, tenant, &tag, job, &modules)?;
             batch.indexes.push(index);
             batch.durable |= durable;
@@ -516,7 +525,11 @@ impl Queue {
             let created: Vec<(String, u8)> =
                 redis::from_redis_value(replies.into_iter().next().unwrap_or(redis::Value::Nil))
                     .map_err(redis::RedisError::from)?;
-            for (index, (id, created)) in batch.indexes.iter().zip(created) {
+            for ((index, task), (id, created)) in batch.indexes.iter().zip(&batch.tasks).zip(created)
+            {
+                if created == 1 {
+                    metrics().enqueued(tenant, queue, task, 1);
+                }
                 enqueued[*index] = Some(Enqueued {
                     id,
                     queue: queue.to_owned(),
@@ -536,7 +549,10 @@ impl Queue {
         pipe: redis::Pipeline,
     ) -> Result<Vec<redis::Value>, EnqueueError> {
         let mut conn = self.connection();
-        match pipe.query_async(&mut conn).await {
+        let started = std::time::Instant::now();
+        let replies = pipe.query_async(&mut conn).await;
+        metrics().script_call("enqueue", started.elapsed());
+        match replies {
             Ok(replies) => Ok(replies),
             Err(err)
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
@@ -638,6 +654,9 @@ impl Queue {
             fields.push(("parent", parent.id.as_bytes().to_vec()));
             fields.push(("depth", parent.depth.to_string().into_bytes()));
         }
+        if let Some(trace) = TraceParent::of_or(&tracing::Span::current(), options.trace.clone()) {
+            fields.push(("traceparent", trace.as_str().into()));
+        }
         let idempotency_key = match idempotency {
             "" => keys.job(&id),
             key => keys.idempotency(tenant, key),
@@ -728,7 +747,7 @@ impl Queue {
             .arg(self.record_lifetime())
             .arg(keys.cancel_channel())
             .arg(keys.done_channel())
-            .invoke_async(&mut self.connection())
+            .invoke_timed("cancel", &mut self.connection())
             .await?;
         Ok(status.map(|status| match status.as_str() {
             "cancelled" => CancelOutcome::Cancelled,
@@ -754,7 +773,7 @@ impl Queue {
             .key(keys.finished())
             .key(keys.dead_index())
             .arg(id)
-            .invoke_async(&mut self.connection())
+            .invoke_timed("retry_dead", &mut self.connection())
             .await
             .map_err(anyhow::Error::from)?;
         match retried {

@@ -25,6 +25,8 @@ use crate::model::cron::{CatchUp, CronExpr, FIRE_KEY_PREFIX, parse_zone};
 use crate::model::names::{is_plain_name, validate_name};
 use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Queue};
 use crate::registry::{self, RegistryError};
+use crate::metrics::metrics;
+use crate::store::TimedInvoke as _;
 use crate::store::keys::CronKeys;
 
 /// How often a scheduler looks for due schedules, on average (each pause is jittered).
@@ -569,13 +571,20 @@ impl<C: Clock> Scheduler<C> {
         for at in fires.iter().copied() {
             match self.enqueue(tenant, &schedule, at).await {
                 Ok(Some(id)) => {
+                    metrics().cron_fired(tenant, "enqueued");
                     created += 1;
                     last = Some((at, id));
                     error = None;
                 }
                 Ok(None) => {}
-                Err(EnqueueError::Redis(err)) => return Err(err),
-                Err(err) => error = Some(err.to_string()),
+                Err(EnqueueError::Redis(err)) => {
+                    metrics().cron_fired(tenant, "failed");
+                    return Err(err);
+                }
+                Err(err) => {
+                    metrics().cron_fired(tenant, "failed");
+                    error = Some(err.to_string());
+                }
             }
         }
         // Capped fires leave the rest for the next look.
@@ -584,6 +593,9 @@ impl<C: Clock> Scheduler<C> {
             _ => now,
         };
         let next = expr.fires_after(zone, handled).next();
+        if let Some(next) = next {
+            metrics().cron_next(tenant, name, next.timestamp());
+        }
         let (last_fire, last_job) = last
             .map(|(at, id)| (millis(at).to_string(), id))
             .unwrap_or_default();
@@ -605,7 +617,7 @@ impl<C: Clock> Scheduler<C> {
             .arg(last_fire)
             .arg(last_job)
             .arg(error.unwrap_or_default())
-            .invoke_async(&mut queue.connection())
+            .invoke_timed("advance", &mut queue.connection())
             .await?;
         Ok(created)
     }

@@ -15,6 +15,29 @@ pub use connection::Connection;
 use connection::Server;
 use futures_util::stream::BoxStream;
 
+/// A script call whose time the metrics record, by the script's name.
+pub(crate) trait TimedInvoke {
+    /// Invokes the script on `conn`, as `invoke_async` does.
+    async fn invoke_timed<T: redis::FromRedisValue>(
+        &self,
+        script: &'static str,
+        conn: &mut Connection,
+    ) -> redis::RedisResult<T>;
+}
+
+impl TimedInvoke for redis::ScriptInvocation<'_> {
+    async fn invoke_timed<T: redis::FromRedisValue>(
+        &self,
+        script: &'static str,
+        conn: &mut Connection,
+    ) -> redis::RedisResult<T> {
+        let started = std::time::Instant::now();
+        let reply = self.invoke_async(conn).await;
+        crate::metrics::metrics().script_call(script, started.elapsed());
+        reply
+    }
+}
+
 /// The prefix of every key taskbox writes.
 pub const DEFAULT_PREFIX: &str = "tb:";
 /// How long idempotency keys are kept (finished jobs: see `queue::HistorySettings`).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Worker;
+use crate::metrics::metrics;
 use crate::model::job::Priority;
 use crate::queue::Delivery;
 
@@ -128,6 +129,7 @@ impl Worker {
                     })
                     .collect();
                 if !deliveries.is_empty() {
+                    metrics().taken_over(deliveries.len() as u64);
                     started += self.start_taken(deliveries, permits).await?;
                 }
             }

@@ -194,6 +194,7 @@ impl Worker {
             }
         }
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        crate::metrics::metrics().worker_slots(self.config.concurrency);
         let background = [
             tokio::spawn(Arc::clone(&self).listen_for_cancels()),
             tokio::spawn(Arc::clone(&self).maintain()),

@@ -7,6 +7,7 @@ use taskbox_runtime::{JobError, ModuleDigest, TaskModule};
 use tokio::sync::OnceCell;
 
 use super::Worker;
+use crate::metrics::metrics;
 
 impl Worker {
     /// The module with this digest: from the runtime's cache, else loaded once however many
@@ -15,8 +16,10 @@ impl Worker {
         if let Ok(parsed) = digest.parse::<ModuleDigest>()
             && let Some(module) = self.runtime.cached(parsed)
         {
+            metrics().module_lookup(true);
             return Ok(module);
         }
+        metrics().module_lookup(false);
         let cell = Arc::clone(self.loading().entry(digest.to_owned()).or_default());
         let loaded = cell
             .get_or_try_init(|| async {

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{RETRY_FIRST, RETRY_MOST, Worker};
 use crate::events::{JobEvent, JobEventKind};
+use crate::metrics::{AttemptEnd, JobSeries, metrics};
 use crate::model::job::{ATTEMPT_ERROR_BYTES, AttemptDetail, Backoff, JobStatus};
 use crate::queue::{Delivery, Ending, FinishedAttempt, Queue};
 
@@ -91,14 +92,20 @@ async fn count_outcomes(queue: &Queue, name: &str, statuses: &[Option<JobStatus>
 }
 
 impl Worker {
-    /// Stores an attempt's outcome and counts it.
+    /// Stores an attempt's outcome and counts it, in the worker's stats and in `series`.
     pub(super) async fn finish(
         &self,
         delivery: &Delivery,
         attempt: u32,
         report: JobReport,
         backoff: &Backoff,
+        series: Option<&JobSeries>,
     ) -> anyhow::Result<()> {
+        let kind = match &report.outcome {
+            Ok(_) => "completed",
+            Err(err) => err.kind(),
+        };
+        tracing::Span::current().record("outcome", kind);
         let outcome = self.outcome(delivery, attempt, report, backoff)?;
         let failure = (outcome.ending == Ending::Failed).then(|| Failure {
             kind: outcome.error_kind.clone(),
@@ -108,9 +115,21 @@ impl Worker {
         let counter = match self.store(outcome).await? {
             None => {
                 tracing::warn!(job = %delivery.job, attempt, "outcome refused: a newer attempt owns the job");
+                metrics().stale_outcome();
                 &self.stats.stale_rejected
             }
             Some(status) => {
+                let end = match status {
+                    JobStatus::Completed => Some(AttemptEnd::Completed),
+                    JobStatus::Retrying => Some(AttemptEnd::Retrying),
+                    JobStatus::Dead => Some(AttemptEnd::Dead),
+                    // Handed back at shutdown: not an outcome.
+                    JobStatus::Pending => None,
+                    _ => Some(AttemptEnd::Other),
+                };
+                if let (Some(series), Some(end)) = (series, end) {
+                    metrics().stored(series, kind, end);
+                }
                 if let Some(failure) = failure {
                     self.announce(delivery, status, failure).await;
                 }

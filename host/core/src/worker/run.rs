@@ -2,13 +2,17 @@
 //! module.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use taskbox_runtime::{CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
 
 use super::Worker;
 use crate::grants::JobContext;
+use crate::metrics::metrics;
+use crate::model::unix_millis;
+use crate::trace::TraceParent;
 use crate::progress::{ProgressSlot, ProgressTarget};
 use crate::queue::{Delivery, StartedJob};
 use crate::store::keys;
@@ -30,12 +34,28 @@ impl Worker {
             self.hold(&delivery);
             let cancel = self.register(&delivery.job);
             let worker = Arc::clone(self);
+            metrics().slot_busy(true);
             tokio::spawn(async move {
-                if let Err(err) = worker.run_job(&delivery, started, cancel).await {
+                let span = tracing::info_span!(
+                    "job.run",
+                    job.id = %delivery.job,
+                    tenant = %started.tenant,
+                    task = %started.task,
+                    attempt = started.attempt,
+                    queue = keys::queue_of_tag(&delivery.partition),
+                    fuel = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                );
+                if let Some(trace) = &started.trace {
+                    trace.adopt(&span);
+                }
+                let run = worker.run_job(&delivery, started, cancel);
+                if let Err(err) = run.instrument(span).await {
                     tracing::warn!(job = %delivery.job, "job not finished, it will run again: {err:#}");
                 }
                 worker.unhold(&delivery);
                 worker.running().forget(&delivery.job);
+                metrics().slot_busy(false);
                 drop(permit);
             });
             launched += 1;
@@ -50,6 +70,14 @@ impl Worker {
         started: StartedJob,
         cancel: CancelHandle,
     ) -> anyhow::Result<()> {
+        let queue = keys::queue_of_tag(&delivery.partition);
+        let series = metrics().job(&started.tenant, queue, &started.task);
+        if let Some(series) = &series {
+            let due = started.run_at.max(started.created_at);
+            let waited = (started.attempt == 1).then(|| unix_millis(SystemTime::now()).saturating_sub(due));
+            metrics().started(series, waited.map(Duration::from_millis));
+        }
+        let trace = TraceParent::of_or(&tracing::Span::current(), started.trace);
         let context = JobContext {
             id: delivery.job.clone(),
             tenant: started.tenant,
@@ -83,8 +111,9 @@ impl Worker {
                         module: context.module,
                         attempt: started.attempt,
                         max_attempts: started.max_attempts,
-                        queue: keys::queue_of_tag(&delivery.partition).to_owned(),
+                        queue: queue.to_owned(),
                         enqueued_at: UNIX_EPOCH + Duration::from_millis(started.created_at),
+                        traceparent: trace.map(|trace| trace.as_str().to_owned()),
                     },
                     limits: grants.limits.narrow(Limits {
                         timeout: started.timeout.unwrap_or(self.config.limits.timeout),
@@ -113,7 +142,17 @@ impl Worker {
                 progress: None,
             },
         };
-        self.finish(delivery, started.attempt, report, &started.backoff)
-            .await
+        tracing::Span::current().record("fuel", report.stats.fuel_used);
+        if let Some(series) = &series {
+            metrics().ran(series, &report.stats);
+        }
+        self.finish(
+            delivery,
+            started.attempt,
+            report,
+            &started.backoff,
+            series.as_deref(),
+        )
+        .await
     }
 }

@@ -5,10 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tracing::Instrument as _;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::events::{self, Error};
-use crate::capabilities::{CallingJob, glob_matches};
+use crate::capabilities::{CallCounts, CallingJob, glob_matches};
 use crate::guest_text::quote;
 use crate::job::JobState;
 
@@ -133,11 +134,15 @@ impl events::Host for JobEvents {
         if event.len() + data.len() > grant.max_event_bytes {
             return Err(Error::TooLarge(grant.max_event_bytes as u64));
         }
+        let span = tracing::info_span!("guest.event", channel = %quote(&channel));
         grant
             .bus
             .publish(&channel, &event, &data)
+            .instrument(span)
             .await
-            .map_err(Error::Unavailable)
+            .map_err(Error::Unavailable)?;
+        CallCounts::add(&self.caller.calls.events_published);
+        Ok(())
     }
 }
 

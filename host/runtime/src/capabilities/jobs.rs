@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::jobs::{self, EnqueueOptions, Error};
@@ -32,6 +33,8 @@ pub struct ChildJob {
     pub max_retries: Option<u32>,
     /// Enqueueing twice with the same key gives the first job.
     pub idempotency_key: Option<String>,
+    /// The enqueuing job's W3C `traceparent`: the child's run continues its trace.
+    pub traceparent: Option<String>,
 }
 
 /// The stream a child job goes to.
@@ -166,10 +169,13 @@ impl jobs::Host for JobJobs {
             delay: options.delay_ms.map(Duration::from_millis),
             max_retries: options.max_retries,
             idempotency_key: options.idempotency_key,
+            traceparent: self.caller.traceparent.as_deref().map(str::to_owned),
         };
+        let span = tracing::info_span!("guest.enqueue", target = %quote(&full));
         let id = grant
             .spawner
             .enqueue(child)
+            .instrument(span)
             .await
             .map_err(|err| match err {
                 SpawnError::Limit(message) => Error::Limit(message),

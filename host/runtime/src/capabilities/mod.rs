@@ -18,12 +18,13 @@ pub mod sql;
 pub(crate) mod wasi;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::types;
 use crate::guest_text::quote;
+use crate::outcome::HostCalls;
 use crate::job::JobState;
 
 /// What one job may reach beyond its sandbox, capability by capability. The default grants
@@ -55,8 +56,40 @@ pub(crate) struct CallingJob {
     pub(crate) log: log::JobLog,
     /// The job's denials so far, across its capabilities.
     pub(crate) denials: Arc<AtomicU32>,
-    /// Of those, the outbound HTTP requests refused: what the job's stats report.
-    pub(crate) egress_denials: Arc<AtomicU32>,
+    /// What the job asked of its capabilities, for its stats.
+    pub(crate) calls: Arc<CallCounts>,
+    /// The job run's W3C `traceparent`, which its outbound requests carry on.
+    pub(crate) traceparent: Option<Arc<str>>,
+}
+
+/// [`HostCalls`] as they are counted, from any of the job's host calls.
+#[derive(Debug, Default)]
+pub(crate) struct CallCounts {
+    pub(crate) http_sent: AtomicU64,
+    pub(crate) http_failed: AtomicU64,
+    pub(crate) http_denied: AtomicU64,
+    pub(crate) sql_statements: AtomicU64,
+    pub(crate) sql_denied: AtomicU64,
+    pub(crate) events_published: AtomicU64,
+}
+
+impl CallCounts {
+    /// Adds one to `counter`.
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn counts(&self) -> HostCalls {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        HostCalls {
+            http_sent: read(&self.http_sent),
+            http_failed: read(&self.http_failed),
+            http_denied: read(&self.http_denied),
+            sql_statements: read(&self.sql_statements),
+            sql_denied: read(&self.sql_denied),
+            events_published: read(&self.events_published),
+        }
+    }
 }
 
 /// The denials of one job the host's log shows; the job's own log, bounded, shows them all.
@@ -69,8 +102,10 @@ impl CallingJob {
     /// only a job's first [`LOGGED_DENIALS`], so a guest refused in a loop cannot fill the
     /// operator's disk (one job of the hostile suite wrote 340 KB of them in a second).
     pub(crate) fn denied(&self, capability: &str, target: &str, reason: &str) {
-        if capability == "http" {
-            self.egress_denials.fetch_add(1, Ordering::Relaxed);
+        match capability {
+            "http" => CallCounts::add(&self.calls.http_denied),
+            "sql" => CallCounts::add(&self.calls.sql_denied),
+            _ => {}
         }
         let target = quote(target);
         let denials = self

@@ -15,7 +15,11 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ErrorBody, Json, Path, Query};
+use crate::api::metrics::RequestTrace;
 use crate::api::{ApiError, AppState, Caller};
+use axum::Extension;
+use taskbox_core::trace::TraceParent;
+use taskbox_runtime::guest_text::quote;
 use taskbox_core::auth::Role;
 use taskbox_core::model::job::{JobRecord, JobStatus, Priority};
 use taskbox_core::queue::{
@@ -73,6 +77,10 @@ pub(crate) struct EnqueueRequest {
     /// whether one did.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) durable: bool,
+    /// The W3C trace context (`00-TRACE-PARENT-FLAGS`) the job's run continues; a
+    /// `traceparent` header does the same for every job of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) traceparent: Option<String>,
 }
 
 /// What an enqueue did.
@@ -107,7 +115,12 @@ pub(crate) struct BatchReply {
 }
 
 impl EnqueueRequest {
-    fn into_job(self, max_input: usize, index: Option<usize>) -> Result<NewJob, ApiError> {
+    fn into_job(
+        self,
+        max_input: usize,
+        index: Option<usize>,
+        trace: &RequestTrace,
+    ) -> Result<NewJob, ApiError> {
         let field = |name: &str| match index {
             Some(index) => format!("jobs[{index}].{name}"),
             None => name.to_owned(),
@@ -141,6 +154,18 @@ impl EnqueueRequest {
                 })
             })
             .transpose()?;
+        let trace = match self.traceparent {
+            Some(text) => Some(TraceParent::parse(&text).ok_or_else(|| {
+                invalid(
+                    "traceparent",
+                    format!(
+                        "{} is not a W3C traceparent (00-32 hex digits-16 hex digits-2 hex digits)",
+                        quote(&text)
+                    ),
+                )
+            })?),
+            None => trace.0.clone(),
+        };
         let delay = duration("delay", self.delay)?;
         let timeout = duration("timeout", self.timeout)?;
         let input =
@@ -161,6 +186,7 @@ impl EnqueueRequest {
                 metadata: self.metadata,
                 parent: None,
                 durable: self.durable,
+                trace,
             },
         };
         job.check(max_input).map_err(|err| match err {
@@ -205,9 +231,10 @@ impl From<EnqueueError> for ApiError {
 pub(crate) async fn enqueue(
     State(state): State<AppState>,
     caller: Caller,
+    Extension(trace): Extension<RequestTrace>,
     Json(request): Json<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<EnqueuedJob>), ApiError> {
-    let job = request.into_job(state.config.max_input, None)?;
+    let job = request.into_job(state.config.max_input, None, &trace)?;
     state
         .limiter
         .take(&caller.key, 1)
@@ -246,6 +273,7 @@ pub(crate) async fn enqueue(
 pub(crate) async fn enqueue_batch(
     State(state): State<AppState>,
     caller: Caller,
+    Extension(trace): Extension<RequestTrace>,
     Json(request): Json<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchReply>), ApiError> {
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH {
@@ -259,7 +287,7 @@ pub(crate) async fn enqueue_batch(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(index, job)| job.into_job(state.config.max_input, Some(index)))
+        .map(|(index, job)| job.into_job(state.config.max_input, Some(index), &trace))
         .collect::<Result<Vec<_>, _>>()?;
     state
         .limiter

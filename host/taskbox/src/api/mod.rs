@@ -10,6 +10,7 @@ mod connections;
 mod error;
 pub(crate) mod events;
 pub(crate) mod jobs;
+pub(crate) mod metrics;
 pub(crate) mod modules;
 mod openapi;
 mod rate;
@@ -34,6 +35,7 @@ use taskbox_core::queue::Queue;
 use taskbox_core::registry::Registry;
 
 pub use connections::serve_router;
+pub use metrics::{GAUGE_REFRESH, refresh_gauges, serve_metrics};
 pub use error::ApiError;
 pub(crate) use error::{ErrorBody, Json, Path, Query};
 pub(crate) use jobs::{EnqueueRequest, EnqueuedJob, JobPageView, JobView, Purged, StatusReply};
@@ -204,6 +206,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         .route("/queues/{name}/pause", post(system::pause_queue))
         .route("/queues/{name}/resume", post(system::resume_queue))
         .route("/workers", get(system::workers))
+        .route("/metrics", get(metrics::tenant))
         .route("/events/{channel}", get(events::stream))
         .route("/schedules", post(schedules::create).get(schedules::list))
         .route(
@@ -217,12 +220,19 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
             state.clone(),
             authenticate,
         ));
+    let operator_metrics = Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
     let open = Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/v1", authenticated.merge(open))
+        .merge(operator_metrics)
         .nest("/ui", crate::ui::router(state.clone(), max_module))
         .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
         .route(
@@ -231,6 +241,7 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
         )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::observe))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{error, events, jobs, modules, schedules, system};
+use crate::api::{error, events, jobs, metrics, modules, schedules, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use crate::api::{error, events, jobs, modules, schedules, system};
         jobs::enqueue, jobs::enqueue_batch, jobs::show, jobs::logs, jobs::cancel, jobs::retry,
         jobs::list, jobs::count, jobs::states, jobs::bulk, jobs::dead_letters, jobs::purge_dead,
         system::queues, system::set_queue, system::pause_queue, system::resume_queue, system::workers, system::healthz, system::readyz,
+        metrics::tenant,
         events::stream,
         schedules::create, schedules::list, schedules::show, schedules::remove,
         schedules::pause, schedules::resume, schedules::run_now,

@@ -13,7 +13,8 @@ use taskbox_runtime::{Runtime, RuntimeConfig};
 use crate::cli::module::read_module;
 use crate::cli::redis_url::RedisArgs;
 use taskbox_core::auth::DEFAULT_TENANT;
-use taskbox_core::queue::{EnqueueOptions, NewJob};
+use taskbox_core::metrics::metrics;
+use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};
 use taskbox_core::registry::{Registry, RegistryConfig};
 use taskbox_core::worker::{Worker, WorkerConfig, default_worker_id};
 
@@ -47,6 +48,13 @@ pub(crate) struct BenchArgs {
     /// partitions only grow).
     #[arg(long, default_value_t = 1)]
     partitions: u32,
+    /// Record the host's metrics while draining: on, off, or both (`--rounds` rounds of
+    /// each, alternately, with both rates and their ratio).
+    #[arg(long, value_enum, default_value = "on")]
+    metrics: MetricsMode,
+    /// Rounds of each with `--metrics both`.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -87,77 +95,26 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "taskbox bench: {} jobs of {}/{}, {partitions} partition(s), Redis at {url}",
         args.jobs, module.name, args.task
     );
-    let started = Instant::now();
-    for chunk in (0..args.jobs).collect::<Vec<_>>().chunks(1000) {
-        queue
-            .enqueue_batch(DEFAULT_TENANT, chunk.iter().map(|_| job()).collect())
-            .await?;
-    }
-    let enqueue = started.elapsed();
-    println!(
-        "enqueue:  {:>9.0} jobs/s  ({} jobs in {enqueue:.2?}, batches of 1000)",
-        args.jobs as f64 / enqueue.as_secs_f64(),
-        args.jobs
-    );
-
+    let failed = match args.metrics {
+        MetricsMode::On | MetricsMode::Off => {
+            metrics().set_enabled(args.metrics == MetricsMode::On);
+            let round = drain(&queue, &runtime, &job, &args).await?;
+            round.print(&args);
+            round.failed
+        }
+        MetricsMode::Both => compare_metrics(&queue, &runtime, &job, &args).await?,
+    };
+    metrics().set_enabled(true);
     let config = WorkerConfig {
         queues: vec![BENCH_QUEUE.into()],
         concurrency: args.concurrency,
         ..WorkerConfig::new(default_worker_id())
     };
     let worker = Worker::new(queue.clone(), runtime, config);
-    let stats = worker.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async {
         let _ = stopped.await;
     }));
-    let (cpu_before, redis_before) = (process_cpu(), queue.store().server_usage().await?);
-    let started = Instant::now();
-    while stats.completed.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed)
-        < args.jobs as u64
-    {
-        if running.is_finished() {
-            bail!("the worker stopped: {:?}", running.await);
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let drain = started.elapsed();
-    let (cpu, redis) = (
-        process_cpu() - cpu_before,
-        queue.store().server_usage().await?,
-    );
-    let failed = stats.failed.load(Ordering::Relaxed);
-    println!(
-        "drain:    {:>9.0} jobs/s  ({} jobs in {drain:.2?}, {} at once, {failed} failed)",
-        args.jobs as f64 / drain.as_secs_f64(),
-        args.jobs,
-        args.concurrency
-    );
-    let per_job = |total: Duration| total.as_secs_f64() * 1e6 / args.jobs as f64;
-    println!(
-        "cost:     {:>6.1} µs CPU per job in this process, {:.1} µs in Redis, {:.2} Redis \
-         commands per job (during the drain)",
-        per_job(cpu),
-        per_job(redis.cpu.saturating_sub(redis_before.cpu)),
-        (redis.commands - redis_before.commands) as f64 / args.jobs as f64
-    );
-    if redis.commands_by_primary.len() > 1 {
-        let total = (redis.commands - redis_before.commands).max(1) as f64;
-        let shares: Vec<String> = redis
-            .commands_by_primary
-            .iter()
-            .map(|(node, calls)| {
-                let before = redis_before
-                    .commands_by_primary
-                    .iter()
-                    .find_map(|(was, calls)| (was == node).then_some(*calls))
-                    .unwrap_or(0);
-                format!("{node} {:.0}%", (calls - before) as f64 * 100.0 / total)
-            })
-            .collect();
-        println!("spread:   Redis commands by primary: {}", shares.join(", "));
-    }
-
     let mut done = std::pin::pin!(queue.finished_jobs(BENCH_QUEUE).await?);
     let mut latencies = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
@@ -190,6 +147,185 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Whether the host records its metrics while the benchmark drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MetricsMode {
+    On,
+    Off,
+    /// Rounds with and without, alternately, to measure what recording costs.
+    Both,
+}
+
+/// What one enqueue and drain measured.
+#[derive(Debug)]
+struct Drained {
+    jobs: usize,
+    enqueue: Duration,
+    drain: Duration,
+    cpu: Duration,
+    redis_cpu: Duration,
+    redis_commands: u64,
+    failed: u64,
+    /// Redis commands by primary, on a cluster.
+    spread: Vec<String>,
+}
+
+impl Drained {
+    fn rate(&self) -> f64 {
+        self.jobs as f64 / self.drain.as_secs_f64()
+    }
+
+    fn print(&self, args: &BenchArgs) {
+        println!(
+            "enqueue:  {:>9.0} jobs/s  ({} jobs in {:.2?}, batches of 1000)",
+            self.jobs as f64 / self.enqueue.as_secs_f64(),
+            self.jobs,
+            self.enqueue
+        );
+        println!(
+            "drain:    {:>9.0} jobs/s  ({} jobs in {:.2?}, {} at once, {} failed)",
+            self.rate(),
+            self.jobs,
+            self.drain,
+            args.concurrency,
+            self.failed
+        );
+        let per_job = |total: Duration| total.as_secs_f64() * 1e6 / self.jobs as f64;
+        println!(
+            "cost:     {:>6.1} µs CPU per job in this process, {:.1} µs in Redis, {:.2} Redis \
+             commands per job (during the drain)",
+            per_job(self.cpu),
+            per_job(self.redis_cpu),
+            self.redis_commands as f64 / self.jobs as f64
+        );
+        if !self.spread.is_empty() {
+            println!("spread:   Redis commands by primary: {}", self.spread.join(", "));
+        }
+    }
+}
+
+/// Enqueues the benchmark's jobs, then drains them with a worker of its own.
+async fn drain(
+    queue: &Queue,
+    runtime: &Arc<Runtime>,
+    job: &impl Fn() -> NewJob,
+    args: &BenchArgs,
+) -> anyhow::Result<Drained> {
+    let started = Instant::now();
+    for chunk in (0..args.jobs).collect::<Vec<_>>().chunks(1000) {
+        queue
+            .enqueue_batch(DEFAULT_TENANT, chunk.iter().map(|_| job()).collect())
+            .await?;
+    }
+    let enqueue = started.elapsed();
+    let config = WorkerConfig {
+        queues: vec![BENCH_QUEUE.into()],
+        concurrency: args.concurrency,
+        ..WorkerConfig::new(default_worker_id())
+    };
+    let worker = Worker::new(queue.clone(), Arc::clone(runtime), config);
+    let stats = worker.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let (cpu_before, redis_before) = (process_cpu(), queue.store().server_usage().await?);
+    let started = Instant::now();
+    while stats.completed.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed)
+        < args.jobs as u64
+    {
+        if running.is_finished() {
+            bail!("the worker stopped: {:?}", running.await);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let drain = started.elapsed();
+    let (cpu, redis) = (
+        process_cpu() - cpu_before,
+        queue.store().server_usage().await?,
+    );
+    let _ = stop.send(());
+    running.await??;
+    let commands = redis.commands - redis_before.commands;
+    let spread = match redis.commands_by_primary.len() {
+        0 | 1 => Vec::new(),
+        _ => redis
+            .commands_by_primary
+            .iter()
+            .map(|(node, calls)| {
+                let before = redis_before
+                    .commands_by_primary
+                    .iter()
+                    .find_map(|(was, calls)| (was == node).then_some(*calls))
+                    .unwrap_or(0);
+                let share = (calls - before) as f64 * 100.0 / commands.max(1) as f64;
+                format!("{node} {share:.0}%")
+            })
+            .collect(),
+    };
+    Ok(Drained {
+        jobs: args.jobs,
+        enqueue,
+        drain,
+        cpu,
+        redis_cpu: redis.cpu.saturating_sub(redis_before.cpu),
+        redis_commands: commands,
+        failed: stats.failed.load(Ordering::Relaxed),
+        spread,
+    })
+}
+
+/// Drains `--rounds` times with metrics and as many without, alternately (which goes first
+/// alternates too, so that a machine slowing down or warming up does not favour one), and
+/// prints both rates and their ratio. Returns the jobs that failed.
+async fn compare_metrics(
+    queue: &Queue,
+    runtime: &Arc<Runtime>,
+    job: &impl Fn() -> NewJob,
+    args: &BenchArgs,
+) -> anyhow::Result<u64> {
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut failed = 0;
+    for round in 0..args.rounds {
+        let order = match round % 2 {
+            0 => [true, false],
+            _ => [false, true],
+        };
+        for on in order {
+            metrics().set_enabled(on);
+            let drained = drain(queue, runtime, job, args).await?;
+            failed += drained.failed;
+            let rates = if on { &mut with } else { &mut without };
+            rates.push(drained.rate());
+        }
+    }
+    let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    let shown = |rates: &[f64]| {
+        rates
+            .iter()
+            .map(|rate| format!("{rate:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "metrics on:  {:>9.0} jobs/s drained (mean of {} rounds: {})",
+        mean(&with),
+        with.len(),
+        shown(&with)
+    );
+    println!(
+        "metrics off: {:>9.0} jobs/s drained (mean of {} rounds: {})",
+        mean(&without),
+        without.len(),
+        shown(&without)
+    );
+    println!(
+        "metrics cost: on is {:.1}% of off",
+        mean(&with) * 100.0 / mean(&without)
+    );
+    Ok(failed)
 }
 
 /// The CPU time this process has used, user and system.

@@ -60,7 +60,16 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         api.listen, args.worker.concurrency
     );
     let worker = Some((&args.worker, host.capabilities()?, host.job_limits()));
-    let result = run_roles(queue, registry, runtime, Some(api), worker, true).await;
+    let result = run_roles(
+        queue,
+        registry,
+        runtime,
+        Some(api),
+        worker,
+        true,
+        args.api.metrics_listen,
+    )
+    .await;
     let _ = std::fs::remove_file(dev_url_file());
     result
 }

@@ -139,6 +139,7 @@ impl EnqueueArgs {
             idempotency_key: self.idempotency_key,
             metadata: self.metadata,
             durable: self.durable,
+            traceparent: None,
         };
         Ok((request, self.wait))
     }

@@ -89,19 +89,24 @@ impl Cli {
 
 impl Cli {
     /// Sends the host's own logs to stderr in the chosen format, filtered by `TASKBOX_LOG`
-    /// (default `warn`).
-    pub fn init_tracing(&self) {
+    /// (default `warn`), and its spans over OTLP when the `OTEL_*` environment asks for it.
+    pub fn init_tracing(&self) -> anyhow::Result<crate::traces::Traces> {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
         let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_LOG)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let logs = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        match self.log_format {
+        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let logs = match self.log_format {
             // Colour codes only where someone reads them: a file or a pipe gets plain text.
             LogFormat::Text => logs
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init(),
-            LogFormat::Json => logs.json().flatten_event(true).init(),
-        }
+                .with_filter(filter)
+                .boxed(),
+            LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
+        };
+        let (spans, traces) = crate::traces::otlp_layer()?;
+        tracing_subscriber::registry().with(logs).with(spans).init();
+        Ok(traces)
     }
 }

@@ -51,6 +51,10 @@ pub(crate) struct ApiArgs {
     /// The host configuration: policy for manifests and API limits (TOML).
     #[arg(long, env = "TASKBOX_CONFIG")]
     config: Option<PathBuf>,
+    /// Also serve `GET /metrics` here, without a token, for a scraper on a private network
+    /// (whatever roles the process plays).
+    #[arg(long, env = "TASKBOX_METRICS_LISTEN")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
 }
 
 impl ApiArgs {
@@ -84,7 +88,8 @@ pub(crate) fn worker_runtime(args: &WorkerArgs, host: &HostConfig) -> anyhow::Re
     })?))
 }
 
-/// Runs the API, the worker and the scheduler (each when given) until SIGINT or SIGTERM.
+/// Runs the API, the worker and the scheduler (each when given), and the metrics listener
+/// (when it has an address), until SIGINT or SIGTERM.
 pub(crate) async fn run_roles(
     queue: Queue,
     registry: Registry,
@@ -92,6 +97,7 @@ pub(crate) async fn run_roles(
     api: Option<ApiConfig>,
     worker: Option<(&WorkerArgs, HostCapabilities, Limits)>,
     scheduler: bool,
+    metrics_listen: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = tokio::spawn(async move {
@@ -101,6 +107,13 @@ pub(crate) async fn run_roles(
     let wait_for_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+    // The queue gauges are read where they are served.
+    let gauges = (api.is_some() || metrics_listen.is_some())
+        .then(|| tokio::spawn(crate::api::refresh_gauges(queue.clone())));
+    let metrics = metrics_listen.map(|listen| {
+        let stop = wait_for_stop(stopped.clone());
+        tokio::spawn(crate::api::serve_metrics(listen, stop))
+    });
     let api = api.map(|config| {
         let (queue, registry) = (queue.clone(), registry.clone());
         let stop = wait_for_stop(stopped.clone());
@@ -127,6 +140,12 @@ pub(crate) async fn run_roles(
     }
     if let Some(scheduler) = scheduler {
         scheduler.await?;
+    }
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
+    if let Some(gauges) = gauges {
+        gauges.abort();
     }
     worker_result?;
     Ok(ExitCode::SUCCESS)

@@ -59,6 +59,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .transpose()?
             .map(|caps| (&args.worker, caps, host.job_limits())),
         scheduler,
+        args.api.metrics_listen,
     )
     .await
 }

@@ -36,7 +36,7 @@ for _, taken in ipairs(entries) do
   local entry, id, stream, key = taken[1], taken[3], KEYS[1 + taken[2]], taken[4]
   local job = redis.call('HMGET', key, 'status', 'attempt', 'max_attempts', 'task', 'digest',
     'input', 'timeout_ms', 'created_at', 'backoff', 'fuel', 'memory', 'cancel_requested',
-    'tenant', 'module', 'version', 'depth', 'worker', 'started_at')
+    'tenant', 'module', 'version', 'depth', 'worker', 'started_at', 'run_at', 'traceparent')
   local status = job[1]
   local reply = false
   if status == 'running' then
@@ -68,7 +68,8 @@ for _, taken in ipairs(entries) do
       count_move(moves, job[13], 'pending', 'running')
     end
     reply = {attempt, job[3], job[4], job[5], job[6], job[7] or '', job[10] or '', job[11] or '',
-      job[8], job[9], job[13] or '', job[14] or '', job[15] or '', job[16] or ''}
+      job[8], job[9], job[13] or '', job[14] or '', job[15] or '', job[16] or '', job[19] or '',
+      job[20] or ''}
   end
   if not reply then
     redis.call('XACK', stream, ARGV[2], entry)

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::io::TokioIo;
@@ -32,8 +33,12 @@ use wasmtime_wasi_http::{
 
 pub use pattern::{BadHostPattern, HostPattern};
 
-use crate::capabilities::CallingJob;
+use crate::capabilities::{CallCounts, CallingJob};
+use crate::guest_text::quote;
 use crate::job::JobState;
+
+/// The W3C Trace Context header a job's requests carry.
+const TRACEPARENT: &str = "traceparent";
 
 /// What one job's requests may do, beyond where they may go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,19 +281,43 @@ impl WasiHttpHooks for Hooks {
     > {
         let cleared = self.clear(&request);
         let caller = self.caller.clone();
-        Box::new(async move {
+        let mut request = request;
+        // The job's trace goes on with the request, whatever the guest put there.
+        if let Some(traceparent) = &caller.traceparent
+            && let Ok(value) = http::HeaderValue::from_str(traceparent)
+        {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        let span = tracing::info_span!(
+            "guest.http",
+            method = %request.method(),
+            host = %quote(request.uri().host().unwrap_or_default()),
+            status = tracing::field::Empty,
+        );
+        let exchange = async move {
             let cleared = cleared?;
             let permit = Arc::clone(&cleared.slots)
                 .acquire_owned()
                 .await
                 .map_err(|_| Error::InternalError(Some("request slots closed".into())))?;
             let deadline = tokio::time::Instant::from_std(cleared.deadline);
-            match tokio::time::timeout_at(deadline, send(request, &cleared, &caller, permit)).await
-            {
-                Ok(sent) => sent,
-                Err(_elapsed) => Err(Error::HttpResponseTimeout),
+            let sent =
+                match tokio::time::timeout_at(deadline, send(request, &cleared, &caller, permit))
+                    .await
+                {
+                    Ok(sent) => sent,
+                    Err(_elapsed) => Err(Error::HttpResponseTimeout),
+                };
+            match &sent {
+                Ok((response, _)) => {
+                    tracing::Span::current().record("status", response.status().as_u16());
+                    CallCounts::add(&caller.calls.http_sent);
+                }
+                Err(_) => CallCounts::add(&caller.calls.http_failed),
             }
-        })
+            sent
+        };
+        Box::new(exchange.instrument(span))
     }
 }
 

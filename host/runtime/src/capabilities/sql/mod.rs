@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument as _;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::sql::{self, Error, Rows, Statement, Value};
@@ -295,49 +296,78 @@ impl JobSql {
     }
 }
 
-/// A write refused on a read grant is logged as a denial; other errors are the guest's own.
-fn note_denial(caller: &CallingJob, db: &str, result: &Result<impl Sized, Error>) {
-    if let Err(Error::Denied(reason)) = result {
-        caller.denied("sql", db, reason);
+/// Counts the `statements` of a call that ran; a write refused on a read grant is logged as
+/// a denial; other errors are the guest's own.
+fn note_result(caller: &CallingJob, db: &str, statements: usize, result: &Result<impl Sized, Error>) {
+    match result {
+        Ok(_) => {
+            caller
+                .calls
+                .sql_statements
+                .fetch_add(statements as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(Error::Denied(reason)) => caller.denied("sql", db, reason),
+        Err(_) => {}
     }
+}
+
+/// The span of one SQL host call: which database, never the statement or its values.
+fn call_span(call: &'static str, db: &str) -> tracing::Span {
+    tracing::info_span!("guest.sql", call, db = %quote(db))
 }
 
 impl sql::Host for JobSql {
     async fn query(&mut self, db: String, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
-        let (backend, limits) = self.database(&db)?;
-        check_length(&sql)?;
-        let result = match backend {
-            Backend::Sqlite(database) => sqlite::query(database, sql, params, limits).await,
-            Backend::Postgres(pool) => pool.query(&sql, &params, limits).await,
-        };
-        note_denial(&self.caller, &db, &result);
-        result
+        let span = call_span("query", &db);
+        async move {
+            let (backend, limits) = self.database(&db)?;
+            check_length(&sql)?;
+            let result = match backend {
+                Backend::Sqlite(database) => sqlite::query(database, sql, params, limits).await,
+                Backend::Postgres(pool) => pool.query(&sql, &params, limits).await,
+            };
+            note_result(&self.caller, &db, 1, &result);
+            result
+        }
+        .instrument(span)
+        .await
     }
 
     async fn execute(&mut self, db: String, sql: String, params: Vec<Value>) -> Result<u64, Error> {
-        let (backend, limits) = self.database(&db)?;
-        check_length(&sql)?;
-        let statements = vec![Statement { sql, params }];
-        let result = match backend {
-            Backend::Sqlite(database) => sqlite::batch(database, statements, limits).await,
-            Backend::Postgres(pool) => pool.batch(&statements, limits).await,
+        let span = call_span("execute", &db);
+        async move {
+            let (backend, limits) = self.database(&db)?;
+            check_length(&sql)?;
+            let statements = vec![Statement { sql, params }];
+            let result = match backend {
+                Backend::Sqlite(database) => sqlite::batch(database, statements, limits).await,
+                Backend::Postgres(pool) => pool.batch(&statements, limits).await,
+            }
+            .map(|changed| changed.first().copied().unwrap_or(0));
+            note_result(&self.caller, &db, 1, &result);
+            result
         }
-        .map(|changed| changed.first().copied().unwrap_or(0));
-        note_denial(&self.caller, &db, &result);
-        result
+        .instrument(span)
+        .await
     }
 
     async fn batch(&mut self, db: String, statements: Vec<Statement>) -> Result<Vec<u64>, Error> {
-        let (backend, limits) = self.database(&db)?;
-        for statement in &statements {
-            check_length(&statement.sql)?;
+        let span = call_span("batch", &db);
+        async move {
+            let (backend, limits) = self.database(&db)?;
+            for statement in &statements {
+                check_length(&statement.sql)?;
+            }
+            let count = statements.len();
+            let result = match backend {
+                Backend::Sqlite(database) => sqlite::batch(database, statements, limits).await,
+                Backend::Postgres(pool) => pool.batch(&statements, limits).await,
+            };
+            note_result(&self.caller, &db, count, &result);
+            result
         }
-        let result = match backend {
-            Backend::Sqlite(database) => sqlite::batch(database, statements, limits).await,
-            Backend::Postgres(pool) => pool.batch(&statements, limits).await,
-        };
-        note_denial(&self.caller, &db, &result);
-        result
+        .instrument(span)
+        .await
     }
 }
 
