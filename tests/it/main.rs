@@ -20,6 +20,7 @@ mod hostile;
 mod hosts;
 mod http;
 mod languages;
+mod metrics;
 mod queue;
 mod sandbox;
 mod sql;

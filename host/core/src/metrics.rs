@@ -22,6 +22,10 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use taskbox_runtime::{HostCalls, RunStats};
 
+/// The media type of [`Metrics::encode`]: the Prometheus text format, version 0.0.4, which
+/// every Prometheus scrapes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 /// The label value that stands for every value past a label's cap.
 pub const OVERFLOW: &str = "other";
 
@@ -310,11 +314,7 @@ impl Metrics {
             "Jobs enqueued (by the API, by other jobs, by schedules)",
             metrics.enqueued.clone(),
         );
-        r.register(
-            "jobs_started",
-            "Attempts started",
-            metrics.started.clone(),
-        );
+        r.register("jobs_started", "Attempts started", metrics.started.clone());
         r.register(
             "job_runs",
             "Attempts whose outcome was stored, by outcome: completed, or the kind of failure",
@@ -463,37 +463,38 @@ impl Metrics {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    /// Every series, in the OpenMetrics text format.
+    /// Every series, in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
     }
 
-    /// Only `tenant`'s series, with their metrics' descriptions, in the OpenMetrics text
+    /// Only `tenant`'s series, with their metrics' descriptions, in the Prometheus text
     /// format: the lines of [`Metrics::encode`] whose labels name the tenant.
     pub fn encode_tenant(&self, tenant: &str) -> String {
         let label = format!("tenant=\"{tenant}\"");
         let mut kept = String::new();
+        // A family's description (HELP, TYPE, UNIT), written before its first kept sample.
         let mut header = String::new();
+        let mut in_header = false;
         for line in self.encode().lines() {
-            if line.starts_with("# EOF") {
-                break;
-            }
-            if line.starts_with("# TYPE") {
-                header.clear();
-            }
             if line.starts_with('#') {
-                header.push_str(line);
-                header.push('\n');
-            } else if line.contains(&label) {
-                kept.push_str(&header);
-                header.clear();
-                let _ = writeln!(kept, "{line}");
+                if !in_header {
+                    header.clear();
+                }
+                in_header = true;
+                let _ = writeln!(header, "{line}");
+            } else {
+                in_header = false;
+                if line.contains(&label) {
+                    kept.push_str(&header);
+                    header.clear();
+                    let _ = writeln!(kept, "{line}");
+                }
             }
         }
-        kept.push_str("# EOF\n");
         kept
     }
 
@@ -590,7 +591,9 @@ impl Metrics {
             let labels = TenantLabel {
                 tenant: tenant.clone(),
             };
-            self.guest_events.get_or_create(&labels).inc_by(events_published);
+            self.guest_events
+                .get_or_create(&labels)
+                .inc_by(events_published);
         }
     }
 
@@ -651,7 +654,9 @@ impl Metrics {
     pub fn module_lookup(&self, hit: bool) {
         if self.on() {
             let result = if hit { "hit" } else { "miss" };
-            self.module_cache.get_or_create(&ResultLabel { result }).inc();
+            self.module_cache
+                .get_or_create(&ResultLabel { result })
+                .inc();
         }
     }
 

@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn the_wasmtime_version_named_is_the_one_built() {
         let lock = include_str!("../../../Cargo.lock");
-        let named = format!("name = \"wasmtime\"\nversion = \"{}\"", super::WASMTIME_VERSION);
+        let named = format!(
+            "name = \"wasmtime\"\nversion = \"{}\"",
+            super::WASMTIME_VERSION
+        );
         assert!(lock.contains(&named), "Cargo.lock has no {named}");
     }
 }

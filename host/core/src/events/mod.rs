@@ -24,8 +24,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::AbortHandle;
 
 use crate::store::Store;
-use crate::store::keys;
 use crate::store::TimedInvoke as _;
+use crate::store::keys;
 
 pub(crate) use jobs::shown;
 pub use jobs::{ERROR_SHOWN, JOBS_CHANNEL, JobEvent, JobEventKind};

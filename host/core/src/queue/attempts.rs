@@ -273,8 +273,9 @@ impl Queue {
                 .arg(1 + delivery.priority.rank());
         }
         type Started = (String, usize, String, Option<StartedJob>);
-        let (started, read): (Vec<Started>, Vec<(String, usize, String)>) =
-            invocation.invoke_timed("start_batch", &mut self.connection()).await?;
+        let (started, read): (Vec<Started>, Vec<(String, usize, String)>) = invocation
+            .invoke_timed("start_batch", &mut self.connection())
+            .await?;
         let delivery = |entry, stream: usize, job| Delivery {
             partition: partition.to_owned(),
             priority: Priority::ALL[stream.clamp(1, 3) - 1],

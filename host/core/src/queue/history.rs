@@ -18,8 +18,8 @@ use crate::metrics::{QueueDepth, QueueDepths};
 use crate::model::job::JobStatus;
 use crate::model::unix_millis;
 use crate::queue::Queue;
-use crate::store::keys;
 use crate::store::TimedInvoke as _;
+use crate::store::keys;
 
 /// How long finished jobs' input, result and log are kept by default: 24 hours.
 pub const DEFAULT_RESULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -130,7 +130,9 @@ impl Queue {
             for id in &ids {
                 invocation.key(keys.job(id)).arg(id);
             }
-            trimmed.results += invocation.invoke_timed::<u64>("drop_results", &mut conn).await?;
+            trimmed.results += invocation
+                .invoke_timed::<u64>("drop_results", &mut conn)
+                .await?;
             from = format!("({through}");
             if !full {
                 break;

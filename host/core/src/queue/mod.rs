@@ -26,6 +26,7 @@ use redis::{AsyncCommands as _, Script};
 use taskbox_runtime::guest_text::quote;
 
 use crate::events::{Events, JobEvent, JobEventKind};
+use crate::metrics::metrics;
 use crate::model::job::{Backoff, JobRecord, JobStatus, Priority};
 use crate::model::module::ModuleVersion;
 use crate::model::names::validate_name;
@@ -33,7 +34,6 @@ use crate::model::{millis, unix_millis};
 use crate::store::keys::{self, QueueKeys};
 use crate::store::{Connection, Store, TimedInvoke as _};
 use crate::trace::TraceParent;
-use crate::metrics::metrics;
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
 pub use bulk::{BulkAction, BulkProgress};
@@ -525,7 +525,8 @@ impl Queue {
             let created: Vec<(String, u8)> =
                 redis::from_redis_value(replies.into_iter().next().unwrap_or(redis::Value::Nil))
                     .map_err(redis::RedisError::from)?;
-            for ((index, task), (id, created)) in batch.indexes.iter().zip(&batch.tasks).zip(created)
+            for ((index, task), (id, created)) in
+                batch.indexes.iter().zip(&batch.tasks).zip(created)
             {
                 if created == 1 {
                     metrics().enqueued(tenant, queue, task, 1);

@@ -21,11 +21,11 @@ use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::metrics::metrics;
 use crate::model::cron::{CatchUp, CronExpr, FIRE_KEY_PREFIX, parse_zone};
 use crate::model::names::{is_plain_name, validate_name};
 use crate::queue::{EnqueueError, EnqueueOptions, NewJob, Queue};
 use crate::registry::{self, RegistryError};
-use crate::metrics::metrics;
 use crate::store::TimedInvoke as _;
 use crate::store::keys::CronKeys;
 

@@ -12,10 +12,10 @@ use super::Worker;
 use crate::grants::JobContext;
 use crate::metrics::metrics;
 use crate::model::unix_millis;
-use crate::trace::TraceParent;
 use crate::progress::{ProgressSlot, ProgressTarget};
 use crate::queue::{Delivery, StartedJob};
 use crate::store::keys;
+use crate::trace::TraceParent;
 
 impl Worker {
     /// Runs each started job in a task of its own, with one of `permits`, holding its entry
@@ -74,7 +74,8 @@ impl Worker {
         let series = metrics().job(&started.tenant, queue, &started.task);
         if let Some(series) = &series {
             let due = started.run_at.max(started.created_at);
-            let waited = (started.attempt == 1).then(|| unix_millis(SystemTime::now()).saturating_sub(due));
+            let waited =
+                (started.attempt == 1).then(|| unix_millis(SystemTime::now()).saturating_sub(due));
             metrics().started(series, waited.map(Duration::from_millis));
         }
         let trace = TraceParent::of_or(&tracing::Span::current(), started.trace);

@@ -24,8 +24,8 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::taskbox::task::types;
 use crate::guest_text::quote;
-use crate::outcome::HostCalls;
 use crate::job::JobState;
+use crate::outcome::HostCalls;
 
 /// What one job may reach beyond its sandbox, capability by capability. The default grants
 /// nothing.

@@ -18,14 +18,14 @@ use crate::api::error::{ErrorBody, Json, Path, Query};
 use crate::api::metrics::RequestTrace;
 use crate::api::{ApiError, AppState, Caller};
 use axum::Extension;
-use taskbox_core::trace::TraceParent;
-use taskbox_runtime::guest_text::quote;
 use taskbox_core::auth::Role;
 use taskbox_core::model::job::{JobRecord, JobStatus, Priority};
 use taskbox_core::queue::{
     BulkAction, BulkProgress, CancelOutcome, EnqueueError, EnqueueOptions, InputMatch, InvalidJob,
     JobFilter, NewJob, RetryError,
 };
+use taskbox_core::trace::TraceParent;
+use taskbox_runtime::guest_text::quote;
 
 /// The most jobs one batch may enqueue.
 const MAX_BATCH: usize = 1000;

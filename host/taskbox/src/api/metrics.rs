@@ -12,15 +12,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use taskbox_core::auth::Role;
-use taskbox_core::metrics::{Method, metrics};
+use taskbox_core::metrics::{CONTENT_TYPE as TEXT_FORMAT, Method, metrics};
 use taskbox_core::queue::Queue;
 use taskbox_core::trace::TraceParent;
 use tracing::Instrument as _;
 
 use crate::api::{ApiError, Caller, serve_router};
-
-/// The media type of the OpenMetrics text format, which Prometheus negotiates.
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How often the queue gauges are read from Redis: a scrape reads the last values, never
 /// Redis.
@@ -38,21 +35,21 @@ pub(crate) async fn scrape(caller: Caller) -> Result<Response, ApiError> {
              /v1/metrics for this tenant's",
         ));
     }
-    Ok(openmetrics(metrics().encode()))
+    Ok(exposition(metrics().encode()))
 }
 
 /// The caller's tenant's series only.
 #[utoipa::path(get, path = "/v1/metrics", tag = "system",
     responses(
-        (status = 200, description = "the tenant's series, in the OpenMetrics text format", content_type = "application/openmetrics-text"),
+        (status = 200, description = "the tenant's series, in the Prometheus text format", content_type = "text/plain"),
         (status = 401, body = crate::api::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn tenant(caller: Caller) -> Response {
-    openmetrics(metrics().encode_tenant(&caller.tenant))
+    exposition(metrics().encode_tenant(&caller.tenant))
 }
 
-fn openmetrics(text: String) -> Response {
-    ([(CONTENT_TYPE, OPENMETRICS)], text).into_response()
+fn exposition(text: String) -> Response {
+    ([(CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
 }
 
 /// Serves `GET /metrics` without a token on `listen`, for a scraper on a private network,
@@ -68,10 +65,7 @@ pub async fn serve_metrics(
         "metrics on http://{}/metrics (no token)",
         listener.local_addr()?
     );
-    let app = Router::new().route(
-        "/metrics",
-        get(|| async { openmetrics(metrics().encode()) }),
-    );
+    let app = Router::new().route("/metrics", get(|| async { exposition(metrics().encode()) }));
     serve_router(listener, app, shutdown).await?;
     Ok(())
 }

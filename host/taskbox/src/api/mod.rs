@@ -35,10 +35,10 @@ use taskbox_core::queue::Queue;
 use taskbox_core::registry::Registry;
 
 pub use connections::serve_router;
-pub use metrics::{GAUGE_REFRESH, refresh_gauges, serve_metrics};
 pub use error::ApiError;
 pub(crate) use error::{ErrorBody, Json, Path, Query};
 pub(crate) use jobs::{EnqueueRequest, EnqueuedJob, JobPageView, JobView, Purged, StatusReply};
+pub use metrics::{GAUGE_REFRESH, refresh_gauges, serve_metrics};
 pub(crate) use modules::{ModuleDetail, ModuleList, SettingsView};
 pub use openapi::openapi_json;
 pub(crate) use schedules::{NewSchedule, ScheduleList};
@@ -220,12 +220,9 @@ pub fn router(queue: Queue, registry: Registry, config: ApiConfig) -> Router {
             state.clone(),
             authenticate,
         ));
-    let operator_metrics = Router::new()
-        .route("/metrics", get(metrics::scrape))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ));
+    let operator_metrics = Router::new().route("/metrics", get(metrics::scrape)).layer(
+        axum::middleware::from_fn_with_state(state.clone(), authenticate),
+    );
     let open = Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

@@ -201,7 +201,10 @@ impl Drained {
             self.redis_commands as f64 / self.jobs as f64
         );
         if !self.spread.is_empty() {
-            println!("spread:   Redis commands by primary: {}", self.spread.join(", "));
+            println!(
+                "spread:   Redis commands by primary: {}",
+                self.spread.join(", ")
+            );
         }
     }
 }

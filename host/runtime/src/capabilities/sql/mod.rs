@@ -298,7 +298,12 @@ impl JobSql {
 
 /// Counts the `statements` of a call that ran; a write refused on a read grant is logged as
 /// a denial; other errors are the guest's own.
-fn note_result(caller: &CallingJob, db: &str, statements: usize, result: &Result<impl Sized, Error>) {
+fn note_result(
+    caller: &CallingJob,
+    db: &str,
+    statements: usize,
+    result: &Result<impl Sized, Error>,
+) {
     match result {
         Ok(_) => {
             caller
