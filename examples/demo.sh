@@ -80,3 +80,5 @@ show dead ls
 show job ls
 show queues
 show workers
+printf '\n$ curl -s localhost:7878/metrics | grep -E "^taskbox_(job_runs_total|job_fuel_used_sum|job_peak_memory_bytes_sum)"\n'
+curl -s localhost:7878/metrics | grep -E '^taskbox_(job_runs_total|job_fuel_used_sum|job_peak_memory_bytes_sum)' | grep -v '} 0$'

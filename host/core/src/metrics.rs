@@ -162,6 +162,8 @@ struct BuildLabels {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+type SeriesByName = HashMap<String, HashMap<String, HashMap<String, Arc<JobSeries>>>>;
+
 fn seconds_buckets() -> Histogram {
     // 100 µs to about 2.5 minutes.
     Histogram::new(exponential_buckets(0.0001, 2.5, 16))
@@ -195,8 +197,9 @@ pub struct Metrics {
     queues: Bounded,
     tasks: Bounded,
     schedules: Bounded,
-    /// The series of each (tenant, queue, task) a worker ran, looked up once per job.
-    series: Mutex<HashMap<JobLabels, Arc<JobSeries>>>,
+    /// The series of each tenant, queue and task a worker ran, looked up once per job by
+    /// the names as they come (nested, so that a lookup copies none of them).
+    series: Mutex<SeriesByName>,
     enqueued: Family<JobLabels, Counter>,
     started: Family<JobLabels, Counter>,
     runs: Family<RunLabels, Counter>,
@@ -519,12 +522,16 @@ impl Metrics {
         if !self.on() {
             return None;
         }
-        let labels = self.job_labels(tenant, queue, task);
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = series.get(&labels) {
+        let found = series
+            .get(tenant)
+            .and_then(|queues| queues.get(queue))
+            .and_then(|tasks| tasks.get(task));
+        if let Some(found) = found {
             return Some(Arc::clone(found));
         }
-        let task = TaskLabels {
+        let labels = self.job_labels(tenant, queue, task);
+        let by_task = TaskLabels {
             tenant: labels.tenant.clone(),
             task: labels.task.clone(),
         };
@@ -540,11 +547,16 @@ impl Metrics {
             dead: self.dead.get_or_create_owned(&labels),
             wait: self.wait.get_or_create_owned(&labels),
             run_time: self.run_time.get_or_create_owned(&labels),
-            fuel: self.fuel.get_or_create_owned(&task),
-            peak_memory: self.peak_memory.get_or_create_owned(&task),
-            labels: labels.clone(),
+            fuel: self.fuel.get_or_create_owned(&by_task),
+            peak_memory: self.peak_memory.get_or_create_owned(&by_task),
+            labels,
         });
-        series.insert(labels, Arc::clone(&made));
+        series
+            .entry(tenant.to_owned())
+            .or_default()
+            .entry(queue.to_owned())
+            .or_default()
+            .insert(task.to_owned(), Arc::clone(&made));
         Some(made)
     }
 

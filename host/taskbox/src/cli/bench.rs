@@ -290,7 +290,9 @@ async fn compare_metrics(
     args: &BenchArgs,
 ) -> anyhow::Result<u64> {
     let (mut with, mut without) = (Vec::new(), Vec::new());
-    let mut failed = 0;
+    // A first round unmeasured: the first drain of a process is slower (its pool, its
+    // connections and the CPU's caches are cold) and would count against one side.
+    let mut failed = drain(queue, runtime, job, args).await?.failed;
     for round in 0..args.rounds {
         let order = match round % 2 {
             0 => [true, false],
@@ -300,33 +302,37 @@ async fn compare_metrics(
             metrics().set_enabled(on);
             let drained = drain(queue, runtime, job, args).await?;
             failed += drained.failed;
-            let rates = if on { &mut with } else { &mut without };
-            rates.push(drained.rate());
+            let rounds = if on { &mut with } else { &mut without };
+            rounds.push(drained);
         }
     }
-    let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len().max(1) as f64;
-    let shown = |rates: &[f64]| {
-        rates
-            .iter()
-            .map(|rate| format!("{rate:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let mean = |rounds: &[Drained], figure: fn(&Drained) -> f64| {
+        rounds.iter().map(figure).sum::<f64>() / rounds.len().max(1) as f64
     };
+    let rate = |rounds: &[Drained]| mean(rounds, Drained::rate);
+    let cpu = |rounds: &[Drained]| {
+        mean(rounds, |round| {
+            round.cpu.as_secs_f64() * 1e6 / round.jobs as f64
+        })
+    };
+    for (name, rounds) in [("on", &with), ("off", &without)] {
+        let rates: Vec<String> = rounds
+            .iter()
+            .map(|round| format!("{:.0}", round.rate()))
+            .collect();
+        println!(
+            "metrics {name:<3}: {:>6.0} jobs/s drained, {:.1} µs CPU per job in this process \
+             (means of {} rounds; rates {})",
+            rate(rounds),
+            cpu(rounds),
+            rounds.len(),
+            rates.join(", ")
+        );
+    }
     println!(
-        "metrics on:  {:>9.0} jobs/s drained (mean of {} rounds: {})",
-        mean(&with),
-        with.len(),
-        shown(&with)
-    );
-    println!(
-        "metrics off: {:>9.0} jobs/s drained (mean of {} rounds: {})",
-        mean(&without),
-        without.len(),
-        shown(&without)
-    );
-    println!(
-        "metrics cost: on is {:.1}% of off",
-        mean(&with) * 100.0 / mean(&without)
+        "metrics cost: the drain with metrics at {:.1}% of the rate without, {:+.1} µs CPU per job",
+        rate(&with) * 100.0 / rate(&without),
+        cpu(&with) - cpu(&without)
     );
     Ok(failed)
 }
