@@ -36,6 +36,8 @@ pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<queue::Que
 #[cfg(test)]
 const LAYERS: &[&str] = &[
     "model",
+    "metrics",
+    "trace",
     "store",
     "redis_server",
     "events",

@@ -533,6 +533,8 @@ mod tests {
             "mailer",
             "1.0.0",
             "",
+            "1700000000500",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ];
         Value::Array(fields.map(text).into())
     }
@@ -552,6 +554,11 @@ mod tests {
         assert_eq!(started.created_at, 1_700_000_000_000);
         assert_eq!(started.backoff.base, Duration::from_millis(10));
         assert_eq!((started.module.as_str(), started.depth), ("mailer", 0));
+        assert_eq!(started.run_at, 1_700_000_000_500);
+        assert_eq!(
+            started.trace.as_ref().map(TraceParent::as_str),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
         assert!(started.unreadable.is_empty());
         let short = Value::Array(vec![text("1")]);
         assert!(redis::from_redis_value::<StartedJob>(short).is_err());
