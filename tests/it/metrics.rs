@@ -451,16 +451,21 @@ async fn one_trace_links_the_request_the_enqueue_the_run_and_the_jobs_outbound_r
     let redis = RedisServer::start(RedisOptions::default()).unwrap();
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "[http]\nallow_private_networks = true\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .unwrap()
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port()
+    };
+    let (port, metrics_port) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_taskbox"))
         .args(["serve", "--redis", &redis.url(), "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--config")
         .arg(config.path())
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"))
         .env("TASKBOX_ADMIN_TOKEN", ADMIN)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
@@ -565,6 +570,20 @@ async fn one_trace_links_the_request_the_enqueue_the_run_and_the_jobs_outbound_r
     assert_eq!(
         attribute(&by_name["job.run"], "outcome").as_deref(),
         Some("completed")
+    );
+
+    // The metrics listener needs no token, and counts the job's request by its result.
+    let scrape = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), StatusCode::OK);
+    let exposition = parse(&scrape.text().await.unwrap());
+    let sent = [("tenant", "default"), ("result", "sent")];
+    assert_eq!(
+        value(&exposition, "taskbox_guest_http_requests_total", &sent),
+        1.0
     );
 
     let seen = target.seen();
