@@ -16,7 +16,7 @@ use taskbox_core::auth::DEFAULT_TENANT;
 use taskbox_core::metrics::metrics;
 use taskbox_core::queue::{EnqueueOptions, NewJob, Queue};
 use taskbox_core::registry::{Registry, RegistryConfig};
-use taskbox_core::worker::{Worker, WorkerConfig, default_worker_id};
+use taskbox_core::worker::{Worker, WorkerConfig, WorkerStats, default_worker_id};
 
 /// The queue the benchmark uses, so that it does not mix with real jobs.
 const BENCH_QUEUE: &str = "bench";
@@ -105,16 +105,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         MetricsMode::Both => compare_metrics(&queue, &runtime, &job, &args).await?,
     };
     metrics().set_enabled(true);
-    let config = WorkerConfig {
-        queues: vec![BENCH_QUEUE.into()],
-        concurrency: args.concurrency,
-        ..WorkerConfig::new(default_worker_id())
-    };
-    let worker = Worker::new(queue.clone(), runtime, config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let worker = BenchWorker::start(&queue, &runtime, &args);
     let mut done = std::pin::pin!(queue.finished_jobs(BENCH_QUEUE).await?);
     let mut latencies = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
@@ -140,8 +131,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         percentile(0.99),
         args.samples
     );
-    let _ = stop.send(());
-    running.await??;
+    worker.stop().await?;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -209,6 +199,40 @@ impl Drained {
     }
 }
 
+/// A worker of the benchmark's queue in this process, running until stopped.
+struct BenchWorker {
+    stats: Arc<WorkerStats>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BenchWorker {
+    fn start(queue: &Queue, runtime: &Arc<Runtime>, args: &BenchArgs) -> Self {
+        let config = WorkerConfig {
+            queues: vec![BENCH_QUEUE.into()],
+            concurrency: args.concurrency,
+            ..WorkerConfig::new(default_worker_id())
+        };
+        let worker = Worker::new(queue.clone(), Arc::clone(runtime), config);
+        let stats = worker.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            stats,
+            stop,
+            running,
+        }
+    }
+
+    /// Stops taking jobs and waits for the running ones.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.running.await?
+    }
+}
+
 /// Enqueues the benchmark's jobs, then drains them with a worker of its own.
 async fn drain(
     queue: &Queue,
@@ -223,24 +247,15 @@ async fn drain(
             .await?;
     }
     let enqueue = started.elapsed();
-    let config = WorkerConfig {
-        queues: vec![BENCH_QUEUE.into()],
-        concurrency: args.concurrency,
-        ..WorkerConfig::new(default_worker_id())
-    };
-    let worker = Worker::new(queue.clone(), Arc::clone(runtime), config);
-    let stats = worker.stats();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let worker = BenchWorker::start(queue, runtime, args);
+    let stats = Arc::clone(&worker.stats);
     let (cpu_before, redis_before) = (process_cpu(), queue.store().server_usage().await?);
     let started = Instant::now();
     while stats.completed.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed)
         < args.jobs as u64
     {
-        if running.is_finished() {
-            bail!("the worker stopped: {:?}", running.await);
+        if worker.running.is_finished() {
+            bail!("the worker stopped: {:?}", worker.running.await);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -249,8 +264,7 @@ async fn drain(
         process_cpu() - cpu_before,
         queue.store().server_usage().await?,
     );
-    let _ = stop.send(());
-    running.await??;
+    worker.stop().await?;
     let commands = redis.commands - redis_before.commands;
     let spread = match redis.commands_by_primary.len() {
         0 | 1 => Vec::new(),
