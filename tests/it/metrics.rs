@@ -591,7 +591,7 @@ async fn one_trace_links_the_request_the_enqueue_the_run_and_the_jobs_outbound_r
         .iter()
         .find(|request| request.head.starts_with("GET /hello"))
         .expect("the job's request arrived");
-    let header = format!("traceparent: 00-{trace}-{}-01", span_id("job.run"));
+    let header = format!("traceparent: 00-{trace}-{}-01", span_id("guest.http"));
     assert!(
         sent.head.to_ascii_lowercase().contains(&header),
         "the job's request carries its trace on ({header}):\n{}",

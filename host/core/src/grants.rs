@@ -305,10 +305,7 @@ impl JobSpawner for Spawner {
                     delay: child.delay,
                     max_retries: child.max_retries,
                     idempotency_key: child.idempotency_key,
-                    trace: child
-                        .traceparent
-                        .as_deref()
-                        .and_then(crate::trace::TraceParent::parse),
+                    trace: child.traceparent,
                     parent: Some(Parent {
                         id: self.parent.clone(),
                         depth: self.depth + 1,

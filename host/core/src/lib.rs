@@ -17,7 +17,6 @@ pub mod redis_server;
 pub mod registry;
 pub mod scheduler;
 pub mod store;
-pub mod trace;
 pub mod worker;
 
 use std::sync::Arc;
@@ -37,7 +36,6 @@ pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<queue::Que
 const LAYERS: &[&str] = &[
     "model",
     "metrics",
-    "trace",
     "store",
     "redis_server",
     "events",

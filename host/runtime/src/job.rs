@@ -25,6 +25,7 @@ use crate::host_memory::{self, JobMemory, Meter};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::module::{Entry, TaskModule};
 use crate::outcome::{JobError, JobReport, RunStats};
+use crate::trace::TraceParent;
 
 /// How often a computing guest yields to the async executor, in fuel units (a few
 /// milliseconds of work), so that one busy guest cannot starve the others on its thread.
@@ -46,8 +47,8 @@ pub struct JobInfo {
     pub queue: String,
     /// When the job was enqueued.
     pub enqueued_at: SystemTime,
-    /// The W3C `traceparent` of the job's run, which its outbound HTTP requests carry on.
-    pub traceparent: Option<String>,
+    /// The trace context of the job's run, which its host calls continue.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl JobInfo {
@@ -196,7 +197,7 @@ async fn run_charged(
         log: log.clone(),
         denials: Arc::default(),
         calls: Arc::default(),
-        traceparent: info.traceparent.as_deref().map(Arc::from),
+        traceparent: info.traceparent.clone(),
     };
     let calls = Arc::clone(&caller.calls);
     // A command's stdout is its output: kept up to the output limit, and counted beyond.

@@ -33,6 +33,7 @@ mod module;
 mod outcome;
 mod runtime;
 mod swap;
+pub mod trace;
 
 /// The wasmtime release that runs the guests (the version `Cargo.toml` pins).
 pub const WASMTIME_VERSION: &str = "48.0.8";

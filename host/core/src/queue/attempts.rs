@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands as _, FromRedisValue, ParsingError, Value};
+use taskbox_runtime::trace::TraceParent;
 
 use super::{Backoff, GROUP, JobStatus, MAX_RETRY_DELAY, Period, Priority, Queue};
 use crate::model::unix_millis;
 use crate::store::{Connection, TimedInvoke as _};
-use crate::trace::TraceParent;
 
 /// How far a worker's clock may be behind Redis's before it promotes delayed jobs late.
 const CLOCK_SKEW: Duration = Duration::from_secs(1);

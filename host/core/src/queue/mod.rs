@@ -24,6 +24,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{StreamExt as _, TryFutureExt as _};
 use redis::{AsyncCommands as _, Script};
 use taskbox_runtime::guest_text::quote;
+use taskbox_runtime::trace::TraceParent;
 
 use crate::events::{Events, JobEvent, JobEventKind};
 use crate::metrics::metrics;
@@ -33,7 +34,6 @@ use crate::model::names::validate_name;
 use crate::model::{millis, unix_millis};
 use crate::store::keys::{self, QueueKeys};
 use crate::store::{Connection, Store, TimedInvoke as _};
-use crate::trace::TraceParent;
 
 pub(crate) use attempts::{Delivery, Ending, FinishedAttempt, StartedJob};
 pub use bulk::{BulkAction, BulkProgress};
@@ -444,7 +444,7 @@ impl Queue {
 
     /// Enqueues many jobs for `tenant` in one round trip. Each names a module of the tenant
     /// and a task its manifest declares; the manifest's settings fill in what the job leaves
-    /// out. Each job keeps the trace context of this call's span (see [`crate::trace`]).
+    /// out. Each job keeps the trace context of this call's span (see [`taskbox_runtime::trace`]).
     #[tracing::instrument(name = "enqueue", skip_all, fields(%tenant, jobs = jobs.len()))]
     pub async fn enqueue_batch(
         &self,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use taskbox_runtime::trace::TraceParent;
 use taskbox_runtime::{CancelHandle, JobError, JobInfo, JobReport, JobRequest, Limits};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
@@ -15,7 +16,6 @@ use crate::model::unix_millis;
 use crate::progress::{ProgressSlot, ProgressTarget};
 use crate::queue::{Delivery, StartedJob};
 use crate::store::keys;
-use crate::trace::TraceParent;
 
 impl Worker {
     /// Runs each started job in a task of its own, with one of `permits`, holding its entry
@@ -114,7 +114,7 @@ impl Worker {
                         max_attempts: started.max_attempts,
                         queue: queue.to_owned(),
                         enqueued_at: UNIX_EPOCH + Duration::from_millis(started.created_at),
-                        traceparent: trace.map(|trace| trace.as_str().to_owned()),
+                        traceparent: trace,
                     },
                     limits: grants.limits.narrow(Limits {
                         timeout: started.timeout.unwrap_or(self.config.limits.timeout),

@@ -13,6 +13,7 @@ use crate::bindings::taskbox::task::jobs::{self, EnqueueOptions, Error};
 use crate::capabilities::{CallingJob, glob_matches};
 use crate::guest_text::quote;
 use crate::job::JobState;
+use crate::trace::TraceParent;
 
 /// A job a task asks to enqueue, its target resolved to `module/task`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +34,8 @@ pub struct ChildJob {
     pub max_retries: Option<u32>,
     /// Enqueueing twice with the same key gives the first job.
     pub idempotency_key: Option<String>,
-    /// The enqueuing job's W3C `traceparent`: the child's run continues its trace.
-    pub traceparent: Option<String>,
+    /// The enqueuing job's trace context: the child's run continues its trace.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// The stream a child job goes to.
@@ -169,7 +170,7 @@ impl jobs::Host for JobJobs {
             delay: options.delay_ms.map(Duration::from_millis),
             max_retries: options.max_retries,
             idempotency_key: options.idempotency_key,
-            traceparent: self.caller.traceparent.as_deref().map(str::to_owned),
+            traceparent: self.caller.traceparent.clone(),
         };
         let span = tracing::info_span!("guest.enqueue", target = %quote(&full));
         let id = grant

@@ -26,6 +26,7 @@ use crate::bindings::taskbox::task::types;
 use crate::guest_text::quote;
 use crate::job::JobState;
 use crate::outcome::HostCalls;
+use crate::trace::TraceParent;
 
 /// What one job may reach beyond its sandbox, capability by capability. The default grants
 /// nothing.
@@ -58,8 +59,9 @@ pub(crate) struct CallingJob {
     pub(crate) denials: Arc<AtomicU32>,
     /// What the job asked of its capabilities, for its stats.
     pub(crate) calls: Arc<CallCounts>,
-    /// The job run's W3C `traceparent`, which its outbound requests carry on.
-    pub(crate) traceparent: Option<Arc<str>>,
+    /// The job run's trace context, which its host calls continue when nothing exports
+    /// spans (when something does, each call's own span is the parent).
+    pub(crate) traceparent: Option<TraceParent>,
 }
 
 /// [`HostCalls`] as they are counted, from any of the job's host calls.

@@ -24,8 +24,8 @@ use taskbox_core::queue::{
     BulkAction, BulkProgress, CancelOutcome, EnqueueError, EnqueueOptions, InputMatch, InvalidJob,
     JobFilter, NewJob, RetryError,
 };
-use taskbox_core::trace::TraceParent;
 use taskbox_runtime::guest_text::quote;
+use taskbox_runtime::trace::TraceParent;
 
 /// The most jobs one batch may enqueue.
 const MAX_BATCH: usize = 1000;

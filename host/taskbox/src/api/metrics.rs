@@ -14,7 +14,7 @@ use axum::routing::get;
 use taskbox_core::auth::Role;
 use taskbox_core::metrics::{CONTENT_TYPE as TEXT_FORMAT, Method, metrics};
 use taskbox_core::queue::Queue;
-use taskbox_core::trace::TraceParent;
+use taskbox_runtime::trace::TraceParent;
 use tracing::Instrument as _;
 
 use crate::api::{ApiError, Caller, serve_router};

@@ -36,6 +36,7 @@ pub use pattern::{BadHostPattern, HostPattern};
 use crate::capabilities::{CallCounts, CallingJob};
 use crate::guest_text::quote;
 use crate::job::JobState;
+use crate::trace::TraceParent;
 
 /// The W3C Trace Context header a job's requests carry.
 const TRACEPARENT: &str = "traceparent";
@@ -282,18 +283,19 @@ impl WasiHttpHooks for Hooks {
         let cleared = self.clear(&request);
         let caller = self.caller.clone();
         let mut request = request;
-        // The job's trace goes on with the request, whatever the guest put there.
-        if let Some(traceparent) = &caller.traceparent
-            && let Ok(value) = http::HeaderValue::from_str(traceparent)
-        {
-            request.headers_mut().insert(TRACEPARENT, value);
-        }
         let span = tracing::info_span!(
             "guest.http",
             method = %request.method(),
             host = %quote(request.uri().host().unwrap_or_default()),
             status = tracing::field::Empty,
         );
+        // The job's trace goes on with the request, whatever the guest put there: the server's
+        // spans become children of this request's span.
+        if let Some(trace) = TraceParent::of_or(&span, caller.traceparent.clone())
+            && let Ok(value) = http::HeaderValue::from_str(trace.as_str())
+        {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
         let exchange = async move {
             let cleared = cleared?;
             let permit = Arc::clone(&cleared.slots)
