@@ -1,6 +1,6 @@
 //! W3C Trace Context for a job: the `traceparent` a job is enqueued with is stored with it
-//! (by the core's queue), and its run and host calls continue that trace, so that the API request,
-//! the enqueue, the run and the job's own outbound requests are one trace.
+//! (by the core's queue), and its run and host calls continue that trace, so that the API
+//! request, the enqueue, the run and the job's own outbound requests are one trace.
 //!
 //! The spans are `tracing` spans; when the process exports them (OpenTelemetry, set up by
 //! the binary), a span's trace context is the exported one, and a stored `traceparent` names

@@ -291,7 +291,7 @@ impl WasiHttpHooks for Hooks {
         );
         // The job's trace goes on with the request, whatever the guest put there: the server's
         // spans become children of this request's span.
-        if let Some(trace) = TraceParent::of_or(&span, caller.traceparent.clone())
+        if let Some(trace) = TraceParent::of(&span).or_else(|| caller.traceparent.clone())
             && let Ok(value) = http::HeaderValue::from_str(trace.as_str())
         {
             request.headers_mut().insert(TRACEPARENT, value);
