@@ -149,7 +149,7 @@ impl EnqueueRequest {
                 humantime::parse_rfc3339_weak(&text).map_err(|err| {
                     invalid(
                         "run_at",
-                        format!("`{text}` is not an RFC 3339 time ({err})"),
+                        format!("{} is not an RFC 3339 time ({err})", quote(&text)),
                     )
                 })
             })
